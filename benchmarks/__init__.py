@@ -1,0 +1,1 @@
+"""Benchmarks for aiotasks: see benchmarks/README.md."""

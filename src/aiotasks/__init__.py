@@ -1,0 +1,63 @@
+"""aiotasks: scheduled work that is safe to run from many asyncio processes and machines.
+
+Run a task once per day, never twice at the same time, and its dependents only
+after it succeeded, with Redis as the only shared part::
+
+    import aiotasks
+
+    @aiotasks.task()
+    async def task_contributions_analysis(run: aiotasks.Run) -> None:
+        run.result["items_processed"] = 0
+
+    result = await task_contributions_analysis("20261125")
+
+The seed's low-level step stays available as :func:`task_boilerplate`.
+"""
+
+from __future__ import annotations
+
+from ._boilerplate import finish_task as finish_task
+from ._boilerplate import release_lock as release_lock
+from ._boilerplate import task_boilerplate as task_boilerplate
+from ._config import Settings as Settings
+from ._constants import REDIS_LOCK_TIMEOUT as REDIS_LOCK_TIMEOUT
+from ._constants import REDIS_SUCCESS_TTL as REDIS_SUCCESS_TTL
+from ._constants import Reason as Reason
+from ._constants import Status as Status
+from ._errors import AioTasksError as AioTasksError
+from ._errors import InvalidChain as InvalidChain
+from ._errors import InvalidConfig as InvalidConfig
+from ._errors import InvalidDate as InvalidDate
+from ._errors import InvalidInput as InvalidInput
+from ._errors import InvalidTaskName as InvalidTaskName
+from ._errors import RedisAuthError as RedisAuthError
+from ._errors import RedisUnavailable as RedisUnavailable
+from ._errors import TaskError as TaskError
+from ._task import Run as Run
+from ._task import Task as Task
+from ._task import task as task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "REDIS_LOCK_TIMEOUT",
+    "REDIS_SUCCESS_TTL",
+    "AioTasksError",
+    "InvalidChain",
+    "InvalidConfig",
+    "InvalidDate",
+    "InvalidInput",
+    "InvalidTaskName",
+    "Reason",
+    "RedisAuthError",
+    "RedisUnavailable",
+    "Run",
+    "Settings",
+    "Status",
+    "Task",
+    "TaskError",
+    "finish_task",
+    "release_lock",
+    "task",
+    "task_boilerplate",
+]

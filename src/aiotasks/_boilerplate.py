@@ -1,0 +1,162 @@
+"""The seed's ``_task_boilerplate``, async, atomic and token-safe.
+
+Differences from the seed, all invisible to code written against it:
+
+* the marker check and the lock are one script (one round trip), so a worker
+  can no longer pass the check while another finishes in between;
+* :func:`release_lock` compares the token before deleting, so a run whose lock
+  expired can't delete the next holder's lock; :func:`finish_task` writes the
+  marker and releases in one step;
+* a run costs two round trips (acquire, finish) and a skip one, instead of four;
+* cancellation during the acquire leaves no lock behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+import os
+from typing import Any
+
+from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
+from ._context import resolve
+from ._errors import InvalidConfig
+from ._keys import TaskKeys, check_task_name, parse_date, task_keys
+from ._store import Acquired, AnyRedis, Completed, store_for
+
+__all__ = [
+    "check_success_ttl",
+    "finish_task",
+    "new_result",
+    "new_task_id",
+    "release_lock",
+    "task_boilerplate",
+    "ttl_ms",
+]
+
+
+def new_task_id() -> str:
+    """Eight random characters (40 bits) identifying one run; also the lock's value."""
+    return base64.b32encode(os.urandom(5)).decode().lower()
+
+
+def new_result(task_name: str, date: str, task_id: str) -> dict[str, Any]:
+    """The seed's result dict, status ``pending``."""
+    return {
+        "task": task_name,
+        "date": date,
+        "task_id": task_id,
+        "status": Status.PENDING.value,
+        "errors": [],
+        "warnings": [],
+        "reason": None,
+    }
+
+
+def check_success_ttl(seconds: object) -> int:
+    """Validate a success-marker TTL: a positive whole number of seconds."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds <= 0:
+        raise InvalidConfig(
+            f"success_ttl must be a positive whole number of seconds, not {seconds!r}", seconds
+        )
+    return seconds
+
+
+def ttl_ms(seconds: float | None, default: float, name: str = "lock_timeout") -> int:
+    """Validate a TTL in seconds and convert it to whole milliseconds."""
+    value = default if seconds is None else seconds
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise InvalidConfig(f"{name} must be a positive number of seconds, not {value!r}", value)
+    return max(1, round(value * 1000))
+
+
+async def task_boilerplate(
+    task_name: str,
+    date_string: str | dt.date | None = None,
+    skip_success_check: bool = False,
+    *,
+    redis: AnyRedis | None = None,
+    lock_timeout: float | None = None,
+) -> tuple[AnyRedis, str, str, dict[str, Any], str]:
+    """Start a run the seed's way: check the marker and take the lock.
+
+    Returns ``(conn, lock_key, success_key, result, task_id)``. When
+    ``result["status"]`` is ``"skipped"`` (reason ``already_completed`` or
+    ``lock_held``) nothing is held and the caller returns ``result``. Otherwise
+    the lock is held with ``task_id`` as its value for ``lock_timeout`` seconds
+    (default 300), and the caller must end the run with :func:`finish_task`
+    (success) or :func:`release_lock` (failure, or a recurring task)::
+
+        conn, lock_key, success_key, result, task_id = await task_boilerplate("task_x", date)
+        if result["status"] == "skipped":
+            return result
+        try:
+            ...  # the work
+            result["status"] = "success"
+            await finish_task(conn, lock_key, success_key, task_id)
+            return result
+        finally:
+            await release_lock(conn, lock_key, task_id)  # no-op once finished
+
+    This is the low-level step: it starts no background work, so a body longer
+    than ``lock_timeout`` loses its lock. The :func:`aiotasks.task` decorator
+    renews the lock and does all of the above for you.
+
+    :param task_name: the task's name, from ``[A-Za-z0-9_.-]``.
+    :param date_string: ``YYYYMMDD`` (or a ``datetime.date``); today when omitted.
+    :param skip_success_check: for recurring tasks: ignore the marker, still respect the lock.
+    :param redis: any ``redis.asyncio`` client; else the enclosing chain's, else the default.
+    :param lock_timeout: the lock's TTL in seconds (``REDIS_LOCK_TIMEOUT`` = 300).
+    :raises InvalidTaskName, InvalidDate, InvalidConfig: before anything is sent.
+    :raises RedisUnavailable: Redis could not be reached; nothing is left locked
+        (or, if Redis vanished mid-acquire, the lock expires within ``lock_timeout``).
+    """
+    name = check_task_name(task_name)
+    date = parse_date(date_string)
+    lock_ms = ttl_ms(lock_timeout, REDIS_LOCK_TIMEOUT)
+    store, namespace, force = resolve(redis)
+    keys = task_keys(name, date, namespace=namespace, cluster=store.cluster)
+    task_id = new_task_id()
+    result = new_result(name, date, task_id)
+    outcome = await store.acquire(
+        keys, task_id, lock_ms, check_success=not (skip_success_check or force)
+    )
+    if not isinstance(outcome, Acquired):
+        result["status"] = Status.SKIPPED.value
+        reason = Reason.ALREADY_COMPLETED if isinstance(outcome, Completed) else Reason.LOCK_HELD
+        result["reason"] = reason.value
+    return store.client, keys.lock, keys.success, result, task_id
+
+
+async def release_lock(conn: AnyRedis, lock_key: str, task_id: str) -> bool:
+    """Delete ``lock_key`` only while it still holds ``task_id``.
+
+    :returns: True if it did; False if the lock had expired or belongs to
+        another run (then nothing is deleted).
+    """
+    return await store_for(conn).release(lock_key, task_id)
+
+
+async def finish_task(
+    conn: AnyRedis,
+    lock_key: str,
+    success_key: str,
+    task_id: str,
+    success_ttl: int = REDIS_SUCCESS_TTL,
+) -> bool:
+    """Write the success marker and release the lock, in one atomic step.
+
+    The seed's ``l.set(success_key, "completed", ex=REDIS_SUCCESS_TTL)`` plus
+    ``l.delete(lock_key)``, made token-safe: if the lock is no longer this
+    run's, nothing is written.
+
+    :returns: True if the marker is recorded; False if the lock was lost first.
+    """
+    keys = TaskKeys(lock_key, success_key)
+    return await store_for(conn).finish(keys, task_id, check_success_ttl(success_ttl))

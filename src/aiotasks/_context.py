@@ -1,0 +1,63 @@
+"""Which Redis, namespace and options a call uses when it isn't told.
+
+A chain run sets :data:`current` for the tasks it runs, so seed-style tasks
+that call ``task_boilerplate()`` with no client use the chain's client,
+namespace and ``force`` flag without any change. Outside a chain, the default
+comes from :meth:`Settings.from_env`: ``AIOTASKS_REDIS_URL``, else
+``redis://localhost:6379/6``; that client is built once per event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from ._config import Settings
+from ._store import AnyRedis, Store, store_for
+
+__all__ = ["Binding", "current", "resolve"]
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What the enclosing chain run lends to the calls made inside it."""
+
+    redis: AnyRedis
+    namespace: str | None = None
+    #: Ignore success markers (the CLI's ``--force``): tasks run even if completed.
+    force: bool = False
+
+
+current: ContextVar[Binding | None] = ContextVar("aiotasks_binding", default=None)
+
+_default_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AnyRedis] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _default_client() -> AnyRedis:
+    loop = asyncio.get_running_loop()
+    client = _default_clients.get(loop)
+    if client is None:
+        client = _default_clients[loop] = Settings.from_env().create_client()
+    return client
+
+
+def resolve(redis: AnyRedis | None) -> tuple[Store, str | None, bool]:
+    """The store, namespace and force flag for a call given ``redis`` (or not).
+
+    An explicit client wins; else the enclosing chain's; else the default.
+    The namespace and ``force`` come from the enclosing chain, else from the
+    environment (``AIOTASKS_NAMESPACE``) and ``False``.
+    """
+    binding = current.get()
+    if binding is not None:
+        return (
+            store_for(redis if redis is not None else binding.redis),
+            binding.namespace,
+            binding.force,
+        )
+    namespace = Settings.from_env().namespace
+    return store_for(redis if redis is not None else _default_client()), namespace, False

@@ -1,0 +1,99 @@
+"""Exceptions raised by aiotasks.
+
+Every exception the library raises on purpose derives from one root::
+
+    AioTasksError
+    ├── TaskError                 a run failed (body raised, lock lost, Redis failed mid-run)
+    ├── InvalidInput (ValueError) bad input, refused before any Redis command is sent
+    │   ├── InvalidTaskName
+    │   ├── InvalidDate
+    │   ├── InvalidChain
+    │   └── InvalidConfig
+    └── RedisUnavailable          Redis could not be reached, timed out, or refused us
+        └── RedisAuthError        wrong password or ACL user
+
+Errors from redis-py are translated at the Redis door (``_store``) with
+``raise ... from exc``. The translated message never contains a password: it
+names the server by its redacted URL or ``host:port``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AioTasksError",
+    "InvalidChain",
+    "InvalidConfig",
+    "InvalidDate",
+    "InvalidInput",
+    "InvalidTaskName",
+    "RedisAuthError",
+    "RedisUnavailable",
+    "TaskError",
+]
+
+
+class AioTasksError(Exception):
+    """Root of every exception raised by aiotasks."""
+
+
+class TaskError(AioTasksError):
+    """A task run failed; the seed's ``TaskError(status, message)``.
+
+    :param status: the run's status, ``"failed"`` for every error aiotasks raises.
+    :param message: a human-readable explanation.
+    :param result: the run's result dict (status ``failed``, the error text in
+        ``errors``), when the failure happened inside a run.
+    """
+
+    def __init__(self, status: str, message: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+        self.result = result
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.message}"
+
+
+class InvalidInput(AioTasksError, ValueError):
+    """Bad input, detected before anything is sent to Redis.
+
+    :param value: the offending value, as given.
+    """
+
+    def __init__(self, message: str, value: object = None) -> None:
+        super().__init__(message)
+        self.value = value
+
+
+class InvalidTaskName(InvalidInput):
+    """A task name that is empty, too long, or would make Redis keys ambiguous."""
+
+
+class InvalidDate(InvalidInput):
+    """A date that is not ``YYYYMMDD`` naming a real calendar day."""
+
+
+class InvalidChain(InvalidInput):
+    """A chain that can't run: duplicate ids, unknown dependencies, a cycle, a non-callable."""
+
+
+class InvalidConfig(InvalidInput):
+    """A setting that can't be used: a malformed Redis URL, a bad namespace or timeout."""
+
+
+class RedisUnavailable(AioTasksError):
+    """Redis could not be reached, did not answer in time, or refused the command.
+
+    :param server: where we tried, password redacted (``redis://:***@host:6379/6``).
+    """
+
+    def __init__(self, message: str, server: str = "") -> None:
+        super().__init__(message)
+        self.server = server
+
+
+class RedisAuthError(RedisUnavailable):
+    """Redis refused our credentials (wrong password, unknown user, missing ACL permission)."""

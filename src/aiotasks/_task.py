@@ -1,0 +1,499 @@
+"""The high-level task API: ``@task`` makes a body safe to run from many workers.
+
+A decorated body runs at most once per (task, date) across every process that
+shares the Redis, never twice at the same time, and only its success writes
+the marker. The decorator does what the seed's try/except/finally did by hand,
+plus what it could not:
+
+* the lock is renewed every ``lock_timeout / 3`` seconds while the body runs.
+  Renewal resets the TTL to ``lock_timeout`` (never adds to it), so the key of
+  a worker that dies frees within ``lock_timeout``;
+* if a renewal finds the lock gone or taken, or can't reach Redis before the
+  lock's TTL would have run out, the lock is *lost*: the body is cancelled (an
+  ``async`` body at its next ``await``; a sync body sees
+  :attr:`Run.stop_requested` and is waited for), the result is ``failed`` with
+  reason ``lock_lost``, and no marker is written. Cancelling is the safe
+  choice: another worker may already be running the same task;
+* cancellation (``CancelledError``, timeouts, ``KeyboardInterrupt``) at any
+  point releases the lock, in the cancelled coroutine, before it propagates; a
+  run cancelled after its body returned still records its success;
+* optional ``timeout`` per attempt and ``retries`` with exponential backoff and
+  jitter. Retries happen while the lock is held, so other workers wait rather
+  than race the retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import datetime as dt
+import functools
+import inspect
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final, Protocol, TypeAlias, overload
+
+import anyio.to_thread
+
+from ._boilerplate import check_success_ttl, new_result, new_task_id, ttl_ms
+from ._cancel import shielded
+from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
+from ._context import resolve
+from ._errors import InvalidConfig, RedisUnavailable, TaskError
+from ._keys import TaskKeys, check_task_name, parse_date, task_keys
+from ._store import Acquired, AnyRedis, Completed, Store
+
+__all__ = ["AsyncBody", "Run", "SyncBody", "Task", "task"]
+
+logger = logging.getLogger("aiotasks.task")
+
+#: The longest pause between two retries, whatever the backoff says.
+MAX_RETRY_DELAY: Final = 60.0
+
+
+class Run:
+    """What a task body receives: the run's identity, its result dict and its client.
+
+    :ivar task_name: the task's name.
+    :ivar date: the date being processed, ``YYYYMMDD``.
+    :ivar task_id: this run's id, also the lock's value.
+    :ivar result: the result dict; add your own counters to it, as in the seed.
+    :ivar redis: the client the run uses, for the body's own commands.
+    :ivar lock_key: the lock's key.
+    :ivar success_key: the success marker's key.
+    :ivar attempt: 1 for the first attempt, 2 for the first retry, ...
+    """
+
+    __slots__ = (
+        "_lock_lost",
+        "_stop",
+        "attempt",
+        "date",
+        "lock_key",
+        "redis",
+        "result",
+        "success_key",
+        "task_id",
+        "task_name",
+    )
+
+    def __init__(
+        self,
+        task_name: str,
+        date: str,
+        task_id: str,
+        result: dict[str, Any],
+        redis: AnyRedis,
+        keys: TaskKeys,
+    ) -> None:
+        self.task_name = task_name
+        self.date = date
+        self.task_id = task_id
+        self.result = result
+        self.redis = redis
+        self.lock_key = keys.lock
+        self.success_key = keys.success
+        self.attempt = 1
+        self._lock_lost = False
+        self._stop = False
+
+    @property
+    def lock_lost(self) -> bool:
+        """True once the lock was found gone or taken: the run can no longer succeed."""
+        return self._lock_lost
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once the run is cancelled, timed out or lost its lock.
+
+        An ``async`` body is cancelled anyway; a sync body (in a worker thread,
+        which can't be interrupted) should check this between units of work and
+        return early. The run is failed whatever the body returns.
+        """
+        return self._stop
+
+    def _request_stop(self) -> None:
+        self._stop = True
+
+    def __repr__(self) -> str:
+        return f"<Run {self.task_name} {self.date} task_id={self.task_id} attempt={self.attempt}>"
+
+
+class AsyncBody(Protocol):
+    """``async def body(run: Run) -> object``; the return value is ignored."""
+
+    def __call__(self, run: Run, /) -> Awaitable[object]: ...
+
+
+class SyncBody(Protocol):
+    """``def body(run: Run) -> object``, run in a worker thread; the return value is ignored."""
+
+    def __call__(self, run: Run, /) -> object: ...
+
+
+Body: TypeAlias = AsyncBody | SyncBody
+
+
+class _Lease:
+    """Keeps a held lock alive while a body runs, and notices when it is lost.
+
+    No task exists between renewals: a timer creates one when a renewal is
+    due, so a run shorter than ``lock_timeout / 3`` costs nothing here.
+    """
+
+    def __init__(self, store: Store, run: Run, ttl: int, on_lost: Callable[[], object]) -> None:
+        self._store = store
+        self._run = run
+        self._ttl_ms = ttl
+        self._interval = ttl / 3000
+        self._on_lost = on_lost
+        loop = store.loop
+        self._loop = loop
+        self._valid_until = loop.time() + ttl / 1000
+        self._timer: asyncio.TimerHandle | None = loop.call_later(self._interval, self._due)
+        self._deadline = loop.call_at(self._valid_until, self._expired)
+        self._renewal: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    def _due(self) -> None:
+        self._timer = None
+        self._renewal = self._loop.create_task(self._renew())
+
+    def _expired(self) -> None:
+        self._lose("could not renew the lock before its TTL ran out")
+
+    async def _renew(self) -> None:
+        sent = self._loop.time()
+        try:
+            held = await self._store.renew(self._run.lock_key, self._run.task_id, self._ttl_ms)
+        except Exception as exc:  # RedisUnavailable, or anything unexpected: try again
+            if not self._stopped:
+                logger.warning("%s: lock renewal failed, retrying: %s", self._run, exc)
+                self._timer = self._loop.call_later(min(1.0, self._interval), self._due)
+            return
+        if self._stopped:
+            return
+        if not held:
+            self._lose("the lock expired or was taken by another run")
+            return
+        self._valid_until = sent + self._ttl_ms / 1000
+        self._deadline.cancel()
+        self._deadline = self._loop.call_at(self._valid_until, self._expired)
+        self._timer = self._loop.call_later(self._interval, self._due)
+
+    def _lose(self, why: str) -> None:
+        if self._stopped or self._run._lock_lost:
+            return
+        logger.error("%s: lock lost (%s); cancelling the body", self._run, why)
+        self._run._lock_lost = True
+        self._run._stop = True
+        self.stop()
+        self._on_lost()
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._deadline.cancel()
+        if self._renewal is not None and self._renewal is not asyncio.current_task():
+            self._renewal.cancel()
+
+
+class Task:
+    """A task body made safe to run from many workers; see :func:`task`.
+
+    Calling it runs it: ``await my_task(date_string=None, *, redis=None)``
+    returns the result dict (``success``, or ``skipped`` with its reason) and
+    raises :class:`TaskError` (its ``.result`` has status ``failed``) when the
+    run fails. A decorated task has the seed's task signature, so it drops
+    straight into a seed-style chain.
+    """
+
+    def __init__(
+        self,
+        body: Body,
+        *,
+        name: str | None = None,
+        recurring: bool = False,
+        lock_timeout: float = REDIS_LOCK_TIMEOUT,
+        success_ttl: int = REDIS_SUCCESS_TTL,
+        depends_on: Iterable[str] = (),
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_delay: float = 1.0,
+    ) -> None:
+        if not callable(body):
+            raise InvalidConfig(f"a task body must be callable, not {body!r}", body)
+        self.name = check_task_name(name if name is not None else getattr(body, "__name__", None))
+        self.recurring = bool(recurring)
+        self.lock_timeout = lock_timeout
+        self._lock_ms = ttl_ms(lock_timeout, REDIS_LOCK_TIMEOUT)
+        self.success_ttl = check_success_ttl(success_ttl)
+        if isinstance(depends_on, str):
+            depends_on = (depends_on,)
+        self.depends_on: tuple[str, ...] = tuple(
+            dep.name if isinstance(dep, Task) else check_task_name(dep) for dep in depends_on
+        )
+        if timeout is not None:
+            ttl_ms(timeout, 0, "timeout")
+        self.timeout = timeout
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidConfig(f"retries must be a whole number >= 0, not {retries!r}", retries)
+        self.retries = retries
+        self.retry_delay = retry_delay
+        ttl_ms(retry_delay, 1, "retry_delay")
+        self._body = body
+        self._is_async = inspect.iscoroutinefunction(body) or inspect.iscoroutinefunction(
+            getattr(body, "__call__", None)  # noqa: B004  (an object with an async __call__)
+        )
+        functools.update_wrapper(self, body)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}{' (recurring)' if self.recurring else ''}>"
+
+    async def __call__(
+        self, date_string: str | dt.date | None = None, *, redis: AnyRedis | None = None
+    ) -> dict[str, Any]:
+        """Run the task for ``date_string`` (``YYYYMMDD``, default today).
+
+        :returns: the result dict: ``success``, or ``skipped`` with reason
+            ``already_completed`` or ``lock_held``.
+        :raises TaskError: the run failed; ``.result`` has status ``failed``,
+            the error text in ``errors`` and, where it applies, a reason
+            (``timeout``, ``lock_lost``, ``redis_unavailable``). The lock is
+            released and no marker is written.
+        :raises InvalidDate: before anything is sent.
+        """
+        date = parse_date(date_string)
+        store, namespace, force = resolve(redis)
+        keys = task_keys(self.name, date, namespace=namespace, cluster=store.cluster)
+        task_id = new_task_id()
+        result = new_result(self.name, date, task_id)
+        try:
+            outcome = await store.acquire(
+                keys, task_id, self._lock_ms, check_success=not (self.recurring or force)
+            )
+        except RedisUnavailable as exc:
+            _fail(result, str(exc), Reason.REDIS_UNAVAILABLE)
+            raise TaskError(Status.FAILED.value, str(exc), result) from exc
+        if not isinstance(outcome, Acquired):
+            result["status"] = Status.SKIPPED.value
+            reason = (
+                Reason.ALREADY_COMPLETED if isinstance(outcome, Completed) else Reason.LOCK_HELD
+            )
+            result["reason"] = reason.value
+            logger.debug("%s %s: skipped (%s)", self.name, date, result["reason"])
+            return result
+        run = Run(self.name, date, task_id, result, store.client, keys)
+        started = time.monotonic()
+        try:
+            error = await self._attempts(store, run)
+            if error is None:
+                error = await self._finish(store, run, keys)
+            else:
+                await _release_quietly(store, run)
+        except BaseException:
+            # Cancelled (or interrupted): give the lock back before propagating.
+            run._request_stop()
+            await shielded(_release_quietly(store, run))
+            raise
+        elapsed = time.monotonic() - started
+        if error is not None:
+            logger.warning(
+                "%s %s: failed after %.3fs: %s", self.name, date, elapsed, result["errors"][-1]
+            )
+            raise TaskError(Status.FAILED.value, result["errors"][-1], result) from error
+        logger.info("%s %s: success in %.3fs", self.name, date, elapsed)
+        return result
+
+    async def _attempts(self, store: Store, run: Run) -> BaseException | None:
+        """Run the body until it succeeds or retries run out; None on success."""
+        loop = store.loop
+        guard = asyncio.timeout(None)  # fired by the lease when the lock is lost
+        try:
+            async with guard:
+                lease = _Lease(store, run, self._lock_ms, lambda: guard.reschedule(loop.time()))
+                try:
+                    attempt = 0
+                    while True:
+                        attempt += 1
+                        run.attempt = attempt
+                        error = await self._attempt(run)
+                        if error is None or attempt > self.retries:
+                            return error
+                        delay = _backoff(self.retry_delay, attempt)
+                        logger.info("%s: attempt %d failed, retrying in %.2fs", run, attempt, delay)
+                        _reset_for_retry(run, attempt, delay)
+                        await asyncio.sleep(delay)
+                finally:
+                    lease.stop()
+        except TimeoutError as exc:
+            if not guard.expired():
+                raise
+            message = "lock lost while the task ran: it expired or was taken"
+            _fail(run.result, message, Reason.LOCK_LOST)
+            return exc
+
+    async def _attempt(self, run: Run) -> BaseException | None:
+        """Run the body once; None on success, else the error (already in the result)."""
+        limit = asyncio.timeout(self.timeout)
+        try:
+            async with limit:
+                if self._is_async:
+                    await self._body(run)  # type: ignore[misc]
+                else:
+                    body = functools.partial(contextvars.copy_context().run, self._body, run)
+                    await shielded(anyio.to_thread.run_sync(body), on_cancel=run._request_stop)
+        except TaskError as exc:
+            _fail(run.result, exc.message)
+            return exc
+        except TimeoutError as exc:
+            if limit.expired():
+                _fail(run.result, f"timed out after {self.timeout}s", Reason.TIMEOUT)
+            else:  # the body's own TimeoutError
+                _fail(run.result, _describe(exc))
+            return exc
+        except RedisUnavailable as exc:
+            _fail(run.result, str(exc), Reason.REDIS_UNAVAILABLE)
+            return exc
+        except Exception as exc:
+            _fail(run.result, _describe(exc))
+            return exc
+        return None
+
+    async def _finish(self, store: Store, run: Run, keys: TaskKeys) -> BaseException | None:
+        """Record success (marker and release in one step, or release only if recurring)."""
+        try:
+            if self.recurring:
+                held = await store.release(keys.lock, run.task_id)
+            else:
+                held = await store.finish(keys, run.task_id, self.success_ttl)
+        except RedisUnavailable as exc:
+            _fail(run.result, f"could not record the run's end: {exc}", Reason.REDIS_UNAVAILABLE)
+            return exc
+        if not held:
+            message = "lock lost before the run could be recorded: it expired or was taken"
+            _fail(run.result, message, Reason.LOCK_LOST)
+            return TaskError(Status.FAILED.value, message)
+        run.result["status"] = Status.SUCCESS.value
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    return (
+        f"Unexpected error: {type(exc).__name__}: {exc}"
+        if str(exc)
+        else f"Unexpected error: {type(exc).__name__}"
+    )
+
+
+def _fail(result: dict[str, Any], message: str, reason: Reason | None = None) -> None:
+    result["status"] = Status.FAILED.value
+    if reason is not None:
+        result["reason"] = reason.value
+    if message not in result["errors"]:
+        result["errors"].append(message)
+
+
+def _backoff(base: float, attempt: int) -> float:
+    """Exponential backoff with full jitter: uniform in [base, base * 2**(attempt-1)], capped."""
+    ceiling = min(MAX_RETRY_DELAY, base * 2 ** (attempt - 1))
+    return random.uniform(min(base, ceiling), ceiling)
+
+
+def _reset_for_retry(run: Run, attempt: int, delay: float) -> None:
+    """Start the next attempt with a fresh result dict; keep the failures as warnings."""
+    previous = run.result
+    fresh = new_result(run.task_name, run.date, run.task_id)
+    fresh["warnings"] = [
+        *previous["warnings"],
+        *(f"attempt {attempt} failed: {error}" for error in previous["errors"]),
+    ]
+    fresh["attempts"] = attempt + 1
+    previous.clear()
+    previous.update(fresh)
+
+
+async def _release_quietly(store: Store, run: Run) -> None:
+    try:
+        await store.release(run.lock_key, run.task_id)
+    except RedisUnavailable as exc:
+        logger.warning("%s: could not release the lock (%s); it expires within its TTL", run, exc)
+
+
+@overload
+def task(name: Body, /) -> Task: ...
+
+
+@overload
+def task(
+    name: str | None = None,
+    *,
+    recurring: bool = False,
+    lock_timeout: float = REDIS_LOCK_TIMEOUT,
+    success_ttl: int = REDIS_SUCCESS_TTL,
+    depends_on: Iterable[str | Task] = (),
+    timeout: float | None = None,
+    retries: int = 0,
+    retry_delay: float = 1.0,
+) -> Callable[[Body], Task]: ...
+
+
+def task(
+    name: str | Body | None = None,
+    *,
+    recurring: bool = False,
+    lock_timeout: float = REDIS_LOCK_TIMEOUT,
+    success_ttl: int = REDIS_SUCCESS_TTL,
+    depends_on: Iterable[str | Task] = (),
+    timeout: float | None = None,
+    retries: int = 0,
+    retry_delay: float = 1.0,
+) -> Task | Callable[[Body], Task]:
+    """Make ``body`` a task that runs at most once per date, never twice at once.
+
+    ::
+
+        @aiotasks.task(lock_timeout=600)
+        async def task_contributions_analysis(run: aiotasks.Run) -> None:
+            run.result["items_processed"] = 0
+            for item in await load_items(run.date):
+                await process(item)
+                run.result["items_processed"] += 1
+
+        result = await task_contributions_analysis("20261125")
+
+    The body is ``async def body(run)`` or a plain ``def body(run)`` (run in a
+    worker thread). It fails the run by raising (``TaskError`` or anything
+    else); it may also append to ``run.result["errors"]`` / ``["warnings"]``
+    without failing.
+
+    :param name: the task's name (and key component); the function's name by default.
+    :param recurring: run again whenever called (the lock still prevents
+        overlap), never write the success marker.
+    :param lock_timeout: the lock's TTL in seconds; renewed every third of it.
+    :param success_ttl: the marker's TTL in seconds.
+    :param depends_on: names (or tasks) this task needs, for :func:`run_chain`.
+    :param timeout: seconds an attempt may take; then it fails with reason ``timeout``.
+    :param retries: how many times a failed attempt is retried (lock held throughout).
+    :param retry_delay: the first retry's delay in seconds; doubles each retry,
+        with jitter, capped at 60 s.
+    """
+    options: dict[str, Any] = {
+        "recurring": recurring,
+        "lock_timeout": lock_timeout,
+        "success_ttl": success_ttl,
+        "depends_on": depends_on,
+        "timeout": timeout,
+        "retries": retries,
+        "retry_delay": retry_delay,
+    }
+    if callable(name):
+        return Task(name, **options)
+
+    def decorate(body: Body) -> Task:
+        return Task(body, name=name, **options)
+
+    return decorate

@@ -1,0 +1,47 @@
+"""Shared fixtures: a real redis-server per session (clean per test); fakeredis for units."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import fakeredis
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from tests.servers import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server started for this test session on a free port, stopped at the end."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session server's URL, its data wiped before the test (it is our own server)."""
+    with redis.Redis.from_url(redis_server.url) as sync:
+        sync.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    """A default ``redis.asyncio`` client on the clean session server."""
+    client = Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def fake_redis() -> AsyncIterator[Redis]:
+    """An in-process fakeredis client (runs our Lua through lupa); unit tests only."""
+    client: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    try:
+        yield client
+    finally:
+        await client.aclose()
