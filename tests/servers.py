@@ -49,18 +49,12 @@ class RedisServer:
     args: Sequence[str] = ()
     password: str | None = None
     port: int = field(default_factory=free_port)
-    directory: Path = field(
-        default_factory=lambda: Path(tempfile.mkdtemp(prefix="aiotasks-redis-"))
-    )
+    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="aiotasks-redis-")))
     process: subprocess.Popen[bytes] | None = None
     tls: bool = False
 
     def command(self) -> list[str]:
-        port_args = (
-            ["--port", "0", "--tls-port", str(self.port)]
-            if self.tls
-            else ["--port", str(self.port)]
-        )
+        port_args = ["--port", "0", "--tls-port", str(self.port)] if self.tls else ["--port", str(self.port)]
         auth = ["--requirepass", self.password] if self.password else []
         return [
             redis_server_binary(),
@@ -77,9 +71,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         """Start the server and wait until it accepts connections."""
-        self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

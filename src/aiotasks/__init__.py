@@ -19,6 +19,7 @@ from __future__ import annotations
 from ._boilerplate import finish_task as finish_task
 from ._boilerplate import release_lock as release_lock
 from ._boilerplate import task_boilerplate as task_boilerplate
+from ._chain import run_chain as run_chain
 from ._config import Settings as Settings
 from ._constants import REDIS_LOCK_TIMEOUT as REDIS_LOCK_TIMEOUT
 from ._constants import REDIS_SUCCESS_TTL as REDIS_SUCCESS_TTL
@@ -58,6 +59,7 @@ __all__ = [
     "TaskError",
     "finish_task",
     "release_lock",
+    "run_chain",
     "task",
     "task_boilerplate",
 ]

@@ -41,8 +41,8 @@ def new_task_id() -> str:
     return base64.b32encode(os.urandom(5)).decode().lower()
 
 
-def new_result(task_name: str, date: str, task_id: str) -> dict[str, Any]:
-    """The seed's result dict, status ``pending``."""
+def new_result(task_name: str, date: str, task_id: str | None) -> dict[str, Any]:
+    """The seed's result dict, status ``pending`` (``task_id`` is None for a task that never ran)."""
     return {
         "task": task_name,
         "date": date,
@@ -124,9 +124,7 @@ async def task_boilerplate(
     keys = task_keys(name, date, namespace=namespace, cluster=store.cluster)
     task_id = new_task_id()
     result = new_result(name, date, task_id)
-    outcome = await store.acquire(
-        keys, task_id, lock_ms, check_success=not (skip_success_check or force)
-    )
+    outcome = await store.acquire(keys, task_id, lock_ms, check_success=not (skip_success_check or force))
     if not isinstance(outcome, Acquired):
         result["status"] = Status.SKIPPED.value
         reason = Reason.ALREADY_COMPLETED if isinstance(outcome, Completed) else Reason.LOCK_HELD

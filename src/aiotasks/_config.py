@@ -171,9 +171,7 @@ class Settings:
             )
         except (ValueError, TypeError) as exc:
             message = redact_url(str(exc)).replace(self.url, self.redacted_url)
-            raise InvalidConfig(
-                f"bad Redis URL {self.redacted_url}: {message}", self.redacted_url
-            ) from None
+            raise InvalidConfig(f"bad Redis URL {self.redacted_url}: {message}", self.redacted_url) from None
         return Redis.from_pool(pool)
 
 
@@ -187,9 +185,7 @@ def _check_url(url: object) -> None:
     except ValueError as exc:
         raise InvalidConfig(f"bad Redis URL {shown}: {exc}", shown) from None
     if parts.scheme not in _SCHEMES:
-        raise InvalidConfig(
-            f"bad Redis URL {shown}: scheme must be one of {', '.join(_SCHEMES)}", shown
-        )
+        raise InvalidConfig(f"bad Redis URL {shown}: scheme must be one of {', '.join(_SCHEMES)}", shown)
     if parts.scheme != "unix":
         if not parts.hostname:
             raise InvalidConfig(f"bad Redis URL {shown}: no host", shown)
@@ -197,9 +193,7 @@ def _check_url(url: object) -> None:
             raise InvalidConfig(f"bad Redis URL {shown}: port 0", shown)
         db = parts.path.lstrip("/")
         if db and not db.isdigit():
-            raise InvalidConfig(
-                f"bad Redis URL {shown}: database must be a number, not {db!r}", shown
-            )
+            raise InvalidConfig(f"bad Redis URL {shown}: database must be a number, not {db!r}", shown)
     for key, value in parse_qsl(parts.query):
         if key == "db" and not value.isdigit():
             raise InvalidConfig(f"bad Redis URL {shown}: database must be a number", shown)

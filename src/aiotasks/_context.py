@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ._config import Settings
 from ._store import AnyRedis, Store, store_for
 
-__all__ = ["Binding", "current", "resolve"]
+__all__ = ["Binding", "current", "default_client", "resolve"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +32,11 @@ class Binding:
 
 current: ContextVar[Binding | None] = ContextVar("aiotasks_binding", default=None)
 
-_default_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AnyRedis] = (
-    weakref.WeakKeyDictionary()
-)
+_default_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AnyRedis] = weakref.WeakKeyDictionary()
 
 
-def _default_client() -> AnyRedis:
+def default_client() -> AnyRedis:
+    """The client built from :meth:`Settings.from_env`, one per event loop."""
     loop = asyncio.get_running_loop()
     client = _default_clients.get(loop)
     if client is None:
@@ -60,4 +59,4 @@ def resolve(redis: AnyRedis | None) -> tuple[Store, str | None, bool]:
             binding.force,
         )
     namespace = Settings.from_env().namespace
-    return store_for(redis if redis is not None else _default_client()), namespace, False
+    return store_for(redis if redis is not None else default_client()), namespace, False

@@ -96,8 +96,7 @@ def date_range(first: str, last: str) -> list[str]:
     if end < start:
         raise InvalidDate(f"date range is reversed: {first} is after {last}", last)
     return [
-        (start + dt.timedelta(days=offset)).strftime("%Y%m%d")
-        for offset in range((end - start).days + 1)
+        (start + dt.timedelta(days=offset)).strftime("%Y%m%d") for offset in range((end - start).days + 1)
     ]
 
 

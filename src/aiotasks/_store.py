@@ -309,12 +309,8 @@ class Store:
             replies = await self._execute(batch, load=False)
             missing = [op for op, reply in zip(batch, replies, strict=True) if _noscript(reply)]
             if missing:
-                reloaded = dict(
-                    zip(map(id, missing), await self._execute(missing, load=True), strict=True)
-                )
-                replies = [
-                    reloaded.get(id(op), reply) for op, reply in zip(batch, replies, strict=True)
-                ]
+                reloaded = dict(zip(map(id, missing), await self._execute(missing, load=True), strict=True))
+                replies = [reloaded.get(id(op), reply) for op, reply in zip(batch, replies, strict=True)]
         except BaseException as exc:
             error = translate(exc, self.client) if isinstance(exc, Exception) else exc
             for op in batch:

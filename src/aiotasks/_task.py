@@ -45,7 +45,16 @@ from ._errors import InvalidConfig, RedisUnavailable, TaskError
 from ._keys import TaskKeys, check_task_name, parse_date, task_keys
 from ._store import Acquired, AnyRedis, Completed, Store
 
-__all__ = ["AsyncBody", "Run", "SyncBody", "Task", "task"]
+__all__ = [
+    "AsyncBody",
+    "Run",
+    "SyncBody",
+    "Task",
+    "backoff",
+    "check_attempt_options",
+    "describe_error",
+    "task",
+]
 
 logger = logging.getLogger("aiotasks.task")
 
@@ -236,14 +245,7 @@ class Task:
         self.depends_on: tuple[str, ...] = tuple(
             dep.name if isinstance(dep, Task) else check_task_name(dep) for dep in depends_on
         )
-        if timeout is not None:
-            ttl_ms(timeout, 0, "timeout")
-        self.timeout = timeout
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise InvalidConfig(f"retries must be a whole number >= 0, not {retries!r}", retries)
-        self.retries = retries
-        self.retry_delay = retry_delay
-        ttl_ms(retry_delay, 1, "retry_delay")
+        self.timeout, self.retries, self.retry_delay = check_attempt_options(timeout, retries, retry_delay)
         self._body = body
         self._is_async = inspect.iscoroutinefunction(body) or inspect.iscoroutinefunction(
             getattr(body, "__call__", None)  # noqa: B004  (an object with an async __call__)
@@ -280,9 +282,7 @@ class Task:
             raise TaskError(Status.FAILED.value, str(exc), result) from exc
         if not isinstance(outcome, Acquired):
             result["status"] = Status.SKIPPED.value
-            reason = (
-                Reason.ALREADY_COMPLETED if isinstance(outcome, Completed) else Reason.LOCK_HELD
-            )
+            reason = Reason.ALREADY_COMPLETED if isinstance(outcome, Completed) else Reason.LOCK_HELD
             result["reason"] = reason.value
             logger.debug("%s %s: skipped (%s)", self.name, date, result["reason"])
             return result
@@ -301,9 +301,7 @@ class Task:
             raise
         elapsed = time.monotonic() - started
         if error is not None:
-            logger.warning(
-                "%s %s: failed after %.3fs: %s", self.name, date, elapsed, result["errors"][-1]
-            )
+            logger.warning("%s %s: failed after %.3fs: %s", self.name, date, elapsed, result["errors"][-1])
             raise TaskError(Status.FAILED.value, result["errors"][-1], result) from error
         logger.info("%s %s: success in %.3fs", self.name, date, elapsed)
         return result
@@ -323,7 +321,7 @@ class Task:
                         error = await self._attempt(run)
                         if error is None or attempt > self.retries:
                             return error
-                        delay = _backoff(self.retry_delay, attempt)
+                        delay = backoff(self.retry_delay, attempt)
                         logger.info("%s: attempt %d failed, retrying in %.2fs", run, attempt, delay)
                         _reset_for_retry(run, attempt, delay)
                         await asyncio.sleep(delay)
@@ -353,13 +351,13 @@ class Task:
             if limit.expired():
                 _fail(run.result, f"timed out after {self.timeout}s", Reason.TIMEOUT)
             else:  # the body's own TimeoutError
-                _fail(run.result, _describe(exc))
+                _fail(run.result, describe_error(exc))
             return exc
         except RedisUnavailable as exc:
             _fail(run.result, str(exc), Reason.REDIS_UNAVAILABLE)
             return exc
         except Exception as exc:
-            _fail(run.result, _describe(exc))
+            _fail(run.result, describe_error(exc))
             return exc
         return None
 
@@ -381,7 +379,20 @@ class Task:
         return None
 
 
-def _describe(exc: BaseException) -> str:
+def check_attempt_options(
+    timeout: object, retries: object, retry_delay: object
+) -> tuple[float | None, int, float]:
+    """Validate ``timeout`` (None or seconds > 0), ``retries`` (>= 0) and ``retry_delay`` (> 0)."""
+    if timeout is not None:
+        ttl_ms(timeout, 0, "timeout")  # type: ignore[arg-type]
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InvalidConfig(f"retries must be a whole number >= 0, not {retries!r}", retries)
+    ttl_ms(retry_delay, 1, "retry_delay")  # type: ignore[arg-type]
+    return timeout, retries, retry_delay  # type: ignore[return-value]
+
+
+def describe_error(exc: BaseException) -> str:
+    """The seed's error text for an unexpected exception."""
     return (
         f"Unexpected error: {type(exc).__name__}: {exc}"
         if str(exc)
@@ -397,7 +408,7 @@ def _fail(result: dict[str, Any], message: str, reason: Reason | None = None) ->
         result["errors"].append(message)
 
 
-def _backoff(base: float, attempt: int) -> float:
+def backoff(base: float, attempt: int) -> float:
     """Exponential backoff with full jitter: uniform in [base, base * 2**(attempt-1)], capped."""
     ceiling = min(MAX_RETRY_DELAY, base * 2 ** (attempt - 1))
     return random.uniform(min(base, ceiling), ceiling)

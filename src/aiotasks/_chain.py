@@ -1,0 +1,577 @@
+"""Running a chain of dependent tasks: the seed's ``task_chain``, asynchronously.
+
+A chain is a list whose entries are either the seed's dicts::
+
+    {"id": "task_rag_indexing", "func": task_rag_indexing,
+     "depends_on": ["task_contributions_analysis"]}
+
+(``func`` is any ``func(date_string) -> dict``: ``async def``, a plain ``def``
+run in a worker thread, or a decorated :class:`Task`) or decorated tasks that
+declare ``depends_on`` themselves. Optional dict keys for a plain ``func``:
+``recurring``, ``timeout``, ``retries``, ``retry_delay`` (a decorated task
+carries those itself).
+
+Dependency semantics
+    A task starts the moment all its dependencies are *satisfied*: they
+    succeeded in this run, or were skipped as ``already_completed``.
+    Independent tasks run concurrently; ``max_concurrency`` bounds how many run
+    at once. When a dependency failed, or was itself blocked, its dependents do
+    not run: they are ``skipped`` with reason ``dependency_failed`` /
+    ``dependency_blocked`` and ``blocked_by`` naming the dependency.
+
+Another worker running a task (``lock_held``)
+    The chain waits for it: it polls the task's lock (first after 50 ms, then
+    less often, at most every second and never later than the lock's TTL) until
+    the lock is gone, then looks again. A success marker satisfies the
+    dependents (the result says ``already_completed`` with ``waited_for``, the
+    other run's ``task_id``, and ``wait_seconds``); a free lock without a
+    marker means the other worker failed or died, so this worker tries the task
+    itself (and may wait again if yet another worker holds it). A lock is only
+    held while its holder renews it, so a dead holder frees it within its
+    ``lock_timeout``; ``wait_timeout`` additionally caps the total wait per
+    task (reason ``wait_timeout``). Recurring tasks keep the seed's semantics:
+    one held elsewhere is skipped (``lock_held``) and its dependents in this
+    run are blocked (``dependency_lock_held``).
+
+Failures are contained
+    A task that raises (``TaskError`` or anything else) is recorded as
+    ``failed`` with the error text; it never takes other tasks down.
+    Cancelling the chain cancels running bodies; every lock they held is
+    released before the cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import datetime as dt
+import functools
+import graphlib
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+import anyio.to_thread
+
+from ._boilerplate import new_result
+from ._cancel import shielded
+from ._config import Settings
+from ._constants import Reason, Status
+from ._context import Binding, current, default_client
+from ._errors import InvalidChain, InvalidConfig, InvalidInput, RedisUnavailable, TaskError
+from ._keys import check_namespace, check_task_name, parse_date, task_keys
+from ._store import AnyRedis, Store, store_for
+from ._task import Task, backoff, check_attempt_options, describe_error
+
+__all__ = ["Chain", "ChainRun", "Node", "Progress", "State", "run_chain"]
+
+logger = logging.getLogger("aiotasks.chain")
+
+_DICT_KEYS: Final = frozenset({"id", "func", "depends_on", "recurring", "timeout", "retries", "retry_delay"})
+_POLL_FIRST: Final = 0.05
+_POLL_MAX: Final = 1.0
+
+
+class State(StrEnum):
+    """Where a task of a running chain is; the last three are final."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUCCESS = "success"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One validated entry of a chain."""
+
+    id: str
+    func: Callable[..., Any]
+    depends_on: tuple[str, ...]
+    #: The name its keys use: the decorated task's name, else the id (which a
+    #: seed-style function is expected to pass to ``task_boilerplate``).
+    task_name: str
+    recurring: bool = False
+    timeout: float | None = None
+    retries: int = 0
+    retry_delay: float = 1.0
+
+    @property
+    def is_task(self) -> bool:
+        return isinstance(self.func, Task)
+
+
+class Chain:
+    """A validated chain: no duplicate ids, no unknown dependencies, no cycles.
+
+    :param entries: the seed's list of dicts and/or decorated tasks.
+    :raises InvalidChain: naming the culprit, before anything runs.
+    """
+
+    def __init__(self, entries: Iterable[Mapping[str, Any] | Task]) -> None:
+        if isinstance(entries, Mapping | str | bytes) or not isinstance(entries, Iterable):
+            raise InvalidChain(
+                f"a chain is a list of task dicts or decorated tasks, not {type(entries).__name__}",
+                entries,
+            )
+        nodes: dict[str, Node] = {}
+        for position, entry in enumerate(entries):
+            node = _node(entry, position)
+            if node.id in nodes:
+                raise InvalidChain(f"duplicate task id {node.id!r} in the chain", node.id)
+            nodes[node.id] = node
+        for node in nodes.values():
+            for dep in node.depends_on:
+                if dep not in nodes:
+                    raise InvalidChain(f"task {node.id!r} depends on unknown task {dep!r}", dep)
+                if dep == node.id:
+                    raise InvalidChain(f"task {node.id!r} depends on itself", node.id)
+        sorter = graphlib.TopologicalSorter({node.id: node.depends_on for node in nodes.values()})
+        try:
+            self.order: tuple[str, ...] = tuple(sorter.static_order())
+        except graphlib.CycleError as exc:
+            cycle = list(reversed(exc.args[1]))
+            raise InvalidChain(f"dependency cycle: {' -> '.join(cycle)}", cycle) from None
+        self.nodes = nodes
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes.values())
+
+    def select(self, only: Iterable[str]) -> Chain:
+        """The sub-chain of the tasks in ``only`` and everything they need.
+
+        :raises InvalidChain: when a name in ``only`` is not in the chain.
+        """
+        wanted: set[str] = set()
+        stack = []
+        for name in only:
+            if name not in self.nodes:
+                raise InvalidChain(f"no task {name!r} in the chain", name)
+            stack.append(name)
+        while stack:
+            name = stack.pop()
+            if name not in wanted:
+                wanted.add(name)
+                stack.extend(self.nodes[name].depends_on)
+        return Chain([self._entry(node) for node in self.nodes.values() if node.id in wanted])
+
+    @staticmethod
+    def _entry(node: Node) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "id": node.id,
+            "func": node.func,
+            "depends_on": list(node.depends_on),
+        }
+        if not node.is_task:
+            entry.update(
+                recurring=node.recurring,
+                timeout=node.timeout,
+                retries=node.retries,
+                retry_delay=node.retry_delay,
+            )
+        return entry
+
+    def levels(self) -> list[list[str]]:
+        """Tasks grouped by depth (each after every dependency), for display."""
+        depth: dict[str, int] = {}
+        for name in self.order:
+            depth[name] = 1 + max((depth[dep] for dep in self.nodes[name].depends_on), default=-1)
+        grouped: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+        for name in self.nodes:
+            grouped[depth[name]].append(name)
+        return grouped
+
+
+def _node(entry: object, position: int) -> Node:
+    if isinstance(entry, Task):
+        return Node(entry.name, entry, entry.depends_on, entry.name, entry.recurring)
+    if not isinstance(entry, Mapping):
+        raise InvalidChain(
+            f"chain entry #{position} must be a dict or a decorated task, not {entry!r}", entry
+        )
+    unknown = set(entry) - _DICT_KEYS
+    if unknown:
+        raise InvalidChain(
+            f"chain entry #{position} has unknown keys {sorted(unknown)}; allowed: {sorted(_DICT_KEYS)}",
+            sorted(unknown),
+        )
+    func = entry.get("func")
+    if not callable(func):
+        raise InvalidChain(
+            f"chain entry #{position} ({entry.get('id')!r}): func {func!r} is not callable", func
+        )
+    raw_id = entry.get("id", func.name if isinstance(func, Task) else None)
+    try:
+        node_id = check_task_name(raw_id)
+    except InvalidInput as exc:
+        raise InvalidChain(f"chain entry #{position}: {exc}", raw_id) from None
+    # The dict's depends_on wins; a decorated task's own applies when the dict has none.
+    deps = entry["depends_on"] if "depends_on" in entry else getattr(func, "depends_on", ())
+    if isinstance(deps, str) or not isinstance(deps, Iterable):
+        raise InvalidChain(f"task {node_id!r}: depends_on must be a list of task ids, not {deps!r}", deps)
+    depends_on = tuple(dep.name if isinstance(dep, Task) else dep for dep in deps)
+    for dep in depends_on:
+        if not isinstance(dep, str):
+            raise InvalidChain(f"task {node_id!r}: dependency {dep!r} is not a task id", dep)
+    if isinstance(func, Task):
+        extra = set(entry) & {"recurring", "timeout", "retries", "retry_delay"}
+        if extra:
+            raise InvalidChain(
+                f"task {node_id!r}: set {sorted(extra)} on the @task decorator, not in the chain entry",
+                sorted(extra),
+            )
+        return Node(node_id, func, depends_on, func.name, func.recurring)
+    try:
+        timeout, retries, retry_delay = check_attempt_options(
+            entry.get("timeout"), entry.get("retries", 0), entry.get("retry_delay", 1.0)
+        )
+    except InvalidInput as exc:
+        raise InvalidChain(f"task {node_id!r}: {exc}", node_id) from None
+    recurring = entry.get("recurring", False)
+    if not isinstance(recurring, bool):
+        raise InvalidChain(f"task {node_id!r}: recurring must be true or false, not {recurring!r}", recurring)
+    return Node(node_id, func, depends_on, node_id, recurring, timeout, retries, retry_delay)
+
+
+@dataclass(slots=True)
+class Progress:
+    """A task's live state within one chain run (read by the CLI's live view)."""
+
+    state: State = State.PENDING
+    started: float | None = None
+    finished: float | None = None
+    #: While ``waiting``: the other run's task_id and its lock's TTL left (ms).
+    holder: str | None = None
+    holder_ttl_ms: int | None = None
+    result: dict[str, Any] | None = None
+
+    def elapsed(self, now: float | None = None) -> float | None:
+        if self.started is None:
+            return None
+        end = self.finished if self.finished is not None else (now if now is not None else time.monotonic())
+        return end - self.started
+
+
+@dataclass
+class ChainRun:
+    """One execution of a chain for one date. Use :func:`run_chain` unless you need progress."""
+
+    chain: Chain
+    date: str
+    store: Store
+    namespace: str | None = None
+    force: bool = False
+    max_concurrency: int | None = None
+    wait_timeout: float | None = None
+    progress: dict[str, Progress] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.progress = {name: Progress() for name in self.chain.nodes}
+        self._limit = asyncio.Semaphore(self.max_concurrency) if self.max_concurrency else None
+        self._waiting_on = {name: len(node.depends_on) for name, node in self.chain.nodes.items()}
+        self._dependents: dict[str, list[str]] = {name: [] for name in self.chain.nodes}
+        for node in self.chain:
+            for dep in node.depends_on:
+                self._dependents[dep].append(node.id)
+
+    async def run(self) -> dict[str, dict[str, Any]]:
+        """Run every task; map each task id to its result dict, in chain order."""
+        token = current.set(Binding(self.store.client, self.namespace, self.force))
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                for node in self.chain:
+                    if not node.depends_on:
+                        self._start(node)
+        finally:
+            current.reset(token)
+        return {name: self.progress[name].result or {} for name in self.chain.nodes}
+
+    def _start(self, node: Node) -> None:
+        self._group.create_task(self._run_node(node), name=f"aiotasks:{node.id}")
+
+    async def _run_node(self, node: Node) -> None:
+        progress = self.progress[node.id]
+        progress.started = time.monotonic()
+        result = await self._attempt(node)
+        started_wait: float | None = None
+        while _held_elsewhere(result) and not node.recurring:
+            started_wait = started_wait or time.monotonic()
+            outcome = await self._wait_for_holder(node, progress, started_wait)
+            if outcome is None:  # the lock is free and there is no marker: try it ourselves
+                result = await self._attempt(node)
+                continue
+            result = outcome
+        if started_wait is not None:
+            result["wait_seconds"] = round(time.monotonic() - started_wait, 3)
+        self._settle(node, result)
+
+    async def _attempt(self, node: Node) -> dict[str, Any]:
+        progress = self.progress[node.id]
+        if self._limit is None:
+            progress.state = State.RUNNING
+            return await self._call(node)
+        async with self._limit:
+            progress.state = State.RUNNING
+            return await self._call(node)
+
+    async def _call(self, node: Node) -> dict[str, Any]:
+        if isinstance(node.func, Task):
+            try:
+                return await node.func(self.date)
+            except TaskError as exc:
+                return exc.result if exc.result is not None else self._failed(node, exc.message)
+            except Exception as exc:
+                return self._failed(node, describe_error(exc), exc)
+        attempt = 0
+        while True:
+            attempt += 1
+            result = await self._call_plain(node)
+            if result["status"] != Status.FAILED or attempt > node.retries:
+                if attempt > 1:
+                    result["attempts"] = attempt
+                return result
+            await asyncio.sleep(backoff(node.retry_delay, attempt))
+
+    async def _call_plain(self, node: Node) -> dict[str, Any]:
+        limit = asyncio.timeout(node.timeout)
+        try:
+            async with limit:
+                if inspect.iscoroutinefunction(node.func):
+                    returned = await node.func(self.date)
+                else:
+                    call = functools.partial(contextvars.copy_context().run, node.func, self.date)
+                    returned = await shielded(anyio.to_thread.run_sync(call))
+        except TaskError as exc:
+            if isinstance(exc.result, dict):
+                exc.result["status"] = Status.FAILED.value
+                return exc.result
+            return self._failed(node, exc.message)
+        except TimeoutError as exc:
+            if limit.expired():
+                return self._failed(node, f"timed out after {node.timeout}s", reason=Reason.TIMEOUT)
+            return self._failed(node, describe_error(exc), exc)
+        except Exception as exc:
+            return self._failed(node, describe_error(exc), exc)
+        if not isinstance(returned, dict):
+            return self._failed(node, f"task returned {type(returned).__name__}, not a result dict")
+        if returned.get("status") not in (Status.SUCCESS, Status.SKIPPED, Status.FAILED):
+            return self._failed(
+                node,
+                f"task returned status {returned.get('status')!r}: expected success, skipped or failed",
+            )
+        return returned
+
+    def _failed(
+        self,
+        node: Node,
+        message: str,
+        exc: BaseException | None = None,
+        *,
+        reason: Reason | None = None,
+    ) -> dict[str, Any]:
+        result = new_result(node.task_name, self.date, None)
+        result["status"] = Status.FAILED.value
+        result["errors"].append(message)
+        if reason is None and isinstance(exc, RedisUnavailable):
+            reason = Reason.REDIS_UNAVAILABLE
+        result["reason"] = reason.value if reason is not None else None
+        return result
+
+    async def _wait_for_holder(self, node: Node, progress: Progress, started: float) -> dict[str, Any] | None:
+        """Wait until the other worker's lock is gone.
+
+        :returns: the final result when the wait settles the task (completed
+            elsewhere, or waited too long), or None when the lock is free and
+            there is no marker, so this worker should try the task itself.
+        """
+        keys = task_keys(node.task_name, self.date, namespace=self.namespace, cluster=self.store.cluster)
+        interval = _POLL_FIRST
+        holder: str | None = None
+        while True:
+            try:
+                state = await self.store.status(keys)
+            except RedisUnavailable as exc:
+                return self._failed(node, str(exc), exc)
+            if state.completed and not self.force:
+                result = new_result(node.task_name, self.date, None)
+                result["status"] = Status.SKIPPED.value
+                result["reason"] = Reason.ALREADY_COMPLETED.value
+                result["waited_for"] = holder
+                return result
+            if state.holder is None:
+                return None
+            holder = state.holder
+            progress.state, progress.holder, progress.holder_ttl_ms = (
+                State.WAITING,
+                holder,
+                state.ttl_ms,
+            )
+            waited = time.monotonic() - started
+            if self.wait_timeout is not None and waited >= self.wait_timeout:
+                result = new_result(node.task_name, self.date, None)
+                result["status"] = Status.SKIPPED.value
+                result["reason"] = Reason.WAIT_TIMEOUT.value
+                result["waited_for"] = holder
+                result["errors"].append(f"another worker ({holder}) still held the task after {waited:.1f}s")
+                return result
+            pause = min(interval, max(state.ttl_ms, 10) / 1000)
+            if self.wait_timeout is not None:
+                pause = min(pause, max(self.wait_timeout - waited, 0.01))
+            await asyncio.sleep(pause)
+            interval = min(interval * 1.5, _POLL_MAX)
+
+    def _settle(self, node: Node, result: dict[str, Any]) -> None:
+        progress = self.progress[node.id]
+        progress.result = result
+        progress.finished = time.monotonic()
+        progress.holder = progress.holder_ttl_ms = None
+        progress.state = State(result.get("status", State.FAILED))
+        if _satisfies(result):
+            for dependent in self._dependents[node.id]:
+                self._waiting_on[dependent] -= 1
+                if self._waiting_on[dependent] == 0 and self.progress[dependent].result is None:
+                    self._start(self.chain.nodes[dependent])
+            return
+        if result.get("status") == Status.FAILED:
+            reason = Reason.DEPENDENCY_FAILED
+        elif result.get("reason") == Reason.LOCK_HELD:
+            reason = Reason.DEPENDENCY_LOCK_HELD
+        else:
+            reason = Reason.DEPENDENCY_BLOCKED
+        for dependent in self._dependents[node.id]:
+            self._block(dependent, node.id, reason)
+
+    def _block(self, name: str, blocked_by: str, reason: Reason) -> None:
+        progress = self.progress[name]
+        if progress.result is not None:
+            return  # already blocked through another dependency
+        node = self.chain.nodes[name]
+        result = new_result(node.task_name, self.date, None)
+        result["status"] = Status.SKIPPED.value
+        result["reason"] = reason.value
+        result["blocked_by"] = blocked_by
+        progress.result = result
+        progress.state = State.SKIPPED
+        logger.info("%s %s: not run, dependency %s: %s", name, self.date, blocked_by, reason.value)
+        for dependent in self._dependents[name]:
+            self._block(dependent, name, Reason.DEPENDENCY_BLOCKED)
+
+
+def _satisfies(result: Mapping[str, Any]) -> bool:
+    status = result.get("status")
+    return status == Status.SUCCESS or (
+        status == Status.SKIPPED and result.get("reason") == Reason.ALREADY_COMPLETED
+    )
+
+
+def _held_elsewhere(result: Mapping[str, Any]) -> bool:
+    return result.get("status") == Status.SKIPPED and result.get("reason") == Reason.LOCK_HELD
+
+
+def resolve_chain(task_chain: Chain | Sequence[Mapping[str, Any] | Task]) -> Chain:
+    """Accept an already validated :class:`Chain` or validate a list."""
+    return task_chain if isinstance(task_chain, Chain) else Chain(task_chain)
+
+
+async def run_chain(
+    task_chain: Chain | Sequence[Mapping[str, Any] | Task],
+    date_string: str | dt.date | None = None,
+    *,
+    redis: AnyRedis | None = None,
+    max_concurrency: int | None = None,
+    namespace: str | None = None,
+    force: bool = False,
+    wait_timeout: float | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run a chain for one date; map each task id to its result dict.
+
+    ::
+
+        results = await aiotasks.run_chain(
+            [
+                {"id": "task_contributions_analysis", "func": task_contributions_analysis},
+                {"id": "task_rag_indexing", "func": task_rag_indexing,
+                 "depends_on": ["task_contributions_analysis"]},
+            ],
+            "20261125",
+            redis=client,
+        )
+
+    Tasks inside the run that call :func:`task_boilerplate` (or a decorated
+    task) without a client use ``redis``, ``namespace`` and ``force``.
+
+    :param task_chain: the seed's list of dicts and/or decorated tasks.
+    :param date_string: ``YYYYMMDD`` (default today), validated first.
+    :param redis: the client; else the enclosing binding's, else the default
+        (``AIOTASKS_REDIS_URL``, else ``redis://localhost:6379/6``).
+    :param max_concurrency: how many tasks may run at once (default: no limit).
+    :param namespace: key prefix (default ``AIOTASKS_NAMESPACE``, else none).
+    :param force: ignore success markers for this run: completed tasks run again.
+    :param wait_timeout: the longest total wait, per task, for another worker's
+        run of it (default: as long as that worker keeps its lock alive).
+    :raises InvalidChain, InvalidDate, InvalidConfig: before anything runs or is written.
+    """
+    chain = resolve_chain(task_chain)
+    run = prepare_run(
+        chain,
+        date_string,
+        redis=redis,
+        max_concurrency=max_concurrency,
+        namespace=namespace,
+        force=force,
+        wait_timeout=wait_timeout,
+    )
+    return await run.run()
+
+
+def prepare_run(
+    chain: Chain,
+    date_string: str | dt.date | None = None,
+    *,
+    redis: AnyRedis | None = None,
+    max_concurrency: int | None = None,
+    namespace: str | None = None,
+    force: bool = False,
+    wait_timeout: float | None = None,
+) -> ChainRun:
+    """Validate a run's options and build its :class:`ChainRun` (nothing is sent yet)."""
+    date = parse_date(date_string)
+    if max_concurrency is not None and (
+        isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
+    ):
+        raise InvalidConfig(
+            f"max_concurrency must be a positive integer, not {max_concurrency!r}", max_concurrency
+        )
+    if wait_timeout is not None and (
+        isinstance(wait_timeout, bool) or not isinstance(wait_timeout, int | float) or wait_timeout < 0
+    ):
+        raise InvalidConfig(
+            f"wait_timeout must be a number of seconds >= 0, not {wait_timeout!r}", wait_timeout
+        )
+    binding = current.get()
+    if namespace is not None:
+        check_namespace(namespace)
+    elif binding is not None:
+        namespace = binding.namespace
+    else:
+        namespace = Settings.from_env().namespace
+    client = redis if redis is not None else (binding.redis if binding is not None else default_client())
+    return ChainRun(
+        chain,
+        date,
+        store_for(client),
+        namespace=namespace,
+        force=force,
+        max_concurrency=max_concurrency,
+        wait_timeout=wait_timeout,
+    )

@@ -1,0 +1,227 @@
+"""What the CLI shows: summaries, the live view, plans and status tables.
+
+Pure formatting: these functions take results and return strings, so they are
+tested without a terminal. Only ``_cli`` writes to streams.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, Final
+
+from ._chain import Chain, ChainRun, Progress, State
+from ._constants import Reason, Status
+from ._store import LockState
+
+__all__ = [
+    "exit_code",
+    "live_frame",
+    "plan_dot",
+    "plan_mermaid",
+    "plan_text",
+    "status_rows",
+    "summarize",
+    "summary_line",
+    "task_lines",
+]
+
+#: Exit codes of ``python -m aiotasks`` (documented in README.md).
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_REDIS: Final = 3
+EXIT_SIGINT: Final = 130
+EXIT_SIGTERM: Final = 143
+
+_OK_SKIPS: Final = frozenset({Reason.ALREADY_COMPLETED, Reason.LOCK_HELD})
+_MARKS: Final = {
+    State.PENDING: " ",
+    State.RUNNING: ">",
+    State.WAITING: "~",
+    State.SUCCESS: "+",
+    State.SKIPPED: "-",
+    State.FAILED: "!",
+}
+
+
+def _category(result: Mapping[str, Any]) -> str:
+    status, reason = result.get("status"), result.get("reason")
+    if status == Status.SUCCESS:
+        return "success"
+    if status == Status.SKIPPED and reason == Reason.ALREADY_COMPLETED:
+        return "completed"
+    if status == Status.SKIPPED and reason == Reason.LOCK_HELD:
+        return "held"
+    if status == Status.FAILED:
+        return "failed"
+    return "blocked"
+
+
+def summarize(results: Mapping[str, Mapping[str, Any]], elapsed: float) -> dict[str, Any]:
+    """Counts per outcome, the elapsed time and the exit code of one chain run.
+
+    ``completed`` counts tasks skipped because their marker exists; ``held``
+    recurring tasks another worker was running (not an error in itself);
+    ``blocked`` tasks not run because a dependency did not succeed, or whose
+    wait for another worker timed out.
+    """
+    counts = Counter(_category(result) for result in results.values())
+    summary: dict[str, Any] = {
+        "total": len(results),
+        **{name: counts.get(name, 0) for name in ("success", "completed", "held", "failed", "blocked")},
+        "elapsed_s": round(elapsed, 3),
+    }
+    summary["exit_code"] = exit_code([summary], results.values())
+    return summary
+
+
+def exit_code(summaries: list[dict[str, Any]], results: Any = ()) -> int:
+    """0 when nothing failed or was blocked; 3 when a failure was Redis being unavailable; else 1."""
+    if any(result.get("reason") == Reason.REDIS_UNAVAILABLE for result in results):
+        return EXIT_REDIS
+    if any(summary.get("exit_code") == EXIT_REDIS for summary in summaries):
+        return EXIT_REDIS
+    if any(summary["failed"] or summary["blocked"] for summary in summaries):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _detail(result: Mapping[str, Any]) -> str:
+    reason = result.get("reason")
+    parts = [str(result.get("status"))]
+    if reason:
+        parts.append(f"({reason}{': ' + str(result['blocked_by']) if result.get('blocked_by') else ''})")
+    if result.get("waited_for"):
+        parts.append(f"after waiting {result.get('wait_seconds', 0):.1f}s for {result['waited_for']}")
+    if result.get("errors"):
+        parts.append(f"- {result['errors'][-1]}")
+    return " ".join(parts)
+
+
+def task_lines(run: ChainRun) -> list[str]:
+    """One line per task of a finished run: mark, id, outcome, time."""
+    width = max((len(name) for name in run.progress), default=0)
+    lines = []
+    for name, progress in run.progress.items():
+        elapsed = progress.elapsed()
+        shown = f"{elapsed:7.2f}s" if elapsed is not None else " " * 8
+        result = progress.result or {}
+        lines.append(f"  {_MARKS[progress.state]} {name:<{width}}  {shown}  {_detail(result)}")
+    return lines
+
+
+def summary_line(date: str, summary: Mapping[str, Any]) -> str:
+    """``20261125: 3 tasks: 2 success, 1 completed, 0 held, 0 failed, 0 blocked in 0.18s``."""
+    counts = ", ".join(
+        f"{summary[name]} {name}" for name in ("success", "completed", "held", "failed", "blocked")
+    )
+    return f"{date}: {summary['total']} tasks: {counts} in {summary['elapsed_s']:.2f}s"
+
+
+def _live_line(name: str, progress: Progress, width: int, now: float) -> str:
+    elapsed = progress.elapsed(now)
+    shown = f"{elapsed:7.1f}s" if elapsed is not None else " " * 8
+    if progress.state is State.WAITING:
+        ttl = (progress.holder_ttl_ms or 0) / 1000
+        what = f"waiting (held by {progress.holder}, TTL {ttl:.0f}s)"
+    elif progress.result is not None:
+        what = _detail(progress.result)
+    else:
+        what = progress.state.value
+    return f"  {_MARKS[progress.state]} {name:<{width}}  {shown}  {what}"
+
+
+def live_frame(run: ChainRun, rows: int, now: float | None = None) -> list[str]:
+    """The live view's lines for a terminal of ``rows`` rows.
+
+    Every task when they fit; else the counts and the tasks running or
+    waiting (the ones an operator watches).
+    """
+    now = time.monotonic() if now is None else now
+    counts = Counter(progress.state for progress in run.progress.values())
+    header = f"{run.date}: " + ", ".join(f"{counts.get(state, 0)} {state.value}" for state in State)
+    width = max((len(name) for name in run.progress), default=0)
+    items = list(run.progress.items())
+    if len(items) + 1 > rows:
+        active = [(n, p) for n, p in items if p.state in (State.RUNNING, State.WAITING)]
+        items = active[: max(rows - 2, 0)]
+        width = max((len(name) for name, _ in items), default=0)
+        hidden = len(active) - len(items)
+        extra = [f"  ... and {hidden} more running or waiting"] if hidden > 0 else []
+        return [header, *(_live_line(n, p, width, now) for n, p in items), *extra]
+    return [header, *(_live_line(n, p, width, now) for n, p in items)]
+
+
+def plan_text(chain: Chain) -> str:
+    """Tasks in dependency order, one step per line, each with what it waits for."""
+    lines = []
+    for step, names in enumerate(chain.levels(), start=1):
+        for name in names:
+            node = chain.nodes[name]
+            after = f"  after {', '.join(node.depends_on)}" if node.depends_on else ""
+            flags = "  (recurring)" if node.recurring else ""
+            lines.append(f"{step:>3}. {name}{after}{flags}")
+    return "\n".join(lines)
+
+
+def plan_mermaid(chain: Chain) -> str:
+    """The chain as a Mermaid flowchart."""
+    lines = ["flowchart TD"]
+    for name in chain.order:
+        node = chain.nodes[name]
+        lines.append(f'    {name.replace(".", "_").replace("-", "_")}["{name}"]')
+        lines.extend(
+            f"    {dep.replace('.', '_').replace('-', '_')} --> {name.replace('.', '_').replace('-', '_')}"
+            for dep in node.depends_on
+        )
+    return "\n".join(lines)
+
+
+def plan_dot(chain: Chain) -> str:
+    """The chain as a Graphviz digraph."""
+    lines = ["digraph chain {", "    rankdir=LR;"]
+    for name in chain.order:
+        lines.append(f'    "{name}";')
+        lines.extend(f'    "{dep}" -> "{name}";' for dep in chain.nodes[name].depends_on)
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def status_rows(states: Mapping[str, LockState]) -> list[dict[str, Any]]:
+    """Each task as ``completed``, ``running`` (holder, TTL left) or ``pending``."""
+    rows = []
+    for name, state in states.items():
+        if state.holder is not None:
+            rows.append(
+                {
+                    "task": name,
+                    "state": "running",
+                    "holder": state.holder,
+                    "ttl_s": round(state.ttl_ms / 1000, 1),
+                }
+            )
+        elif state.completed:
+            rows.append({"task": name, "state": "completed"})
+        else:
+            rows.append({"task": name, "state": "pending"})
+    return rows
+
+
+def status_text(date: str, rows: list[dict[str, Any]]) -> str:
+    """A status table for humans."""
+    width = max((len(row["task"]) for row in rows), default=0)
+    lines = [f"{date}:"]
+    for row in rows:
+        extra = (
+            f" (holder {row['holder']}, TTL {row['ttl_s']:.0f}s left)" if row["state"] == "running" else ""
+        )
+        lines.append(f"  {row['task']:<{width}}  {row['state']}{extra}")
+    return "\n".join(lines)
+
+
+def to_json(document: Any) -> str:
+    """One JSON document, keys in a stable order."""
+    return json.dumps(document, indent=2, default=str)
