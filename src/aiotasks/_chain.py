@@ -59,7 +59,7 @@ import anyio.to_thread
 
 from ._boilerplate import new_result
 from ._cancel import shielded
-from ._config import Settings
+from ._config import env_settings
 from ._constants import Reason, Status
 from ._context import Binding, current, default_client
 from ._errors import InvalidChain, InvalidConfig, InvalidInput, RedisUnavailable, TaskError
@@ -564,7 +564,7 @@ def prepare_run(
     elif binding is not None:
         namespace = binding.namespace
     else:
-        namespace = Settings.from_env().namespace
+        namespace = env_settings().namespace
     client = redis if redis is not None else (binding.redis if binding is not None else default_client())
     return ChainRun(
         chain,

@@ -15,6 +15,7 @@ Clients you build yourself keep their own settings; pass them as ``redis=``.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from ._errors import InvalidConfig
 from ._keys import check_namespace
 
-__all__ = ["Settings", "in_process_client", "redact_url"]
+__all__ = ["Settings", "env_settings", "in_process_client", "redact_url"]
 
 _SCHEMES: Final = ("redis", "rediss", "unix")
 _SECRET_QUERY: Final = re.compile(r"(?i)([?&][^=&]*(?:pass|auth|secret|token)[^=&]*=)[^&]*")
@@ -173,6 +174,28 @@ class Settings:
             message = redact_url(str(exc)).replace(self.url, self.redacted_url)
             raise InvalidConfig(f"bad Redis URL {self.redacted_url}: {message}", self.redacted_url) from None
         return Redis.from_pool(pool)
+
+
+_ENV_VARS: Final = (
+    "AIOTASKS_REDIS_URL",
+    "AIOTASKS_REDIS_CLUSTER",
+    "AIOTASKS_NAMESPACE",
+    "AIOTASKS_SOCKET_TIMEOUT",
+    "AIOTASKS_POOL_TIMEOUT",
+)
+
+
+def env_settings() -> Settings:
+    """:meth:`Settings.from_env` for the current environment, parsed once per distinct value.
+
+    The library asks for it on every call made without a chain, so it must be cheap.
+    """
+    return _settings_for(tuple(os.environ.get(name) for name in _ENV_VARS))
+
+
+@functools.lru_cache(maxsize=16)
+def _settings_for(values: tuple[str | None, ...]) -> Settings:
+    return Settings.from_env({k: v for k, v in zip(_ENV_VARS, values, strict=True) if v is not None})
 
 
 def _check_url(url: object) -> None:

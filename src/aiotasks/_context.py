@@ -14,7 +14,7 @@ import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from ._config import Settings
+from ._config import Settings, env_settings
 from ._store import AnyRedis, Store, store_for
 
 __all__ = ["Binding", "current", "default_client", "resolve"]
@@ -32,16 +32,19 @@ class Binding:
 
 current: ContextVar[Binding | None] = ContextVar("aiotasks_binding", default=None)
 
-_default_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AnyRedis] = weakref.WeakKeyDictionary()
+_default_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Settings, AnyRedis]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def default_client() -> AnyRedis:
     """The client built from :meth:`Settings.from_env`, one per event loop."""
     loop = asyncio.get_running_loop()
-    client = _default_clients.get(loop)
-    if client is None:
-        client = _default_clients[loop] = Settings.from_env().create_client()
-    return client
+    settings = env_settings()
+    cached = _default_clients.get(loop)
+    if cached is None or cached[0] != settings:
+        cached = _default_clients[loop] = (settings, settings.create_client())
+    return cached[1]
 
 
 def resolve(redis: AnyRedis | None) -> tuple[Store, str | None, bool]:
@@ -58,5 +61,5 @@ def resolve(redis: AnyRedis | None) -> tuple[Store, str | None, bool]:
             binding.namespace,
             binding.force,
         )
-    namespace = Settings.from_env().namespace
+    namespace = env_settings().namespace
     return store_for(redis if redis is not None else default_client()), namespace, False

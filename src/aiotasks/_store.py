@@ -99,14 +99,20 @@ class LockState:
 
 
 class _Op:
-    __slots__ = ("args", "dropped", "future", "script", "sent")
+    """One command on its way: queued, sent, then replied (result or exception)."""
 
-    def __init__(self, script: Script | None, args: tuple[Any, ...], future: asyncio.Future[Any]):
+    __slots__ = ("args", "dropped", "future", "replied", "reply", "script", "sent", "waiter")
+
+    def __init__(self, script: Script | None, args: tuple[Any, ...], future: asyncio.Future[Any] | None):
         self.script = script
         self.args = args  # for a script: numkeys, *keys, *argv; else the whole command
-        self.future = future
+        self.future = future  # None when the caller sends it itself
         self.sent = False
         self.dropped = False
+        self.replied = False
+        self.reply: Any = None
+        #: Created only by a caller cancelled after sending, to learn the outcome anyway.
+        self.waiter: asyncio.Future[None] | None = None
 
     def command(self, *, load: bool = False) -> tuple[Any, ...]:
         if self.script is None:
@@ -152,8 +158,15 @@ def translate(exc: BaseException, client: Any) -> BaseException:
 
     The message never contains the client's password, even if redis-py put it there.
     """
-    if isinstance(exc, (RedisUnavailable,)):
+    if isinstance(exc, RedisUnavailable):
         return exc
+    translated = _translate(exc, client)
+    if translated is not exc:
+        translated.__cause__ = exc
+    return translated
+
+
+def _translate(exc: BaseException, client: Any) -> BaseException:
     message = str(exc) or type(exc).__name__
     for secret in _secrets_of(client):
         message = message.replace(secret, "***")
@@ -215,27 +228,26 @@ class Store:
 
     async def finish(self, keys: TaskKeys, token: str, success_ttl: int) -> bool:
         """Record success and release, in one step; False if the lock was no longer ours."""
-        reply = await self._wait(
-            self._submit(FINISH, 2, keys.lock, keys.success, token, success_ttl, SUCCESS_MARKER)
+        return (
+            int(await self._call(FINISH, 2, keys.lock, keys.success, token, success_ttl, SUCCESS_MARKER)) != 0
         )
-        return int(reply) != 0
 
     async def release(self, lock_key: str, token: str) -> bool:
         """Delete the lock if it still holds ``token``; False otherwise."""
-        return int(await self._wait(self._submit(RELEASE, 1, lock_key, token))) == 1
+        return int(await self._call(RELEASE, 1, lock_key, token)) == 1
 
     async def renew(self, lock_key: str, token: str, ttl_ms: int) -> bool:
         """Reset the lock's TTL to ``ttl_ms`` if it still holds ``token``."""
-        return int(await self._wait(self._submit(RENEW, 1, lock_key, token, ttl_ms))) == 1
+        return int(await self._call(RENEW, 1, lock_key, token, ttl_ms)) == 1
 
     async def status(self, keys: TaskKeys) -> LockState:
         """Read a task's marker, holder and TTL in one command."""
-        exists, holder, pttl = await self._wait(self._submit(STATUS, 2, keys.lock, keys.success))
+        exists, holder, pttl = await self._call(STATUS, 2, keys.lock, keys.success)
         return LockState(bool(exists), None if holder is None else _text(holder), int(pttl))
 
     async def delete(self, key: str) -> bool:
         """Delete one key (a success marker, for ``reset``)."""
-        return int(await self._wait(self._submit(None, "DEL", key))) == 1
+        return int(await self._call(None, "DEL", key)) == 1
 
     async def ping(self) -> None:
         """Check that Redis answers, with translated errors."""
@@ -248,9 +260,9 @@ class Store:
 
     @staticmethod
     def _may_hold(op: _Op) -> bool:
-        if not op.future.done() or op.future.cancelled() or op.future.exception() is not None:
+        if not op.replied or isinstance(op.reply, BaseException):
             return True  # unknown outcome: the lock may be ours
-        return int(op.future.result()[0]) == 1
+        return int(op.reply[0]) == 1
 
     async def _give_back(self, lock_key: str, token: str) -> None:
         try:
@@ -265,27 +277,53 @@ class Store:
 
     # -- coalescing ----------------------------------------------------------------
 
+    async def _call(self, script: Script | None, *args: Any) -> Any:
+        """Send a command; straight from the caller's task when nothing else is in flight.
+
+        Only commands whose interrupted outcome the caller can clean up go this
+        way (finish, release, renew, reads): an acquire always goes through a
+        lane, so that its outcome is learned even if its caller is cancelled.
+        """
+        if self._busy or self._queue:
+            return await self._wait(self._submit(script, *args))
+        op = _Op(script, args, None)
+        op.sent = True
+        self._busy += 1
+        try:
+            await self._send([op])
+        finally:
+            self._busy -= 1
+            self._start_lane()
+        if isinstance(op.reply, BaseException):
+            raise op.reply
+        return op.reply
+
     def _submit(self, script: Script | None, *args: Any) -> _Op:
         op = _Op(script, args, self.loop.create_future())
         self._queue.append(op)
-        if self._busy < self._lanes and not self._starting:
-            # The new lane runs on the next loop iteration, so everything
+        self._start_lane()
+        return op
+
+    def _start_lane(self) -> None:
+        if self._queue and self._busy < self._lanes and not self._starting:
+            # The lane runs on the next loop iteration, so everything
             # submitted in this tick goes out with it.
             self._starting = True
             sender = self.loop.create_task(self._send_queued())
             self._senders.add(sender)
             sender.add_done_callback(self._senders.discard)
-        return op
 
     async def _wait(self, op: _Op) -> Any:
+        assert op.future is not None
         try:
-            return await asyncio.shield(op.future)
+            return await op.future
         except asyncio.CancelledError:
             if not op.sent:
                 op.dropped = True
-                op.future.cancel()
-            else:
-                await settle(op.future)
+            elif not op.replied:
+                # Sent: learn the outcome before letting the cancellation through.
+                op.waiter = self.loop.create_future()
+                await settle(op.waiter)
             raise
 
     async def _send_queued(self) -> None:
@@ -340,12 +378,17 @@ def _noscript(reply: Any) -> bool:
 
 
 def _deliver(op: _Op, outcome: Any) -> None:
-    if op.future.done():
-        return
-    if isinstance(outcome, BaseException):
-        op.future.set_exception(outcome)
-    else:
-        op.future.set_result(outcome)
+    op.reply, op.replied = outcome, True
+    future = op.future
+    if future is not None and not future.done():
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        elif isinstance(outcome, BaseException):
+            future.cancel()
+        else:
+            future.set_result(outcome)
+    if op.waiter is not None and not op.waiter.done():
+        op.waiter.set_result(None)
 
 
 _stores: weakref.WeakKeyDictionary[Any, Store] = weakref.WeakKeyDictionary()

@@ -162,12 +162,15 @@ class _Lease:
         self._loop = loop
         self._valid_until = loop.time() + ttl / 1000
         self._timer: asyncio.TimerHandle | None = loop.call_later(self._interval, self._due)
-        self._deadline = loop.call_at(self._valid_until, self._expired)
+        # Until the first renewal is due the lock is certainly valid: no deadline timer yet.
+        self._deadline: asyncio.TimerHandle | None = None
         self._renewal: asyncio.Task[None] | None = None
         self._stopped = False
 
     def _due(self) -> None:
         self._timer = None
+        if self._deadline is None:
+            self._deadline = self._loop.call_at(self._valid_until, self._expired)
         self._renewal = self._loop.create_task(self._renew())
 
     def _expired(self) -> None:
@@ -188,7 +191,8 @@ class _Lease:
             self._lose("the lock expired or was taken by another run")
             return
         self._valid_until = sent + self._ttl_ms / 1000
-        self._deadline.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
         self._deadline = self._loop.call_at(self._valid_until, self._expired)
         self._timer = self._loop.call_later(self._interval, self._due)
 
@@ -205,7 +209,8 @@ class _Lease:
         self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
-        self._deadline.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
         if self._renewal is not None and self._renewal is not asyncio.current_task():
             self._renewal.cancel()
 
