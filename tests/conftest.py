@@ -9,7 +9,9 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
+from aiotasks._store import Store
 from tests.servers import RedisServer
+from tests.support import Gate, Wire
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +47,22 @@ async def fake_redis() -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def wire() -> AsyncIterator[Wire]:
+    """A factory of clients whose round trips and connections are counted."""
+    counter = Wire()
+    try:
+        yield counter
+    finally:
+        for client in counter.clients:
+            await client.aclose()
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Gate:
+    """Install a :class:`Gate` on every Store's sending step."""
+    holder = Gate()
+    monkeypatch.setattr(Store, "_execute", holder.wrap(Store._execute))
+    return holder

@@ -225,6 +225,10 @@ class Task:
     straight into a seed-style chain.
     """
 
+    # Copied from the body by functools.update_wrapper.
+    __name__: str
+    __qualname__: str
+
     def __init__(
         self,
         body: Body,

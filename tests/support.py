@@ -1,0 +1,97 @@
+"""Helpers shared by tests: wire counting, a gate on the Redis door, polling for a condition."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Connection, ConnectionPool, Redis
+
+from aiotasks._scripts import ACQUIRE, FINISH, RELEASE, RENEW, STATUS
+from aiotasks._store import Store
+
+Execute = Callable[..., Awaitable[list[Any]]]
+
+
+@dataclass
+class Wire:
+    """Counts what a client really sends: round trips (packed writes) and connections opened."""
+
+    round_trips: int = 0
+    connections: int = 0
+    clients: list[Redis] = field(default_factory=list)
+
+    def client(self, url: str, **options: Any) -> Redis:
+        wire = self
+
+        class Counting(Connection):
+            def __init__(self, **kwargs: Any) -> None:
+                super().__init__(**kwargs)
+                wire.connections += 1
+
+            async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+                wire.round_trips += 1
+                await super().send_packed_command(command, check_health)
+
+        client = Redis(connection_pool=ConnectionPool.from_url(url, connection_class=Counting, **options))
+        self.clients.append(client)
+        return client
+
+
+@dataclass
+class Gate:
+    """Holds the Redis door's sends of chosen commands until opened, to hit exact moments.
+
+    ``before``: the command waits before it reaches Redis (in flight for the
+    door, not yet executed). ``after``: it ran on Redis; its reply is held.
+    ``log`` lists every batch the door sent, by command name.
+    """
+
+    before: set[str] = field(default_factory=set)
+    after: set[str] = field(default_factory=set)
+    log: list[list[str]] = field(default_factory=list)
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    def open(self) -> None:
+        self.opened.set()
+
+    def wrap(self, original: Execute) -> Execute:
+        async def gated(store: Store, batch: Sequence[Any], *, load: bool) -> list[Any]:
+            names = [op.script.name if op.script else str(op.args[0]) for op in batch]
+            self.log.append(names)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                if self.before.intersection(names):
+                    self.reached.set()
+                    await self.opened.wait()
+                replies = await original(store, batch, load=load)
+                if self.after.intersection(names):
+                    self.reached.set()
+                    await self.opened.wait()
+                return replies
+            finally:
+                self.in_flight -= 1
+
+        return gated
+
+
+async def load_scripts(client: Redis) -> None:
+    """Load every script, so that a gated command is the one that runs (not a NOSCRIPT probe)."""
+    for script in (ACQUIRE, FINISH, RELEASE, RENEW, STATUS):
+        await client.script_load(script.source)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 20.0) -> None:
+    """Poll ``check`` until it is true (a condition, not a timing); fail naming ``what``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.01)

@@ -1,0 +1,208 @@
+"""Cancellation at any point leaves no lock behind, and a marker only if the finish ran.
+
+Each test holds the Redis door at an exact moment with :class:`tests.support.Gate`
+(no sleeps), cancels, then checks Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+
+import aiotasks
+from aiotasks import Run, finish_task, release_lock, task_boilerplate
+from tests.support import Gate, eventually, load_scripts
+
+DATE = "20261125"
+
+
+@pytest.fixture(autouse=True)
+async def scripts_loaded(redis_client: Redis) -> None:
+    """Gates must hold the real command, not a first NOSCRIPT answer."""
+    await load_scripts(redis_client)
+
+
+async def cancel_at(gate: Gate, work: Awaitable[object]) -> None:
+    """Start ``work``, wait until the gate holds it, cancel it, let the gate go, expect CancelledError."""
+    runner = asyncio.ensure_future(work)
+    await asyncio.wait_for(gate.reached.wait(), timeout=10)
+    runner.cancel()
+    await asyncio.sleep(0)
+    gate.open()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+
+
+async def test_cancelled_while_acquire_is_queued_is_never_sent(redis_client: Redis, gate: Gate) -> None:
+    """A caller cancelled while its acquire waits in the queue is dropped: the script never reaches Redis."""
+    gate.before = {"acquire"}
+    blockers = []
+    for lane in range(2):  # occupy both lanes, one batch each
+        blockers.append(asyncio.ensure_future(task_boilerplate(f"b{lane}", DATE, redis=redis_client)))
+
+        async def sent(count: int = lane + 1) -> bool:
+            return len(gate.log) >= count
+
+        await eventually(sent, f"lane {lane} holds a batch")
+    queued = asyncio.ensure_future(task_boilerplate("queued", DATE, redis=redis_client))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    gate.open()
+    for done in await asyncio.gather(*blockers):
+        await release_lock(done[0], done[1], done[4])
+    names = [name for batch in gate.log for name in batch]
+    assert names.count("acquire") == 2  # the two blockers, never the cancelled one
+    assert await redis_client.keys("*") == []
+
+
+async def test_cancelled_after_acquire_was_sent_gives_the_lock_back(redis_client: Redis, gate: Gate) -> None:
+    """Cancelled while the acquire is in flight: its reply is awaited and the lock it took is released."""
+    gate.after = {"acquire"}  # the script has run on Redis: the lock is taken, the reply held
+    await cancel_at(gate, task_boilerplate("t", DATE, redis=redis_client))
+    assert await redis_client.keys("*") == []
+    assert any("release" in batch for batch in gate.log)
+
+
+async def test_cancelled_before_acquire_reaches_redis_leaves_nothing(redis_client: Redis, gate: Gate) -> None:
+    """Cancelled while the acquire is on its way (not yet run): whatever lands is given back."""
+    gate.before = {"acquire"}
+    await cancel_at(gate, task_boilerplate("t", DATE, redis=redis_client))
+    assert await redis_client.keys("*") == []
+
+
+Work = Callable[[], Coroutine[Any, Any, object]]
+CancelStyle = Callable[[Work], Awaitable[None]]
+
+
+async def native_cancel(work: Work) -> None:
+    runner = asyncio.ensure_future(work())
+    await asyncio.sleep(0.05)
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+
+
+async def asyncio_timeout(work: Work) -> None:
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await work()
+
+
+async def anyio_scope(work: Work) -> None:
+    with anyio.move_on_after(0.05) as scope:
+        await work()
+    assert scope.cancelled_caught
+
+
+async def anyio_task_group(work: Work) -> None:
+    async with anyio.create_task_group() as group:
+        group.start_soon(work)
+        await anyio.sleep(0.05)
+        group.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("cancel", [native_cancel, asyncio_timeout, anyio_scope, anyio_task_group])
+async def test_cancelled_during_the_body_releases_and_writes_no_marker(
+    redis_client: Redis, cancel: CancelStyle
+) -> None:
+    """Native cancel, asyncio.timeout, anyio scopes mid-body: body cancelled, lock released, no marker."""
+    body_started = asyncio.Event()
+
+    @aiotasks.task()
+    async def slow(run: Run) -> None:
+        body_started.set()
+        await asyncio.Event().wait()
+
+    await cancel(lambda: slow(DATE, redis=redis_client))
+    assert body_started.is_set()
+    assert await redis_client.keys("*") == []
+
+
+async def test_cancelled_while_finish_runs_records_the_success(redis_client: Redis, gate: Gate) -> None:
+    """Cancelled after the finish ran on Redis: the body's success stays recorded and the lock is gone."""
+
+    @aiotasks.task()
+    async def done(run: Run) -> None:
+        return None
+
+    gate.after = {"finish"}
+    await cancel_at(gate, done(DATE, redis=redis_client))
+    assert await redis_client.keys("*") == [f"success:done:{DATE}".encode()]
+
+
+async def test_cancelled_before_finish_reaches_redis_writes_no_marker(
+    redis_client: Redis, gate: Gate
+) -> None:
+    """Cancelled before the finish reached Redis: no marker, and the lock is released."""
+
+    @aiotasks.task()
+    async def done(run: Run) -> None:
+        return None
+
+    gate.before = {"finish"}
+    await cancel_at(gate, done(DATE, redis=redis_client))
+    assert await redis_client.keys("*") == []
+
+
+async def test_cancelled_mid_release_still_releases(redis_client: Redis, gate: Gate) -> None:
+    """Regression (redis-py #3847 analogue): a cancellation during the release does not leave the lock."""
+
+    @aiotasks.task()
+    async def failing(run: Run) -> None:
+        raise ValueError("boom")
+
+    gate.before = {"release"}
+    await cancel_at(gate, failing(DATE, redis=redis_client))
+    assert await redis_client.keys("*") == []
+
+
+async def test_seed_style_finally_survives_cancellation(redis_client: Redis) -> None:
+    """Seed-style code whose body is cancelled releases in its finally; release_lock is safe to call then."""
+    started = asyncio.Event()
+
+    async def seed_task() -> None:
+        conn, lock_key, success_key, _, task_id = await task_boilerplate("seed", DATE, redis=redis_client)
+        try:
+            started.set()
+            await asyncio.Event().wait()
+            await finish_task(conn, lock_key, success_key, task_id)
+        finally:
+            await release_lock(conn, lock_key, task_id)
+
+    runner = asyncio.ensure_future(seed_task())
+    await asyncio.wait_for(started.wait(), timeout=10)
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert await redis_client.keys("*") == []
+
+
+async def test_cancelled_thread_body_is_waited_for_then_released(redis_client: Redis) -> None:
+    """A cancelled sync body is asked to stop and waited for (threads can't be killed); then the lock goes."""
+    started = threading.Event()
+    finished = threading.Event()
+
+    @aiotasks.task()
+    def worker(run: Run) -> None:
+        started.set()
+        while not run.stop_requested:
+            threading.Event().wait(0.005)
+        finished.set()
+
+    runner = asyncio.ensure_future(worker(DATE, redis=redis_client))
+    await asyncio.to_thread(started.wait, 10)
+    assert await redis_client.exists(f"lock:worker:{DATE}") == 1
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert finished.is_set()  # the lock was not released while the thread still ran
+    assert await redis_client.keys("*") == []
