@@ -46,12 +46,14 @@ class Gate:
 
     ``before``: the command waits before it reaches Redis (in flight for the
     door, not yet executed). ``after``: it ran on Redis; its reply is held.
-    ``log`` lists every batch the door sent, by command name.
+    ``log`` lists every batch the door sent, by command name; ``commands``
+    every command in the order sent, with its arguments.
     """
 
     before: set[str] = field(default_factory=set)
     after: set[str] = field(default_factory=set)
     log: list[list[str]] = field(default_factory=list)
+    commands: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     reached: asyncio.Event = field(default_factory=asyncio.Event)
     opened: asyncio.Event = field(default_factory=asyncio.Event)
     in_flight: int = 0
@@ -64,6 +66,8 @@ class Gate:
         async def gated(store: Store, batch: Sequence[Any], *, load: bool) -> list[Any]:
             names = [op.script.name if op.script else str(op.args[0]) for op in batch]
             self.log.append(names)
+            if not load:
+                self.commands.extend(zip(names, (op.args for op in batch), strict=True))
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             try:

@@ -1,0 +1,66 @@
+"""The public surface is small and pinned."""
+
+from __future__ import annotations
+
+import aiotasks
+
+
+def test_all_is_pinned() -> None:
+    """__all__ lists exactly the public names, and each is importable from the package."""
+    assert sorted(aiotasks.__all__) == sorted(
+        [
+            "REDIS_LOCK_TIMEOUT",
+            "REDIS_SUCCESS_TTL",
+            "AioTasksError",
+            "InvalidChain",
+            "InvalidConfig",
+            "InvalidDate",
+            "InvalidInput",
+            "InvalidTaskName",
+            "Reason",
+            "RedisAuthError",
+            "RedisUnavailable",
+            "Run",
+            "Settings",
+            "Status",
+            "Task",
+            "TaskError",
+            "finish_task",
+            "release_lock",
+            "run_chain",
+            "task",
+            "task_boilerplate",
+        ]
+    )
+    for name in aiotasks.__all__:
+        assert getattr(aiotasks, name) is not None
+
+
+def test_seed_constants_and_error_tree() -> None:
+    """The seed's constants keep their values; every error derives from AioTasksError; bad input is a ValueError."""
+    assert (aiotasks.REDIS_LOCK_TIMEOUT, aiotasks.REDIS_SUCCESS_TTL) == (300, 86400)
+    for leaf in (
+        aiotasks.InvalidTaskName,
+        aiotasks.InvalidDate,
+        aiotasks.InvalidChain,
+        aiotasks.InvalidConfig,
+    ):
+        assert issubclass(leaf, aiotasks.InvalidInput)
+        assert issubclass(leaf, ValueError)
+    for error in (
+        aiotasks.TaskError,
+        aiotasks.InvalidInput,
+        aiotasks.RedisUnavailable,
+        aiotasks.RedisAuthError,
+    ):
+        assert issubclass(error, aiotasks.AioTasksError)
+    error = aiotasks.TaskError("failed", "boom")
+    assert (error.status, error.message, error.result, str(error)) == ("failed", "boom", None, "failed: boom")
+
+
+def test_statuses_and_reasons_are_plain_strings() -> None:
+    """Status and Reason values compare equal to the seed's strings, so result dicts stay JSON."""
+    assert aiotasks.Status.SKIPPED == "skipped"
+    assert aiotasks.Reason.ALREADY_COMPLETED == "already_completed"
+    assert aiotasks.Reason.LOCK_HELD == "lock_held"
+    assert {s.value for s in aiotasks.Status} == {"pending", "success", "skipped", "failed"}
