@@ -37,7 +37,7 @@ def test_all_is_pinned() -> None:
 
 
 def test_seed_constants_and_error_tree() -> None:
-    """The seed's constants keep their values; every error derives from AioTasksError; bad input is a ValueError."""
+    """Seed constants keep their values; every error derives from AioTasksError; bad input is ValueError."""
     assert (aiotasks.REDIS_LOCK_TIMEOUT, aiotasks.REDIS_SUCCESS_TTL) == (300, 86400)
     for leaf in (
         aiotasks.InvalidTaskName,
@@ -54,13 +54,18 @@ def test_seed_constants_and_error_tree() -> None:
         aiotasks.RedisAuthError,
     ):
         assert issubclass(error, aiotasks.AioTasksError)
-    error = aiotasks.TaskError("failed", "boom")
-    assert (error.status, error.message, error.result, str(error)) == ("failed", "boom", None, "failed: boom")
+    failure = aiotasks.TaskError("failed", "boom")
+    assert (failure.status, failure.message, failure.result, str(failure)) == (
+        "failed",
+        "boom",
+        None,
+        "failed: boom",
+    )
 
 
 def test_statuses_and_reasons_are_plain_strings() -> None:
     """Status and Reason values compare equal to the seed's strings, so result dicts stay JSON."""
-    assert aiotasks.Status.SKIPPED == "skipped"
-    assert aiotasks.Reason.ALREADY_COMPLETED == "already_completed"
-    assert aiotasks.Reason.LOCK_HELD == "lock_held"
+    assert str.__eq__(aiotasks.Status.SKIPPED, "skipped")
+    assert str.__eq__(aiotasks.Reason.ALREADY_COMPLETED, "already_completed")
+    assert str.__eq__(aiotasks.Reason.LOCK_HELD, "lock_held")
     assert {s.value for s in aiotasks.Status} == {"pending", "success", "skipped", "failed"}
