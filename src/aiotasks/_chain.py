@@ -534,6 +534,22 @@ async def run_chain(
     return await run.run()
 
 
+def check_run_options(max_concurrency: object, wait_timeout: object) -> None:
+    """Validate ``max_concurrency`` (None or >= 1) and ``wait_timeout`` (None or seconds >= 0)."""
+    if max_concurrency is not None and (
+        isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
+    ):
+        raise InvalidConfig(
+            f"max_concurrency must be a positive integer, not {max_concurrency!r}", max_concurrency
+        )
+    if wait_timeout is not None and (
+        isinstance(wait_timeout, bool) or not isinstance(wait_timeout, int | float) or not wait_timeout >= 0
+    ):
+        raise InvalidConfig(
+            f"wait_timeout must be a number of seconds >= 0, not {wait_timeout!r}", wait_timeout
+        )
+
+
 def prepare_run(
     chain: Chain,
     date_string: str | dt.date | None = None,
@@ -546,18 +562,7 @@ def prepare_run(
 ) -> ChainRun:
     """Validate a run's options and build its :class:`ChainRun` (nothing is sent yet)."""
     date = parse_date(date_string)
-    if max_concurrency is not None and (
-        isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
-    ):
-        raise InvalidConfig(
-            f"max_concurrency must be a positive integer, not {max_concurrency!r}", max_concurrency
-        )
-    if wait_timeout is not None and (
-        isinstance(wait_timeout, bool) or not isinstance(wait_timeout, int | float) or wait_timeout < 0
-    ):
-        raise InvalidConfig(
-            f"wait_timeout must be a number of seconds >= 0, not {wait_timeout!r}", wait_timeout
-        )
+    check_run_options(max_concurrency, wait_timeout)
     binding = current.get()
     if namespace is not None:
         check_namespace(namespace)

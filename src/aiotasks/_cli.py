@@ -34,7 +34,7 @@ from typing import IO, Any, NoReturn
 import anyio.to_thread
 
 from . import __version__
-from ._chain import Chain, ChainRun, Node, prepare_run
+from ._chain import Chain, ChainRun, Node, check_run_options, prepare_run
 from ._config import Settings, in_process_client
 from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisUnavailable
 from ._keys import date_range, parse_date, task_keys
@@ -256,6 +256,7 @@ async def _run(args: argparse.Namespace) -> int:
     if args.only:
         chain = chain.select(args.only)
     dates = _dates(args)
+    check_run_options(args.max_concurrency, args.wait_timeout)
     settings = _settings(args)
     client = _client(settings)
     runs: list[dict[str, Any]] = []

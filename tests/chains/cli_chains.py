@@ -1,0 +1,98 @@
+"""Chains for the CLI tests. Bodies log to the chain's own Redis list ``log`` ("start:x", "end:x")."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any
+
+import aiotasks
+from aiotasks import Run, TaskError, finish_task, release_lock, task_boilerplate
+
+
+async def log(run: Run, event: str) -> None:
+    await run.redis.rpush("log", f"{event}:{run.task_name}")
+
+
+def logged(name: str, *, depends_on: tuple[str, ...] = (), fail: bool = False) -> aiotasks.Task:
+    async def body(run: Run) -> None:
+        await log(run, "start")
+        if fail:
+            raise RuntimeError(f"{name} always fails")
+        await log(run, "end")
+
+    return aiotasks.Task(body, name=name, depends_on=depends_on)
+
+
+chain = [logged("a"), logged("b", depends_on=("a",)), logged("c")]
+failing = [logged("a", fail=True), logged("b", depends_on=("a",)), logged("c")]
+cyclic = [
+    {"id": "x", "func": logged("x"), "depends_on": ["y"]},
+    {"id": "y", "func": logged("y"), "depends_on": ["x"]},
+]
+dangling = [{"id": "x", "func": logged("x"), "depends_on": ["ghost"]}]
+not_a_chain = 42
+
+
+@aiotasks.task()
+async def slow(run: Run) -> None:
+    """Signals that it started, then runs until cancelled."""
+    await log(run, "start")
+    await asyncio.Event().wait()
+
+
+@aiotasks.task()
+async def sync_started(run: Run) -> None:
+    await log(run, "start")
+
+
+@aiotasks.task(depends_on=["sync_started"])
+def slow_sync(run: Run) -> None:
+    """A thread body that stops when asked (run.stop_requested)."""
+    while not run.stop_requested:
+        threading.Event().wait(0.01)
+
+
+slow_chain = [slow]
+slow_sync_chain = [sync_started, slow_sync]
+
+
+def seed(name: str) -> Any:
+    """A seed-style task that uses the connection it is given directly."""
+
+    async def func(date_string: str | None = None) -> dict[str, Any]:
+        conn, lock_key, success_key, result, task_id = await task_boilerplate(name, date_string)
+        if result["status"] == "skipped":
+            return result
+        try:
+            await conn.incr("bodies")
+            await asyncio.sleep(0.01)
+            result["status"] = "success"
+            await finish_task(conn, lock_key, success_key, task_id)
+            return result
+        except Exception as exc:
+            raise TaskError("failed", str(exc), result) from exc
+        finally:
+            await release_lock(conn, lock_key, task_id)
+
+    return func
+
+
+WIDTH = int(os.environ.get("WIDE", "300"))
+wide_seed = [{"id": f"s{i}", "func": seed(f"s{i}")} for i in range(WIDTH)] + [
+    {"id": "last", "func": seed("last"), "depends_on": [f"s{i}" for i in range(WIDTH)]}
+]
+
+
+def _decorated(name: str, depends_on: tuple[str, ...] = ()) -> aiotasks.Task:
+    async def body(run: Run) -> None:
+        await run.redis.incr("bodies")
+        await asyncio.sleep(0.01)
+
+    return aiotasks.Task(body, name=name, depends_on=depends_on)
+
+
+wide_decorated = [_decorated(f"d{i}") for i in range(WIDTH)] + [
+    _decorated("last", tuple(f"d{i}" for i in range(WIDTH)))
+]
