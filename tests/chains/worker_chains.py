@@ -43,13 +43,14 @@ recurring_chain = [step("odds", gate=True, recurring=True), step("report", "odds
 
 @aiotasks.task(lock_timeout=2)
 async def hold(run: Run) -> None:
+    first_attempt = await run.redis.incr("hold:attempts") == 1  # counted before it is announced
     await run.redis.rpush("log", f"start:hold:{os.getpid()}")
-    if await run.redis.incr("hold:attempts") == 1:
+    if first_attempt:
         await asyncio.Event().wait()  # the first holder is killed here
     await log(run, "end")
 
 
-kill_chain = [step("first"), hold, step("after", "hold")]
+kill_chain = [hold, step("after", "hold")]  # the killed worker holds nothing else
 
 
 @aiotasks.task()
