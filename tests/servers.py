@@ -15,11 +15,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["RedisServer", "free_port", "redis_server_binary"]
+__all__ = ["LocalCluster", "RedisServer", "Sentinel", "TlsFiles", "free_port", "redis_server_binary"]
 
 STARTUP_TIMEOUT = 15.0
 
@@ -51,10 +51,14 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="aiotasks-redis-")))
     process: subprocess.Popen[bytes] | None = None
-    tls: bool = False
+    tls: TlsFiles | None = None
 
     def command(self) -> list[str]:
-        port_args = ["--port", "0", "--tls-port", str(self.port)] if self.tls else ["--port", str(self.port)]
+        port_args = (
+            ["--port", "0", "--tls-port", str(self.port), *self.tls.server_args()]
+            if self.tls
+            else ["--port", str(self.port)]
+        )
         auth = ["--requirepass", self.password] if self.password else []
         return [
             redis_server_binary(),
@@ -108,8 +112,9 @@ class RedisServer:
     def url(self) -> str:
         """``redis://[:password@]127.0.0.1:port/0``."""
         auth = f":{self.password}@" if self.password else ""
-        scheme = "rediss" if self.tls else "redis"
-        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int:
@@ -156,8 +161,162 @@ class RedisServer:
         self.stop()
 
 
-@contextlib.contextmanager
-def running(*args: str, password: str | None = None) -> Iterator[RedisServer]:
-    """Start a server for the duration of a ``with`` block."""
-    with RedisServer(args, password=password) as server:
-        yield server
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway certificate authority and a server certificate for 127.0.0.1, made with openssl."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> TlsFiles:
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=aiotasks-test-ca",
+        )
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        )
+        (directory / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", "server.crt", "-days", "2", "-extfile", "san.cnf")  # fmt: skip
+        return cls(directory / "ca.crt", directory / "server.crt", directory / "server.key")
+
+    def server_args(self) -> list[str]:
+        return ["--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key),
+                "--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "no"]  # fmt: skip
+
+
+class LocalCluster:
+    """A Redis Cluster of three masters on loopback, made with ``redis-cli --cluster create``."""
+
+    def __init__(self, masters: int = 3) -> None:
+        self.nodes = [
+            RedisServer(
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                    "--cluster-port",
+                    str(free_port()),
+                ]
+            )
+            for _ in range(masters)
+        ]
+
+    def start(self) -> LocalCluster:
+        try:
+            for node in self.nodes:
+                node.start()
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            subprocess.run(
+                ["redis-cli", "--cluster", "create", *addresses, "--cluster-yes"],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while not all(self._ok(node) for node in self.nodes):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the cluster did not become ready")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @staticmethod
+    def _ok(node: RedisServer) -> bool:
+        info = subprocess.run(
+            ["redis-cli", "-p", str(node.port), "cluster", "info"], capture_output=True, text=True
+        )
+        return "cluster_state:ok" in info.stdout
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Sentinel:
+    """One sentinel watching ``master`` under the name ``mymaster``."""
+
+    def __init__(self, master: RedisServer) -> None:
+        self.master = master
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="aiotasks-sentinel-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Sentinel:
+        config = self.directory / "sentinel.conf"
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
+            f"sentinel monitor mymaster 127.0.0.1 {self.master.port} 1\n"
+        )
+        log = str(self.directory / "sentinel.log")
+        self.process = subprocess.Popen(
+            [redis_server_binary(), str(config), "--sentinel", "--logfile", log],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2) as sock,
+            ):
+                sock.sendall(b"SENTINEL get-master-addr-by-name mymaster\r\n")
+                if str(self.master.port).encode() in sock.recv(256):
+                    return self
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the sentinel did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> Sentinel:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -171,7 +171,7 @@ def _translate(exc: BaseException, client: Any) -> BaseException:
     for secret in _secrets_of(client):
         message = message.replace(secret, "***")
     server = describe(client)
-    if isinstance(exc, rex.AuthenticationError) or (
+    if isinstance(exc, rex.AuthenticationError | rex.NoPermissionError) or (
         isinstance(exc, rex.ResponseError) and _AUTH_REPLY.match(message)
     ):
         return RedisAuthError(f"Redis at {server} refused our credentials: {message}", server)

@@ -1,0 +1,176 @@
+"""Passwords, ACL users, TLS, and secrets kept out of logs and errors."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.asyncio import Redis
+
+import aiotasks
+from aiotasks import RedisAuthError, RedisUnavailable, Run, Settings, TaskError, task_boilerplate
+from aiotasks._config import redact_url
+from tests.servers import RedisServer, TlsFiles, free_port
+
+DATE = "20261125"
+SECRET = "pw-Zq81-very-secret"
+#: What the library needs: its scripts, and the commands they call. Key patterns limit it to its keys.
+ACL_RULES = ["~lock:*", "~success:*", "-@all", "+evalsha", "+eval", "+ping", "+del",
+             "+get", "+set", "+exists", "+pexpire", "+pttl"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def secured() -> Iterator[RedisServer]:
+    """A server with requirepass and an ACL user limited to aiotasks' keys and commands."""
+    with RedisServer(password=SECRET) as server:
+        with redis.Redis.from_url(server.url) as admin:
+            admin.acl_setuser("worker", enabled=True, passwords=[f"+{SECRET}"], reset_keys=True, commands=[])
+            admin.execute_command("ACL", "SETUSER", "worker", *ACL_RULES)
+        yield server
+
+
+@aiotasks.task()
+async def guarded(run: Run) -> None:
+    run.result["ok"] = True
+
+
+def url_for(server: RedisServer, userinfo: str) -> str:
+    return f"redis://{userinfo}@127.0.0.1:{server.port}/0"
+
+
+async def test_right_password_works(secured: RedisServer) -> None:
+    """requirepass with the right password: tasks run."""
+    client = Redis.from_url(url_for(secured, f":{SECRET}"))
+    try:
+        assert (await guarded(DATE, redis=client))["status"] in ("success", "skipped")
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "userinfo", [":wrong", "worker:wrong", "nobody:" + SECRET], ids=["password", "acl", "user"]
+)
+async def test_wrong_credentials_are_a_clear_error(secured: RedisServer, userinfo: str) -> None:
+    """Wrong password, ACL password or user: RedisAuthError naming the problem, never the secret."""
+    client = Settings.from_url(url_for(secured, userinfo), retries=0).create_client()
+    try:
+        with pytest.raises(RedisAuthError) as caught:
+            await task_boilerplate("t", DATE, redis=client)
+    finally:
+        await client.aclose()
+    message = str(caught.value)
+    assert "refused our credentials" in message
+    assert f"127.0.0.1:{secured.port}" in message
+    assert SECRET not in message
+    assert SECRET not in "".join(traceback.format_exception(caught.value))
+    assert "wrong" not in message.split(": ", 1)[0]
+
+
+async def test_acl_user_limited_to_the_library_keys(secured: RedisServer) -> None:
+    """An ACL user allowed only aiotasks' commands on lock:*/success:* can run tasks, and nothing else."""
+    client = Redis.from_url(url_for(secured, f"worker:{SECRET}"))
+    try:
+        acl_task = aiotasks.Task(guarded.__wrapped__, name="acl_task")  # type: ignore[attr-defined]
+        result = await acl_task(DATE, redis=client)
+        assert result["status"] == "success"
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            await client.set("elsewhere", 1)
+    finally:
+        await client.aclose()
+
+
+async def test_acl_user_without_script_rights_gets_an_auth_error(secured: RedisServer) -> None:
+    """Regression: a NOPERM reply (redis-py's NoPermissionError) becomes RedisAuthError, not a raw error."""
+    with redis.Redis.from_url(secured.url) as admin:
+        admin.execute_command("ACL", "SETUSER", "reader", "on", f">{SECRET}", "~*", "-@all", "+ping")
+    client = Redis.from_url(url_for(secured, f"reader:{SECRET}"))
+    try:
+        with pytest.raises(TaskError) as caught:
+            await guarded(DATE, redis=client)
+    finally:
+        await client.aclose()
+    assert isinstance(caught.value.__cause__, RedisAuthError)
+    assert "no permissions to run the 'evalsha' command" in str(caught.value.__cause__)
+
+
+async def test_tls_with_a_throwaway_ca() -> None:
+    """rediss:// against a TLS-only redis-server, trusting a CA the test made with openssl."""
+    tls = TlsFiles.make(Path(tempfile.mkdtemp(prefix="aiotasks-tls-")))
+    with RedisServer(tls=tls) as server:
+        assert server.url.startswith("rediss://")
+        client = Settings.from_url(server.url).create_client()
+        try:
+            assert (await guarded(DATE, redis=client))["status"] == "success"
+            assert await client.exists(f"success:guarded:{DATE}") == 1
+        finally:
+            await client.aclose()
+        plain = Settings.from_url(
+            f"redis://127.0.0.1:{server.port}/0", retries=0, socket_timeout=2
+        ).create_client()
+        try:
+            with pytest.raises(RedisUnavailable):  # a plain-text client can't talk to it
+                await task_boilerplate("t", DATE, redis=plain)
+        finally:
+            await plain.aclose()
+
+
+async def test_password_never_reaches_logs(secured: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """At DEBUG, for aiotasks' and redis-py's loggers, no record (or its traceback) contains the password."""
+    caplog.set_level(logging.DEBUG)
+    good = Settings.from_url(url_for(secured, f":{SECRET}")).create_client()
+    bad = Settings.from_url(url_for(secured, f":{SECRET}x"), retries=0).create_client()
+    gone = Settings.from_url(f"redis://:{SECRET}@127.0.0.1:{free_port()}/0", retries=0).create_client()
+    try:
+        await aiotasks.run_chain([guarded], DATE, redis=good)
+        for client in (bad, gone):
+            results = await aiotasks.run_chain([guarded], DATE, redis=client)
+            assert results["guarded"]["status"] == "failed"
+            assert SECRET not in str(results)
+            logging.getLogger("aiotasks").exception("a logged failure", exc_info=RedisUnavailable("x"))
+    finally:
+        for client in (good, bad, gone):
+            await client.aclose()
+    assert caplog.records
+    for record in caplog.records:
+        text = record.getMessage() + (
+            logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
+        )
+        assert SECRET not in text, record.name
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@host:6379/6", "redis://:***@host:6379/6"),
+        ("redis://user:pw@host/0", "redis://user:***@host/0"),
+        ("rediss://user@host", "rediss://user@host"),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+        ("redis://host/0?password=pw&db=1", "redis://host/0?password=***&db=1"),
+        ("unix:///tmp/r.sock?password=pw", "unix:///tmp/r.sock?password=***"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    """redact_url hides passwords in the user-info and in query options."""
+    assert redact_url(url) == shown
+
+
+def test_settings_errors_never_show_the_password() -> None:
+    """A malformed URL's error names it with the password redacted."""
+    with pytest.raises(aiotasks.InvalidConfig) as caught:
+        Settings.from_url(f"redis://:{SECRET}@host:notaport/0")
+    assert SECRET not in str(caught.value)
+    assert ":***@host" in str(caught.value)
+
+
+async def test_namespaces_keep_applications_apart(redis_url: str, redis_client: Redis) -> None:
+    """Two namespaces on one Redis: the same task and date run once in each, under prefixed keys."""
+    for namespace in ("app1", "app2"):
+        results = await aiotasks.run_chain([guarded], DATE, redis=redis_client, namespace=namespace)
+        assert results["guarded"]["status"] == "success"
+    keys = sorted(await redis_client.keys("*"))
+    assert keys == [f"app1:success:guarded:{DATE}".encode(), f"app2:success:guarded:{DATE}".encode()]
