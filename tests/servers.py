@@ -144,14 +144,19 @@ class RedisServer:
             self.process.stderr.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    def restart(self) -> None:
-        """Stop the process and start a new one on the same port (data is not kept)."""
+    def halt(self) -> None:
+        """Stop the process but keep its directory (and any AOF in it), to :meth:`restart` later."""
         if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)
             self.process.terminate()
             self.process.wait(10)
-            if self.process.stderr is not None:
-                self.process.stderr.close()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+
+    def restart(self) -> None:
+        """Start a new process on the same port and directory (keeping data only if it was persisted)."""
+        self.halt()
         self.start()
 
     def __enter__(self) -> RedisServer:

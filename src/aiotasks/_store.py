@@ -27,11 +27,16 @@ Cancellation
     the cancellation is delivered, and an acquire that took the lock for a
     cancelled caller gives it back first (in the cancelled coroutine, shielded).
 
-Errors
+Errors and retries
     redis-py's connection and timeout errors become :class:`RedisUnavailable`,
     refused credentials :class:`RedisAuthError`; messages name the server as
-    ``host:port/db``, never with a password. Retries of connection errors are
-    the client's own (``Redis(retry=...)``); every script is safe to retry.
+    ``host:port/db``, never with a password. Every script is safe to retry, so
+    a connection error (a killed idle connection, a proxy, a failover) is
+    retried: by the client if it retries by itself (``Redis(retry=...)``, the
+    clients aiotasks builds, cluster clients), else by the door, up to
+    ``DOOR_ATTEMPTS`` attempts with exponential backoff and jitter.
+    ``Redis.from_url()`` clients of redis-py 8 do not retry by themselves.
+    Timeouts are not retried by the door: a stalled server fails the run.
 
 Redis Cluster
     redis-py's cluster pipeline splits a batch by node; every script touches
@@ -42,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import weakref
 from collections import deque
@@ -70,6 +76,10 @@ AnyRedis = Redis | RedisCluster
 DEFAULT_LANES: Final = 2
 #: Most commands sent in one pipeline; a longer queue goes out in several.
 MAX_BATCH: Final = 512
+#: Attempts of a batch after connection errors, when the client does not retry by itself.
+DOOR_ATTEMPTS: Final = 3
+#: First pause between those attempts, in seconds (doubled each time, with jitter).
+DOOR_BACKOFF: Final = 0.05
 
 _AUTH_REPLY: Final = re.compile(r"^(NOAUTH|WRONGPASS|NOPERM)\b")
 
@@ -184,6 +194,14 @@ def _translate(exc: BaseException, client: Any) -> BaseException:
     return exc
 
 
+def _retries_by_itself(client: Any) -> bool:
+    if isinstance(client, RedisCluster):
+        return True
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
+    retry = kwargs.get("retry")
+    return retry is not None and retry.get_retries() > 0
+
+
 class Store:
     """The library's door to one Redis client on one event loop.
 
@@ -196,6 +214,7 @@ class Store:
         self.server = describe(client)
         self.loop = asyncio.get_running_loop()
         self._lanes = lanes
+        self._attempts = 1 if _retries_by_itself(client) else DOOR_ATTEMPTS
         self._busy = 0
         self._starting = False
         self._queue: deque[_Op] = deque()
@@ -343,21 +362,41 @@ class Store:
             self._busy -= 1
 
     async def _send(self, batch: list[_Op]) -> None:
-        try:
-            replies = await self._execute(batch, load=False)
-            missing = [op for op, reply in zip(batch, replies, strict=True) if _noscript(reply)]
-            if missing:
-                reloaded = dict(zip(map(id, missing), await self._execute(missing, load=True), strict=True))
-                replies = [reloaded.get(id(op), reply) for op, reply in zip(batch, replies, strict=True)]
-        except BaseException as exc:
-            error = translate(exc, self.client) if isinstance(exc, Exception) else exc
-            for op in batch:
-                _deliver(op, error)
-            if not isinstance(exc, Exception):
-                raise
-            return
+        attempt = 1
+        while True:
+            try:
+                replies = await self._execute(batch, load=False)
+                missing = [op for op, reply in zip(batch, replies, strict=True) if _noscript(reply)]
+                if missing:
+                    loaded = dict(zip(map(id, missing), await self._execute(missing, load=True), strict=True))
+                    replies = [loaded.get(id(op), reply) for op, reply in zip(batch, replies, strict=True)]
+                break
+            except rex.ConnectionError as exc:
+                if attempt >= self._attempts:
+                    self._fail(batch, exc)
+                    return
+                pause = random.uniform(0.5, 1.0) * DOOR_BACKOFF * 2 ** (attempt - 1)
+                logger.info(
+                    "retrying %d command(s) in %.2fs: %s", len(batch), pause, translate(exc, self.client)
+                )
+                attempt += 1
+                try:
+                    await asyncio.sleep(pause)
+                except BaseException as cancelled:
+                    self._fail(batch, cancelled)
+                    raise
+            except BaseException as exc:
+                self._fail(batch, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
         for op, reply in zip(batch, replies, strict=True):
             _deliver(op, translate(reply, self.client) if isinstance(reply, Exception) else reply)
+
+    def _fail(self, batch: list[_Op], exc: BaseException) -> None:
+        error = translate(exc, self.client) if isinstance(exc, Exception) else exc
+        for op in batch:
+            _deliver(op, error)
 
     async def _execute(self, batch: Sequence[_Op], *, load: bool) -> list[Any]:
         if len(batch) == 1:
