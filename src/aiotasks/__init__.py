@@ -16,6 +16,8 @@ The seed's low-level step stays available as :func:`task_boilerplate`.
 
 from __future__ import annotations
 
+import logging as _logging
+
 from ._boilerplate import finish_task as finish_task
 from ._boilerplate import release_lock as release_lock
 from ._boilerplate import task_boilerplate as task_boilerplate
@@ -39,6 +41,9 @@ from ._task import Task as Task
 from ._task import task as task
 
 __version__ = "0.1.0"
+
+# A library adds no handler but this one: the application decides where logs go.
+_logging.getLogger("aiotasks").addHandler(_logging.NullHandler())
 
 __all__ = [
     "REDIS_LOCK_TIMEOUT",
