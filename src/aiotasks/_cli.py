@@ -337,6 +337,8 @@ async def _status(args: argparse.Namespace) -> int:
 async def _reset(args: argparse.Namespace) -> int:
     chain = load_chain(args.target)
     date = parse_date(args.date)
+    if not args.yes and not sys.stdin.isatty():
+        raise UsageError("refusing to remove success markers without --yes (stdin is not a terminal)")
     nodes = list(chain)
     if args.task:
         unknown = [name for name in args.task if name not in chain.nodes]
@@ -350,8 +352,6 @@ async def _reset(args: argparse.Namespace) -> int:
             _echo(f"{date}: no success markers to remove")
             return EXIT_OK
         if not args.yes:
-            if not sys.stdin.isatty():
-                raise UsageError("refusing to remove success markers without --yes (stdin is not a terminal)")
             prompt = f"Remove the success markers of {', '.join(marked)} for {date}? [y/N] "
             answer = await anyio.to_thread.run_sync(input, prompt)
             if answer.strip().lower() not in ("y", "yes"):
