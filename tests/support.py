@@ -17,8 +17,15 @@ Execute = Callable[..., Awaitable[list[Any]]]
 
 @dataclass
 class Wire:
-    """Counts what a client really sends: round trips (packed writes) and connections opened."""
+    """Counts what a client really sends: commands, round trips and connections opened.
 
+    Commands: redis-py packs every command, pipelined or not, with
+    ``pack_command``. Round trips: every request is written through the
+    connection's stream writer, whoever sends it (redis-py, or the aiotasks
+    door writing to the connection itself), so the writer gets a counting class.
+    """
+
+    commands: int = 0
     round_trips: int = 0
     connections: int = 0
     clients: list[Redis] = field(default_factory=list)
@@ -26,14 +33,23 @@ class Wire:
     def client(self, url: str, **options: Any) -> Redis:
         wire = self
 
+        class CountingWriter(asyncio.StreamWriter):
+            def writelines(self, data: Any) -> None:
+                wire.round_trips += 1
+                super().writelines(data)
+
         class Counting(Connection):
             def __init__(self, **kwargs: Any) -> None:
                 super().__init__(**kwargs)
                 wire.connections += 1
 
-            async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-                wire.round_trips += 1
-                await super().send_packed_command(command, check_health)
+            def pack_command(self, *args: Any) -> list[bytes]:
+                wire.commands += 1
+                return super().pack_command(*args)
+
+            async def on_connect_check_health(self, check_health: bool = True) -> None:
+                self._writer.__class__ = CountingWriter
+                await super().on_connect_check_health(check_health)
 
         client = Redis(connection_pool=ConnectionPool.from_url(url, connection_class=Counting, **options))
         self.clients.append(client)

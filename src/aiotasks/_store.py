@@ -434,10 +434,12 @@ class Store:
         # itself on any error, so it goes back to the pool clean.
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            if len(commands) == 1:
-                await connection.send_packed_command(connection.pack_command(*commands[0]))
-            else:
-                await connection.send_packed_command(connection.pack_commands(commands))
+            await _write(
+                connection,
+                connection.pack_command(*commands[0])
+                if len(commands) == 1
+                else connection.pack_commands(commands),
+            )
             replies: list[Any] = []
             for _ in commands:
                 try:
@@ -447,6 +449,32 @@ class Store:
             return replies
         finally:
             await pool.release(connection)
+
+
+async def _write(connection: Any, data: list[bytes]) -> None:
+    """``connection.send_packed_command(data)``, minus a task per write.
+
+    redis-py bounds each write with ``asyncio.wait_for``, which on Python 3.11
+    creates a task and costs two extra loop iterations per command, a fifth of
+    a round trip on loopback. A write that fits the socket's buffer completes
+    at once; ``asyncio.timeout`` bounds the rare one that does not.
+    """
+    writer = getattr(connection, "_writer", None)
+    if not isinstance(writer, asyncio.StreamWriter) or connection.health_check_interval:
+        await connection.send_packed_command(data)
+        return
+    try:
+        writer.writelines(data)
+        async with asyncio.timeout(connection.socket_timeout or None):
+            await writer.drain()
+    except BaseException as exc:
+        # As redis-py does: a half-written command poisons the connection.
+        await connection.disconnect(nowait=True)
+        if isinstance(exc, TimeoutError):
+            raise rex.TimeoutError("Timeout writing to socket") from None
+        if isinstance(exc, OSError):
+            raise rex.ConnectionError(f"Error while writing to socket: {exc}") from exc
+        raise
 
 
 def _noscript(reply: Any) -> bool:
