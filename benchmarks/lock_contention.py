@@ -35,7 +35,6 @@ import json
 import multiprocessing
 import random
 import statistics
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -375,7 +374,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--workers", default="1,8,32,128,1000", help="coroutines per process, comma-separated"
@@ -389,17 +388,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="interleaved repeats; the best rate is kept")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI: checks it runs, not speed")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the whole sweep; the result as one JSON-able document."""
     if args.smoke:
         args.workers, args.attempts, args.repeat = "1,8", 40, 1
     result = sweep(args)
     result["parameters"] = {k: v for k, v in vars(args).items() if k != "json"}
-    if args.json:
-        json.dump(result, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(table(result["rows"]))
-        print("\nTargets:", json.dumps(result["targets"], indent=2))
+    return result
+
+
+def render(result: dict[str, Any]) -> str:
+    processes = result["parameters"]["processes"]
+    title = f"Lock contention ({processes} process{'es' if processes > 1 else ''}; best of repeats)"
+    return f"{title}\n{table(result['rows'])}\n\nTargets: {json.dumps(result['targets'], indent=2)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result = collect(args)
+    print(json.dumps(result, indent=2) if args.json else render(result))
     return 0
 
 

@@ -19,6 +19,8 @@ Execute = Callable[..., Awaitable[list[Any]]]
 class Wire:
     """Counts what a client really sends: commands, round trips and connections opened.
 
+    A new connection's handshake is not counted: only requests made through it.
+
     Commands: redis-py packs every command, pipelined or not, with
     ``pack_command``. Round trips: every request is written through the
     connection's stream writer, whoever sends it (redis-py, or the aiotasks
@@ -43,13 +45,17 @@ class Wire:
                 super().__init__(**kwargs)
                 wire.connections += 1
 
+            counting = False  # not the handshake (HELLO, CLIENT SETINFO, SELECT)
+
             def pack_command(self, *args: Any) -> list[bytes]:
-                wire.commands += 1
+                wire.commands += self.counting
                 return super().pack_command(*args)
 
             async def on_connect_check_health(self, check_health: bool = True) -> None:
-                self._writer.__class__ = CountingWriter
+                self.counting = False
                 await super().on_connect_check_health(check_health)
+                self._writer.__class__ = CountingWriter
+                self.counting = True
 
         client = Redis(connection_pool=ConnectionPool.from_url(url, connection_class=Counting, **options))
         self.clients.append(client)

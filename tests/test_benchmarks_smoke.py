@@ -1,0 +1,51 @@
+"""The benchmarks keep working: their smoke sizes run end to end (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(300)
+def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    report = tmp_path / "RESULTS.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--output", str(report)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(report.with_suffix(".json").read_text())
+    assert [b["title"] for b in results["benchmarks"]] == [
+        "Lock contention, coroutines in one process",
+        "Lock contention, 4 OS processes",
+        "Chain overhead and makespan",
+    ]
+    text = report.read_text()
+    assert results["machine"]["redis-server"] in text
+    for benchmark in results["benchmarks"][:2]:
+        rows = benchmark["result"]["rows"]
+        ours = [r for r in rows if r["contender"] in ("aiotasks", "tuple")]
+        assert ours, "aiotasks was not measured"
+        # Correctness, not speed: aiotasks never ran a body twice nor failed an attempt.
+        assert all(r["duplicates"] == 0 and r["errors"] == 0 for r in ours), ours
+        assert all(r["attempts_s"] > 0 for r in rows)
+        in_one_process = benchmark["result"]["parameters"]["processes"] == 1
+        for row in ours:
+            # Counted on the wire: 2 commands per run, 1 per skip.
+            if row["contention"] == "low" and in_one_process:
+                assert row["cmds_run"] == 2.0, row
+            if row["contention"] == "high" and "cmds_skip" in row:
+                assert row["cmds_skip"] == 1.0, row
+    chain = results["benchmarks"][2]["result"]
+    assert {row["shape"] for row in chain["overhead"]} == {"wide", "deep", "random"}
+    assert chain["makespan"]
+    assert all("aiotasks_ratio" in row and "baseline_ratio" in row for row in chain["makespan"])
