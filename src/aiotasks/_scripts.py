@@ -11,7 +11,7 @@ helper does the same for one command, but inside a pipeline it first sends
 ``SCRIPT EXISTS`` on every execution, an extra round trip per batch; the Redis
 door (``_store``) therefore sends ``EVALSHA`` itself and falls back per command.
 
-Every script is safe to retry after a lost reply (the door's client retries
+Every script is safe to retry after a lost reply (the door retries
 connection errors): acquiring again with the same token reports the lock as
 acquired, renewing or releasing again is harmless, and finishing again reports
 the marker that the first attempt wrote.
