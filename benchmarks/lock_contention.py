@@ -191,7 +191,7 @@ async def measure(
                     tally.errors[type(exc).__name__] += 1
                 tally.latencies.append(time.perf_counter() - started)
 
-        wire.commands = wire.round_trips = 0
+        wire.reset()
         began = time.perf_counter()
         await asyncio.gather(*(worker(share) for share in shares))
         elapsed = time.perf_counter() - began

@@ -21,23 +21,34 @@ class Wire:
 
     A new connection's handshake is not counted: only requests made through it.
 
-    Commands: redis-py packs every command, pipelined or not, with
-    ``pack_command``. Round trips: every request is written through the
-    connection's stream writer, whoever sends it (redis-py, or the aiotasks
-    door writing to the connection itself), so the writer gets a counting class.
+    Every request is written through the connection's stream writer, whoever
+    sends it (redis-py, or the aiotasks door writing to the connection itself),
+    so the writer gets a counting class: a write is a round trip, and the
+    requests in it are counted by parsing what is written.
     """
 
-    commands: int = 0
     round_trips: int = 0
     connections: int = 0
     clients: list[Redis] = field(default_factory=list)
+    #: What was written, parsed only when :attr:`commands` is read (benchmarks time the writes).
+    written: list[bytes] = field(default_factory=list)
+
+    @property
+    def commands(self) -> int:
+        return sum(map(count_requests, self.written))
+
+    def reset(self) -> None:
+        self.round_trips = 0
+        self.written.clear()
 
     def client(self, url: str, **options: Any) -> Redis:
         wire = self
 
         class CountingWriter(asyncio.StreamWriter):
             def writelines(self, data: Any) -> None:
+                data = list(data)
                 wire.round_trips += 1
+                wire.written.append(b"".join(data))
                 super().writelines(data)
 
         class Counting(Connection):
@@ -45,21 +56,28 @@ class Wire:
                 super().__init__(**kwargs)
                 wire.connections += 1
 
-            counting = False  # not the handshake (HELLO, CLIENT SETINFO, SELECT)
-
-            def pack_command(self, *args: Any) -> list[bytes]:
-                wire.commands += self.counting
-                return super().pack_command(*args)
-
             async def on_connect_check_health(self, check_health: bool = True) -> None:
-                self.counting = False
                 await super().on_connect_check_health(check_health)
                 self._writer.__class__ = CountingWriter
-                self.counting = True
 
         client = Redis(connection_pool=ConnectionPool.from_url(url, connection_class=Counting, **options))
         self.clients.append(client)
         return client
+
+
+def count_requests(data: bytes) -> int:
+    """How many requests (RESP arrays of bulk strings) ``data`` holds."""
+    count = position = 0
+    while position < len(data):
+        end = data.index(b"\r\n", position)
+        assert data[position : position + 1] == b"*", data[position : position + 20]
+        arguments = int(data[position + 1 : end])
+        position = end + 2
+        for _ in range(arguments):
+            end = data.index(b"\r\n", position)
+            position = end + 2 + int(data[position + 1 : end]) + 2
+        count += 1
+    return count
 
 
 @dataclass

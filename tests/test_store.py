@@ -6,13 +6,15 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis import exceptions as rex
-from redis.asyncio import Redis
+from redis.asyncio import Connection, Redis
 
 import aiotasks
 from aiotasks import Run, finish_task, release_lock, task_boilerplate
 from aiotasks._keys import TaskKeys
-from aiotasks._store import DEFAULT_LANES, Acquired, store_for
+from aiotasks._store import DEFAULT_LANES, Acquired, _pack, store_for
 from tests.support import Gate, Wire, load_scripts
 
 DATE = "20261125"
@@ -152,3 +154,16 @@ async def test_any_lane_count_keeps_every_guarantee(redis_client: Redis, lanes: 
     results = await asyncio.gather(*(task(DATE, redis=redis_client) for task in tasks(100)))
     assert {r["status"] for r in results} == {"success"}
     assert await redis_client.keys("lock:*") == []
+
+
+# A command name (redis-py splits a first argument on spaces: "CONFIG GET"), then any arguments.
+_commands = st.tuples(
+    st.sampled_from(["EVALSHA", "EVAL", "DEL"]),
+    st.lists(st.one_of(st.text(max_size=40), st.integers(-(2**63), 2**63 - 1), st.binary(max_size=40))),
+).map(lambda command: (command[0], *command[1]))
+
+
+@given(commands=st.lists(_commands, min_size=1, max_size=5))
+def test_the_door_packs_requests_as_redis_py_does(commands: list[tuple[Any, ...]]) -> None:
+    """The door's own RESP packer writes the very bytes redis-py's ``pack_commands`` would."""
+    assert _pack(commands) == b"".join(Connection().pack_commands(commands))
