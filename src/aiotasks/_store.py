@@ -474,7 +474,7 @@ async def _write(connection: Any, data: list[bytes]) -> None:
     redis-py bounds each write with ``asyncio.wait_for``, which on Python 3.11
     creates a task and costs two extra loop iterations per command, a fifth of
     a round trip on loopback. A write that fits the socket's buffer completes
-    at once; ``asyncio.timeout`` bounds the rare one that does not.
+    at once; ``asyncio.timeout`` bounds waiting for the rare one that does not.
     """
     writer = getattr(connection, "_writer", None)
     if not isinstance(writer, asyncio.StreamWriter) or connection.health_check_interval:
@@ -482,8 +482,9 @@ async def _write(connection: Any, data: list[bytes]) -> None:
         return
     try:
         writer.writelines(data)
-        async with asyncio.timeout(connection.socket_timeout or None):
-            await writer.drain()
+        if writer.transport.get_write_buffer_size():  # else the kernel took it all at once
+            async with asyncio.timeout(connection.socket_timeout or None):
+                await writer.drain()
     except BaseException as exc:
         # As redis-py does: a half-written command poisons the connection.
         await connection.disconnect(nowait=True)
