@@ -12,9 +12,10 @@ from redis import exceptions as rex
 from redis.asyncio import Connection, Redis
 
 import aiotasks
-from aiotasks import Run, finish_task, release_lock, task_boilerplate
+from aiotasks import Run
 from aiotasks._keys import TaskKeys
 from aiotasks._store import DEFAULT_LANES, Acquired, _pack, store_for
+from tests.chains.cli_chains import seed
 from tests.support import Gate, Wire, load_scripts
 
 DATE = "20261125"
@@ -118,22 +119,6 @@ async def test_noscript_inside_a_pipeline_falls_back(redis_client: Redis, gate: 
 async def test_seed_tasks_using_conn_directly_in_a_300_wide_chain(redis_url: str) -> None:
     """Seed-style bodies that use the connection themselves work 300-wide on a client aiotasks builds."""
     client = aiotasks.Settings.from_url(redis_url).create_client()
-
-    def seed(name: str) -> Any:
-        async def func(date_string: str | None = None) -> dict[str, Any]:
-            conn, lock_key, success_key, result, task_id = await task_boilerplate(name, date_string)
-            if result["status"] == "skipped":
-                return result
-            try:
-                await conn.incr("bodies")  # the body's own command, on the same client
-                await asyncio.sleep(0.01)
-                result["status"] = "success"
-                await finish_task(conn, lock_key, success_key, task_id)
-                return result
-            finally:
-                await release_lock(conn, lock_key, task_id)
-
-        return func
 
     chain = [{"id": f"s{i}", "func": seed(f"s{i}")} for i in range(300)]
     chain.append({"id": "last", "func": seed("last"), "depends_on": [f"s{i}" for i in range(300)]})
