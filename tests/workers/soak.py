@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 import aiotasks
 from aiotasks import Run, TaskError
+from aiotasks._cancel import shielded
 
 TASKS = 10
 
@@ -38,8 +39,13 @@ async def body(run: Run) -> None:
             raise RuntimeError("random failure")
         await client.rpush(f"completed:{key}", run.task_id)
     finally:
-        if await client.get(flag) == run.task_id.encode():  # only this run's flag (the lock is still ours)
-            await client.delete(flag)
+        # The timeout can land in this cleanup too: it must finish before the lock goes.
+        await shielded(clear(client, flag, run.task_id))
+
+
+async def clear(client: Redis, flag: str, task_id: str) -> None:
+    if await client.get(flag) == task_id.encode():  # only this run's flag (the lock is still ours)
+        await client.delete(flag)
 
 
 TASK_OBJECTS = [aiotasks.Task(body, name=f"soak{index}", lock_timeout=30) for index in range(TASKS)]
