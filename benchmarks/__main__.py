@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.utils import HIREDIS_AVAILABLE
 
 from benchmarks import chain_overhead, lock_contention
 
@@ -71,6 +72,7 @@ def machine() -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "redis-py": redis.__version__,
+        "reply parser": "hiredis" if HIREDIS_AVAILABLE else "redis-py's pure-Python parser",
         "redis-server": version,
     }
 

@@ -29,9 +29,13 @@ class Wire:
 
     round_trips: int = 0
     connections: int = 0
+    #: Connections opened, including reconnections of the same connection object.
+    connects: int = 0
     clients: list[Redis] = field(default_factory=list)
     #: What was written, parsed only when :attr:`commands` is read (benchmarks time the writes).
     written: list[bytes] = field(default_factory=list)
+    #: Set on every write: a request is on its way to Redis.
+    wrote: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def commands(self) -> int:
@@ -49,6 +53,7 @@ class Wire:
                 data = list(data)
                 wire.round_trips += 1
                 wire.written.append(b"".join(data))
+                wire.wrote.set()
                 super().writelines(data)
 
         class Counting(Connection):
@@ -58,9 +63,11 @@ class Wire:
 
             async def on_connect_check_health(self, check_health: bool = True) -> None:
                 await super().on_connect_check_health(check_health)
+                wire.connects += 1
                 self._writer.__class__ = CountingWriter
 
-        client = Redis(connection_pool=ConnectionPool.from_url(url, connection_class=Counting, **options))
+        # from_pool: closing the client closes its connections too.
+        client = Redis.from_pool(ConnectionPool.from_url(url, connection_class=Counting, **options))
         self.clients.append(client)
         return client
 

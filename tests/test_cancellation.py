@@ -13,11 +13,14 @@ from typing import Any
 
 import anyio
 import pytest
+from redis._parsers import _AsyncRESP3Parser
 from redis.asyncio import Redis
 
 import aiotasks
 from aiotasks import Run, finish_task, release_lock, task_boilerplate
-from tests.support import Gate, eventually, load_scripts
+from aiotasks._keys import TaskKeys
+from aiotasks._store import store_for
+from tests.support import Gate, Wire, eventually, load_scripts
 
 DATE = "20261125"
 
@@ -77,6 +80,49 @@ async def test_cancelled_before_acquire_reaches_redis_leaves_nothing(redis_clien
     gate.before = {"acquire"}
     await cancel_at(gate, task_boilerplate("t", DATE, redis=redis_client))
     assert await redis_client.keys("*") == []
+
+
+@pytest.mark.parametrize("parser", ["default", "python"])
+@pytest.mark.parametrize("canceller", ["native", "anyio"])
+async def test_cancelled_with_the_reply_outstanding_reads_it_on_the_same_connection(
+    wire: Wire, redis_url: str, redis_client: Redis, canceller: str, parser: str
+) -> None:
+    """A lone acquire goes out from the caller's own task. Cancelled while its reply is on its way,
+    it still reads that reply on the same connection (no reconnect), learns it took the lock, and
+    gives the lock back before the cancellation goes through. With hiredis (the default) and with
+    redis-py's pure-Python parser, whose reads must both resume after a cancellation."""
+    client = wire.client(redis_url, **({"parser_class": _AsyncRESP3Parser} if parser == "python" else {}))
+    await client.ping()
+    keys = TaskKeys("lock:t:20261125", "success:t:20261125")
+    scope = anyio.CancelScope()
+
+    async def acquire() -> None:
+        with scope:
+            await store_for(client).acquire(keys, "token", 60_000, check_success=True)
+
+    # Scripts are writes: the server holds them (unanswered) until UNPAUSE.
+    await redis_client.client_pause(60_000, all=False)
+    wire.reset()
+    wire.wrote.clear()
+    runner = asyncio.ensure_future(acquire())
+    try:
+        await asyncio.wait_for(wire.wrote.wait(), timeout=10)
+        if canceller == "native":
+            runner.cancel()
+        else:
+            scope.cancel()
+        await asyncio.sleep(0)
+    finally:
+        await redis_client.client_unpause()
+    if canceller == "native":
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+    else:
+        await runner
+        assert scope.cancelled_caught
+    assert await redis_client.exists(keys.lock) == 0
+    assert wire.commands == 2  # the acquire, then the give-back release
+    assert wire.connects == 1  # the one the ping opened: never dropped and reopened
 
 
 Work = Callable[[], Coroutine[Any, Any, object]]

@@ -12,11 +12,11 @@ from redis import exceptions as rex
 from redis.asyncio import Connection, Redis
 
 import aiotasks
-from aiotasks import Run
+from aiotasks import Run, _store
 from aiotasks._keys import TaskKeys
 from aiotasks._store import DEFAULT_LANES, Acquired, _pack, store_for
 from tests.chains.cli_chains import seed
-from tests.support import Gate, Wire, load_scripts
+from tests.support import Gate, Wire, eventually, load_scripts
 
 DATE = "20261125"
 
@@ -139,6 +139,49 @@ async def test_any_lane_count_keeps_every_guarantee(redis_client: Redis, lanes: 
     results = await asyncio.gather(*(task(DATE, redis=redis_client) for task in tasks(100)))
     assert {r["status"] for r in results} == {"success"}
     assert await redis_client.keys("lock:*") == []
+
+
+async def test_the_door_keeps_a_connection_and_hands_it_back_when_idle(
+    wire: Wire, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between runs the door keeps its connection out of the pool; unused for HOLD_IDLE, it goes back."""
+    monkeypatch.setattr(_store, "HOLD_IDLE", 0.05)
+    client = wire.client(redis_url)
+    pool = client.connection_pool
+    for date in ("20261123", "20261124", "20261125"):
+        assert (await noop(date, redis=client))["status"] == "success"
+        assert len(pool._in_use_connections) == 1  # kept by the door, not taken anew each time
+    assert wire.connections == 1
+
+    async def handed_back() -> bool:
+        await asyncio.sleep(0.01)
+        return not pool._in_use_connections
+
+    await eventually(handed_back, "the idle connection is back in the pool")
+    assert (await noop("20261126", redis=client))["status"] == "success"
+
+
+async def test_the_door_keeps_nothing_from_a_small_pool(wire: Wire, redis_url: str) -> None:
+    """From a pool smaller than HOLD_MIN_POOL, every connection goes straight back after each batch."""
+    client = wire.client(redis_url, max_connections=_store.HOLD_MIN_POOL - 1)
+    assert (await noop(DATE, redis=client))["status"] == "success"
+    assert not client.connection_pool._in_use_connections
+
+
+async def test_a_kept_connection_the_server_closed_is_replaced_at_once(
+    wire: Wire, redis_url: str, redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server closed the door's kept connection (idle timeout, restart): the next run still
+    succeeds, on a fresh connection, without spending one of the door's retries."""
+    monkeypatch.setattr(_store, "DOOR_ATTEMPTS", 1)
+    client = wire.client(redis_url)
+    assert (await noop("20261124", redis=client))["status"] == "success"
+    kept = store_for(client)._held[0]._writer
+    assert kept is not None
+    host, port = kept.get_extra_info("sockname")[:2]
+    assert await redis_client.client_kill(f"{host}:{port}")
+    assert (await noop("20261125", redis=client))["status"] == "success"
+    assert wire.connects == 2
 
 
 # A command name (redis-py splits a first argument on spaces: "CONFIG GET"), then any arguments.

@@ -59,7 +59,7 @@ import anyio.to_thread
 
 from ._boilerplate import new_result
 from ._cancel import shielded
-from ._config import env_settings
+from ._config import env_namespace
 from ._constants import Reason, Status
 from ._context import Binding, current, default_client
 from ._errors import InvalidChain, InvalidConfig, InvalidInput, RedisUnavailable, TaskError
@@ -569,7 +569,7 @@ def prepare_run(
     elif binding is not None:
         namespace = binding.namespace
     else:
-        namespace = env_settings().namespace
+        namespace = env_namespace()
     client = redis if redis is not None else (binding.redis if binding is not None else default_client())
     return ChainRun(
         chain,

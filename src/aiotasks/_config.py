@@ -31,7 +31,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from ._errors import InvalidConfig
 from ._keys import check_namespace
 
-__all__ = ["Settings", "env_settings", "in_process_client", "redact_url"]
+__all__ = ["Settings", "env_namespace", "env_settings", "in_process_client", "redact_url"]
 
 _SCHEMES: Final = ("redis", "rediss", "unix")
 _SECRET_QUERY: Final = re.compile(r"(?i)([?&][^=&]*(?:pass|auth|secret|token)[^=&]*=)[^&]*")
@@ -191,6 +191,16 @@ def env_settings() -> Settings:
     The library asks for it on every call made without a chain, so it must be cheap.
     """
     return _settings_for(tuple(os.environ.get(name) for name in _ENV_VARS))
+
+
+def env_namespace() -> str | None:
+    """``AIOTASKS_NAMESPACE``, validated: all a call given its own client needs, in one lookup."""
+    return _namespace_for(os.environ.get("AIOTASKS_NAMESPACE") or None)
+
+
+@functools.lru_cache(maxsize=16)
+def _namespace_for(value: str | None) -> str | None:
+    return None if value is None else check_namespace(value)
 
 
 @functools.lru_cache(maxsize=16)

@@ -14,7 +14,7 @@ import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from ._config import Settings, env_settings
+from ._config import Settings, env_namespace, env_settings
 from ._store import AnyRedis, Store, store_for
 
 __all__ = ["Binding", "current", "default_client", "resolve"]
@@ -61,5 +61,6 @@ def resolve(redis: AnyRedis | None) -> tuple[Store, str | None, bool]:
             binding.namespace,
             binding.force,
         )
-    namespace = env_settings().namespace
-    return store_for(redis if redis is not None else default_client()), namespace, False
+    if redis is not None:
+        return store_for(redis), env_namespace(), False
+    return store_for(default_client()), env_settings().namespace, False

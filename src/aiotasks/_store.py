@@ -6,16 +6,17 @@ using the client they are given; only the library's own traffic passes here,
 which is what makes these rules true everywhere at once:
 
 Coalescing
-    Commands are queued and sent by at most ``lanes`` sender tasks, each using
-    one connection of the client's pool at a time. A lane that finds one
-    command sends it as it is (no pipeline overhead, no added latency); a lane
-    that finds several (issued in the same loop tick, or while the other lanes
-    were busy) sends them as one non-transactional pipeline. Each caller gets
-    its own reply or its own error. So 1,000 runs in flight use at most
-    ``lanes`` connections, never "Too many connections", and under load the
-    cost per command falls to what a pipeline costs. This is the auto-pipelining
-    of ioredis and rueidis, kept small: redis-py has none, and the asyncio
-    clients that do (valkey-glide) would replace redis-py rather than sit on it.
+    A command issued while nothing else is in flight goes out at once from
+    the caller's own task, as it is: no pipeline, no hand-over, no added
+    latency. Otherwise it is queued, and at most ``lanes`` sender tasks (each
+    using one connection at a time) send what they find queued as one
+    non-transactional pipeline: everything issued in the same loop tick, or
+    while the other lanes were busy. Each caller gets its own reply or its own
+    error. So 1,000 runs in flight use at most ``lanes`` connections, never
+    "Too many connections", and under load the cost per command falls to what
+    a pipeline costs. This is the auto-pipelining of ioredis and rueidis, kept
+    small: redis-py has none, and the asyncio clients that do (valkey-glide)
+    would replace redis-py rather than sit on it.
 
 Order
     A run awaits each of its commands before sending the next, so its finish
@@ -24,8 +25,12 @@ Order
 Cancellation
     A caller cancelled while its command is still queued is dropped before the
     command is sent. Once sent, a command's outcome is always learned before
-    the cancellation is delivered, and an acquire that took the lock for a
+    the cancellation is delivered (the door reads the reply on the same
+    connection, see ``_read``), and an acquire that took the lock for a
     cancelled caller gives it back first (in the cancelled coroutine, shielded).
+    On clients whose replies redis-py reads (cluster, single-connection), an
+    acquire is always sent by a lane, which its caller's cancellation can't cut
+    short.
 
 Errors and retries
     redis-py's connection and timeout errors become :class:`RedisUnavailable`,
@@ -42,6 +47,14 @@ Connections
     client's pool and writes and reads the commands itself: the same bytes as
     ``execute_command`` or a pipeline, without redis-py's per-call wrapping
     (its retry loop, which the door replaces, and its observability hooks).
+    Between batches it keeps up to ``lanes`` of those connections checked out,
+    and hands them back after ``HOLD_IDLE`` seconds without use: taking and
+    returning a pooled connection costs redis-py 8 about as much as the round
+    trip itself. It keeps none when the pool is smaller than ``HOLD_MIN_POOL``,
+    so task bodies sharing a small pool never wait on the door's idle ones. A
+    kept connection skips the pool's stale-connection check; one that went
+    stale (the server closed it) fails with a connection error, which the door
+    retries at once on a fresh connection.
 
 Redis Cluster
     redis-py's cluster pipeline splits a batch by node; every script touches
@@ -61,9 +74,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
+import anyio
 from redis import exceptions as rex
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
 
 from ._cancel import settle, shielded
 from ._constants import SUCCESS_MARKER
@@ -86,6 +101,10 @@ MAX_BATCH: Final = 512
 DOOR_ATTEMPTS: Final = 3
 #: First pause between those attempts, in seconds (doubled each time, with jitter).
 DOOR_BACKOFF: Final = 0.05
+#: Smallest pool from which the door keeps connections between batches.
+HOLD_MIN_POOL: Final = 16
+#: Seconds a kept connection may sit unused before it goes back to the pool.
+HOLD_IDLE: Final = 1.0
 
 _AUTH_REPLY: Final = re.compile(r"^(NOAUTH|WRONGPASS|NOPERM)\b")
 
@@ -119,10 +138,10 @@ class _Op:
 
     __slots__ = ("args", "dropped", "future", "replied", "reply", "script", "sent", "waiter")
 
-    def __init__(self, script: Script | None, args: tuple[Any, ...], future: asyncio.Future[Any] | None):
+    def __init__(self, script: Script | None, args: tuple[Any, ...]):
         self.script = script
         self.args = args  # for a script: numkeys, *keys, *argv; else the whole command
-        self.future = future  # None when the caller sends it itself
+        self.future: asyncio.Future[Any] | None = None  # set when queued for a lane
         self.sent = False
         self.dropped = False
         self.replied = False
@@ -229,6 +248,12 @@ class Store:
             else None
         )
         self._attempts = DOOR_ATTEMPTS if self._pool is not None or not _retries_by_itself(client) else 1
+        self._hold = self._pool is not None and self._pool.max_connections >= HOLD_MIN_POOL
+        self._held: list[AbstractConnection] = []
+        self._last_use = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        #: A sending task's cancellation, held back while it read its replies (see ``_read``).
+        self._held_back: dict[asyncio.Task[Any] | None, asyncio.CancelledError] = {}
         self._busy = 0
         self._starting = False
         self._queue: deque[_Op] = deque()
@@ -245,9 +270,10 @@ class Store:
         failed) after the script was sent, the lock is given back before the
         exception propagates, so an interrupted acquire leaves nothing behind.
         """
-        op = self._submit(ACQUIRE, 2, keys.lock, keys.success, token, ttl_ms, int(check_success))
+        op = _Op(ACQUIRE, (2, keys.lock, keys.success, token, ttl_ms, int(check_success)))
         try:
-            reply = await self._wait(op)
+            # Straight from this task only where a cancellation can't cut the reply short.
+            reply = await self._run(op, direct=self._pool is not None)
         except BaseException:
             if op.sent and self._may_hold(op):
                 await shielded(self._give_back(keys.lock, token))
@@ -311,15 +337,21 @@ class Store:
     # -- coalescing ----------------------------------------------------------------
 
     async def _call(self, script: Script | None, *args: Any) -> Any:
-        """Send a command; straight from the caller's task when nothing else is in flight.
+        return await self._run(_Op(script, args), direct=True)
 
-        Only commands whose interrupted outcome the caller can clean up go this
-        way (finish, release, renew, reads): an acquire always goes through a
-        lane, so that its outcome is learned even if its caller is cancelled.
+    async def _run(self, op: _Op, *, direct: bool) -> Any:
+        """Send ``op``: straight from the caller's task when nothing else is in flight.
+
+        Otherwise it queues for a lane. ``direct=False`` always queues: for a
+        command whose interrupted outcome the caller could not clean up (an
+        acquire, on clients whose replies the door does not read itself).
         """
-        if self._busy or self._queue:
-            return await self._wait(self._submit(script, *args))
-        op = _Op(script, args, None)
+        if self._busy or self._queue or not direct:
+            op.future = self.loop.create_future()
+            self._queue.append(op)
+            self._start_lane()
+            return await self._wait(op)
+        task = asyncio.current_task()
         op.sent = True
         self._busy += 1
         try:
@@ -327,15 +359,12 @@ class Store:
         finally:
             self._busy -= 1
             self._start_lane()
+            held_back = self._held_back.pop(task, None)
+        if held_back is not None:
+            raise held_back  # the caller was cancelled while its reply was read (see _read)
         if isinstance(op.reply, BaseException):
             raise op.reply
         return op.reply
-
-    def _submit(self, script: Script | None, *args: Any) -> _Op:
-        op = _Op(script, args, self.loop.create_future())
-        self._queue.append(op)
-        self._start_lane()
-        return op
 
     def _start_lane(self) -> None:
         if self._queue and self._busy < self._lanes and not self._starting:
@@ -362,6 +391,7 @@ class Store:
     async def _send_queued(self) -> None:
         self._starting = False
         self._busy += 1
+        task = asyncio.current_task()
         try:
             while self._queue:
                 batch: list[_Op] = []
@@ -372,7 +402,10 @@ class Store:
                         batch.append(op)
                 if batch:
                     await self._send(batch)
+                    if task in self._held_back:
+                        raise self._held_back.pop(task)  # cancelled (shut down) while reading
         finally:
+            self._held_back.pop(task, None)
             self._busy -= 1
 
     async def _send(self, batch: list[_Op]) -> None:
@@ -427,29 +460,63 @@ class Store:
             pipe.execute_command(*command)
         return list(await pipe.execute(raise_on_error=False))
 
-    @staticmethod
-    async def _execute_on_connection(pool: ConnectionPool, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def _execute_on_connection(
+        self, pool: ConnectionPool, commands: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        if self._held:
+            try:
+                return await self._exchange(pool, self._held.pop(), commands)
+            except rex.ConnectionError:
+                pass  # it went stale while kept (the server closed it): once more, on a pooled one
+        return await self._exchange(pool, await pool.get_connection(), commands)  # type: ignore[no-untyped-call]
+
+    async def _exchange(
+        self, pool: ConnectionPool, connection: AbstractConnection, commands: list[tuple[Any, ...]]
+    ) -> list[Any]:
         # What execute_command and a non-transactional pipeline do, without the per-call
         # wrapping (retry, observability, a timer per reply) that costs more than the
-        # round trip itself in redis-py 8: the door retries itself, and the connection
-        # still disconnects itself on any error, so it goes back to the pool clean.
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        # round trip itself in redis-py 8: the door retries itself.
+        keep = False
         try:
             await _write(connection, [_pack(commands)])
-            replies: list[Any] = []
-            try:
-                async with asyncio.timeout(connection.socket_timeout or None):
-                    for _ in commands:
-                        try:
-                            # math.inf: no timer of redis-py's per reply; the batch has one.
-                            replies.append(await connection.read_response(timeout=math.inf))
-                        except rex.ResponseError as exc:
-                            replies.append(exc)
-            except TimeoutError:
-                raise rex.TimeoutError("Timeout reading from the socket") from None
+            replies, held_back = await _read(connection, len(commands))
+            if held_back is not None:
+                self._held_back[asyncio.current_task()] = held_back
+            keep = self._hold and len(self._held) < self._lanes
             return replies
+        except BaseException:
+            # A reply may be left unread: the connection can't serve anyone as it is.
+            await connection.disconnect(nowait=True)
+            raise
         finally:
-            await pool.release(connection)
+            if keep:
+                self._keep(connection)
+            else:
+                await pool.release(connection)
+
+    def _keep(self, connection: AbstractConnection) -> None:
+        self._held.append(connection)
+        self._last_use = self.loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_later(HOLD_IDLE, self._hand_back_idle)
+
+    def _hand_back_idle(self) -> None:
+        self._idle_timer = None
+        if not self._held:
+            return
+        unused_for = self.loop.time() - self._last_use
+        if unused_for < HOLD_IDLE:
+            self._idle_timer = self.loop.call_later(HOLD_IDLE - unused_for, self._hand_back_idle)
+            return
+        held, self._held = self._held, []
+        task = self.loop.create_task(self._release(held))
+        self._senders.add(task)
+        task.add_done_callback(self._senders.discard)
+
+    async def _release(self, connections: list[AbstractConnection]) -> None:
+        assert self._pool is not None
+        for connection in connections:
+            await self._pool.release(connection)
 
 
 def _pack(commands: Sequence[tuple[Any, ...]]) -> bytes:
@@ -493,6 +560,51 @@ async def _write(connection: Any, data: list[bytes]) -> None:
         if isinstance(exc, OSError):
             raise rex.ConnectionError(f"Error while writing to socket: {exc}") from exc
         raise
+
+
+async def _read(
+    connection: AbstractConnection, count: int
+) -> tuple[list[Any], asyncio.CancelledError | None]:
+    """Read the ``count`` replies to a request just written (a reply that is an error comes as it).
+
+    Once a request is written its replies are always read, so that the
+    connection stays usable and the caller learns what its commands did: a
+    cancellation that arrives meanwhile is held back until they are (redis-py's
+    parser resumes a read cut short) and returned, for the sending task to
+    re-raise once the replies are delivered. Only ``socket_timeout`` cuts a
+    read short; then, or if the read fails, a held-back cancellation is raised.
+    """
+    replies: list[Any] = []
+    held_back: asyncio.CancelledError | None = None
+    shield: anyio.CancelScope | None = None
+    try:
+        async with asyncio.timeout(connection.socket_timeout or None) as timer:
+            while len(replies) < count:
+                try:
+                    # math.inf: no timer of redis-py's per reply; the batch has one.
+                    replies.append(
+                        await connection.read_response(timeout=math.inf, disconnect_on_error=False)
+                    )
+                except rex.ResponseError as exc:
+                    replies.append(exc)
+                except asyncio.CancelledError as exc:
+                    if timer.expired():
+                        raise
+                    if shield is None:
+                        held_back = exc
+                        # An anyio scope would re-deliver its cancellation every loop iteration.
+                        shield = anyio.CancelScope(shield=True)
+                        shield.__enter__()
+    except BaseException as exc:
+        if held_back is not None:
+            raise held_back from None
+        if isinstance(exc, TimeoutError):
+            raise rex.TimeoutError("Timeout reading from the socket") from None
+        raise
+    finally:
+        if shield is not None:
+            shield.__exit__(None, None, None)
+    return replies, held_back
 
 
 def _noscript(reply: Any) -> bool:

@@ -345,19 +345,18 @@ class Task:
 
     async def _attempt(self, run: Run) -> BaseException | None:
         """Run the body once; None on success, else the error (already in the result)."""
-        limit = asyncio.timeout(self.timeout)
+        limit = None if self.timeout is None else asyncio.timeout(self.timeout)
         try:
-            async with limit:
-                if self._is_async:
-                    await self._body(run)  # type: ignore[misc]
-                else:
-                    body = functools.partial(contextvars.copy_context().run, self._body, run)
-                    await shielded(anyio.to_thread.run_sync(body), on_cancel=run._request_stop)
+            if limit is None:
+                await self._run_body(run)
+            else:
+                async with limit:
+                    await self._run_body(run)
         except TaskError as exc:
             _fail(run.result, exc.message)
             return exc
         except TimeoutError as exc:
-            if limit.expired():
+            if limit is not None and limit.expired():
                 _fail(run.result, f"timed out after {self.timeout}s", Reason.TIMEOUT)
             else:  # the body's own TimeoutError
                 _fail(run.result, describe_error(exc))
@@ -369,6 +368,13 @@ class Task:
             _fail(run.result, describe_error(exc))
             return exc
         return None
+
+    async def _run_body(self, run: Run) -> None:
+        if self._is_async:
+            await self._body(run)  # type: ignore[misc]
+        else:
+            body = functools.partial(contextvars.copy_context().run, self._body, run)
+            await shielded(anyio.to_thread.run_sync(body), on_cancel=run._request_stop)
 
     async def _finish(self, store: Store, run: Run, keys: TaskKeys) -> BaseException | None:
         """Record success (marker and release in one step, or release only if recurring)."""

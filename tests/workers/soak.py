@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 import aiotasks
 from aiotasks import Run, TaskError
 from aiotasks._cancel import shielded
+from aiotasks._store import AnyRedis
 
 TASKS = 10
 
@@ -43,7 +44,7 @@ async def body(run: Run) -> None:
         await shielded(clear(client, flag, run.task_id))
 
 
-async def clear(client: Redis, flag: str, task_id: str) -> None:
+async def clear(client: AnyRedis, flag: str, task_id: str) -> None:
     if await client.get(flag) == task_id.encode():  # only this run's flag (the lock is still ours)
         await client.delete(flag)
 
