@@ -20,10 +20,10 @@ import os
 from typing import Any
 
 from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
-from ._context import resolve
+from ._context import report_run, resolve, store_of
 from ._errors import InvalidConfig
 from ._keys import TaskKeys, check_task_name, parse_date, task_keys
-from ._store import Acquired, AnyRedis, Completed, store_for
+from ._store import Acquired, AnyRedis, Completed
 
 __all__ = [
     "check_success_ttl",
@@ -113,7 +113,12 @@ async def task_boilerplate(
     :param skip_success_check: for recurring tasks: ignore the marker, still respect the lock.
     :param redis: any ``redis.asyncio`` client; else the enclosing chain's, else the default.
     :param lock_timeout: the lock's TTL in seconds (``REDIS_LOCK_TIMEOUT`` = 300).
-    :raises InvalidTaskName, InvalidDate, InvalidConfig: before anything is sent.
+    Inside a chain, the chain learns the name, keys, ``task_id`` and result
+    dict used here (see :class:`~aiotasks._context.NodeReport`), whatever the
+    chain entry's ``id``.
+
+    :raises InvalidTaskName, InvalidDate, InvalidConfig: before anything is
+        sent (InvalidConfig also when no asyncio event loop runs: trio).
     :raises RedisUnavailable: Redis could not be reached; nothing is left locked
         (or, if Redis vanished mid-acquire, the lock expires within ``lock_timeout``).
     """
@@ -124,6 +129,7 @@ async def task_boilerplate(
     keys = task_keys(name, date, namespace=namespace, cluster=store.cluster)
     task_id = new_task_id()
     result = new_result(name, date, task_id)
+    report_run(name, keys, task_id, result)
     outcome = await store.acquire(keys, task_id, lock_ms, check_success=not (skip_success_check or force))
     if not isinstance(outcome, Acquired):
         result["status"] = Status.SKIPPED.value
@@ -138,7 +144,7 @@ async def release_lock(conn: AnyRedis, lock_key: str, task_id: str) -> bool:
     :returns: True if it did; False if the lock had expired or belongs to
         another run (then nothing is deleted).
     """
-    return await store_for(conn).release(lock_key, task_id)
+    return await store_of(conn).release(lock_key, task_id)
 
 
 async def finish_task(
@@ -157,4 +163,4 @@ async def finish_task(
     :returns: True if the marker is recorded; False if the lock was lost first.
     """
     keys = TaskKeys(lock_key, success_key)
-    return await store_for(conn).finish(keys, task_id, check_success_ttl(success_ttl))
+    return await store_of(conn).finish(keys, task_id, check_success_ttl(success_ttl))
