@@ -63,7 +63,7 @@ from ._config import env_namespace
 from ._constants import Reason, Status
 from ._context import Binding, current, default_client
 from ._errors import InvalidChain, InvalidConfig, InvalidInput, RedisUnavailable, TaskError
-from ._keys import check_namespace, check_task_name, parse_date, task_keys
+from ._keys import check_namespace, check_task_name, parse_run_key, task_keys
 from ._store import AnyRedis, Store, store_for
 from ._task import Task, backoff, check_attempt_options, describe_error
 
@@ -561,7 +561,7 @@ def prepare_run(
     wait_timeout: float | None = None,
 ) -> ChainRun:
     """Validate a run's options and build its :class:`ChainRun` (nothing is sent yet)."""
-    date = parse_date(date_string)
+    date = parse_run_key(date_string)
     check_run_options(max_concurrency, wait_timeout)
     binding = current.get()
     if namespace is not None:

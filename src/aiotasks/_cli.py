@@ -37,7 +37,7 @@ from . import __version__
 from ._chain import Chain, ChainRun, Node, check_run_options, prepare_run
 from ._config import Settings, in_process_client
 from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisUnavailable
-from ._keys import date_range, parse_date, task_keys
+from ._keys import date_range, parse_date, parse_run_key, task_keys
 from ._store import AnyRedis, LockState, store_for
 from ._task import Task
 from ._views import (
@@ -221,7 +221,7 @@ def _dates(args: argparse.Namespace) -> list[str]:
         if not args.date_to:
             raise UsageError("--from needs --to")
         return date_range(parse_date(args.date_from), parse_date(args.date_to))
-    return [parse_date(args.date)]
+    return [parse_run_key(args.date)]
 
 
 class _Live:
@@ -326,7 +326,7 @@ async def _lock_states(
 
 async def _status(args: argparse.Namespace) -> int:
     chain = load_chain(args.target)
-    date = parse_date(args.date)
+    date = parse_run_key(args.date)
     _, client, states = await _lock_states(args, list(chain), date)
     await client.aclose()
     rows = status_rows(states)
