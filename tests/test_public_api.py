@@ -23,6 +23,7 @@ def test_all_is_pinned() -> None:
             "RedisUnavailable",
             "Run",
             "Schedule",
+            "Scheduler",
             "Settings",
             "Status",
             "Task",

@@ -38,6 +38,7 @@ from ._errors import RedisUnavailable as RedisUnavailable
 from ._errors import TaskError as TaskError
 from ._schedule import InvalidSchedule as InvalidSchedule
 from ._schedule import Schedule as Schedule
+from ._scheduler import Scheduler as Scheduler
 from ._task import Run as Run
 from ._task import Task as Task
 from ._task import task as task
@@ -62,6 +63,7 @@ __all__ = [
     "RedisUnavailable",
     "Run",
     "Schedule",
+    "Scheduler",
     "Settings",
     "Status",
     "Task",
