@@ -19,8 +19,14 @@ SCHEDULES = "tests/chains/sched_chains.py"
 
 @pytest.fixture
 def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    """A sync client that decodes replies, on the clean session server."""
     with redis.Redis.from_url(redis_url, decode_responses=True) as client:
         yield client
+
+
+def strings(values: object) -> list[str]:
+    assert isinstance(values, list)
+    return [str(value) for value in values]
 
 
 def serve(url: str, target: str = f"{SCHEDULES}:schedules", *extra: str) -> subprocess.Popen[str]:
@@ -43,7 +49,7 @@ def until(check: Callable[[], bool], what: str, within: float = 30.0) -> None:
 
 
 def ticks(client: redis.Redis) -> list[list[str]]:
-    return [entry.split(":") for entry in client.lrange("ticks", 0, -1)]  # type: ignore[union-attr]
+    return [entry.split(":") for entry in strings(client.lrange("ticks", 0, -1))]
 
 
 def slots_after(client: redis.Redis, key: str) -> set[str]:
@@ -83,9 +89,9 @@ def test_three_replicas_run_every_slot_once_and_survive_a_sigterm(
     assert len(slots) == len(set(slots)), "a slot ran twice"
     seconds = sorted(time.mktime(time.strptime(slot, "%Y%m%dT%H%M%S")) for slot in slots)
     assert seconds == [seconds[0] + i for i in range(len(seconds))], "a slot in the middle was skipped"
-    daily = sync_redis.lrange("daily", 0, -1)
+    daily = strings(sync_redis.lrange("daily", 0, -1))
     assert len(daily) == 2, daily  # the daily chain caught up once across the three
-    assert [entry.split(":")[0] for entry in daily] == ["extract", "load"]  # type: ignore[union-attr]
+    assert [entry.split(":")[0] for entry in daily] == ["extract", "load"]
 
 
 @pytest.mark.parametrize(

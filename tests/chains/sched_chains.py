@@ -13,7 +13,7 @@ from aiotasks import Run, Schedule
 
 @aiotasks.task(recurring=True, success_ttl=600)
 async def tick(run: Run) -> None:
-    """Logs ``slot:pid:task_id:state``; once ``hold`` is set, the first run to see it hangs until cancelled."""
+    """Logs ``slot:pid:task_id:state``; once ``hold`` is set, the first run to see it hangs."""
     held = await run.redis.exists("hold") and await run.redis.set("holder", os.getpid(), nx=True)
     state = "held" if held else "free"
     await run.redis.rpush("ticks", f"{run.date}:{os.getpid()}:{run.task_id}:{state}")
