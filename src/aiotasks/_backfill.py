@@ -12,7 +12,7 @@ the whole backfill. ``window=1`` is the date-by-date order of before.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._chain import ChainRun
@@ -31,18 +31,19 @@ def check_window(window: object) -> int:
 
 
 async def run_window(
-    runs: Sequence[ChainRun],
+    runs: Iterable[ChainRun],
     window: int = 1,
     on_done: Callable[[ChainRun, Results], object] | None = None,
 ) -> list[Results]:
     """Run ``runs`` in order, at most ``window`` at once; their results, in the order given.
 
-    :param runs: prepared runs (share a ``limit`` semaphore among them to bound
-        bodies overall), oldest first.
+    :param runs: runs oldest first (share a ``limit`` semaphore among them to
+        bound bodies overall). Taken one at a time, only when a lane is free,
+        so a lazy iterable of a long range costs nothing up front.
     :param on_done: called with each run and its results as it finishes.
     """
     check_window(window)
-    results: list[Results] = [{} for _ in runs]
+    results: list[Results] = []
     lanes = asyncio.Semaphore(window)
 
     async def one(index: int, run: ChainRun) -> None:
@@ -53,8 +54,13 @@ async def run_window(
         finally:
             lanes.release()
 
+    iterator = iter(runs)
     async with asyncio.TaskGroup() as group:
-        for index, run in enumerate(runs):
+        while True:
             await lanes.acquire()
-            group.create_task(one(index, run), name=f"aiotasks:backfill:{run.date}")
+            run = next(iterator, None)
+            if run is None:
+                break
+            results.append({})
+            group.create_task(one(len(results) - 1, run), name=f"aiotasks:backfill:{run.date}")
     return results

@@ -27,13 +27,14 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
 import anyio.to_thread
 
 from . import __version__
+from ._backfill import check_window, run_window
 from ._chain import Chain, ChainRun, Node, check_run_options, prepare_run
 from ._config import Settings, in_process_client
 from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisUnavailable
@@ -118,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--to", dest="date_to", metavar="YYYYMMDD", help="last date of a backfill (with --from)")
     redis_options(run)
     run.add_argument("--max-concurrency", type=int, help="how many tasks may run at once")
+    run.add_argument(
+        "--window", type=int, default=1, help="dates of a backfill in flight at once, oldest first (1)"
+    )
     run.add_argument(
         "--only", action="append", metavar="TASK", help="run TASK and what it needs (repeatable)"
     )
@@ -285,35 +289,54 @@ async def _run(args: argparse.Namespace) -> int:
         chain = chain.select(args.only)
     dates = _dates(args)
     check_run_options(args.max_concurrency, args.wait_timeout)
+    check_window(args.window)
     settings = _settings(args)
     client = _client(settings)
     runs: list[dict[str, Any]] = []
     try:
         if settings.redis_url is not None:
             await _ping(client)
-        live = _Live(sys.stdout) if sys.stdout.isatty() and not args.json else None
-        for date in dates:
-            run = prepare_run(
-                chain,
-                date,
-                redis=client,
-                max_concurrency=args.max_concurrency,
-                namespace=settings.namespace,
-                force=args.force,
-                wait_timeout=args.wait_timeout,
-            )
-            started = time.monotonic()
-            follower = asyncio.create_task(live.follow(run)) if live else None
-            try:
-                results = await run.run()
-            finally:
-                if follower is not None and live is not None:
-                    follower.cancel()
-                    live.clear()
-            summary = summarize(results, time.monotonic() - started)
-            runs.append({"date": date, "tasks": results, "summary": summary})
+        live = _Live(sys.stdout) if sys.stdout.isatty() and not args.json and args.window == 1 else None
+        # One semaphore for every date in flight: --max-concurrency bounds bodies overall.
+        limit = asyncio.Semaphore(args.max_concurrency) if args.max_concurrency else None
+        started: dict[str, float] = {}
+        followers: dict[str, asyncio.Task[None]] = {}
+
+        def prepared() -> Iterator[ChainRun]:
+            for date in dates:
+                run = prepare_run(
+                    chain,
+                    date,
+                    redis=client,
+                    max_concurrency=args.max_concurrency,
+                    namespace=settings.namespace,
+                    force=args.force,
+                    wait_timeout=args.wait_timeout,
+                    limit=limit,
+                )
+                started[date] = time.monotonic()
+                if live is not None:
+                    followers[date] = asyncio.create_task(live.follow(run))
+                yield run
+
+        def finished(run: ChainRun, results: dict[str, dict[str, Any]]) -> None:
+            follower = followers.pop(run.date, None)
+            if follower is not None and live is not None:
+                follower.cancel()
+                live.clear()
+            summary = summarize(results, time.monotonic() - started[run.date])
+            runs.append({"date": run.date, "tasks": results, "summary": summary})
             if not args.json:
-                _echo("\n".join([summary_line(date, summary), *task_lines(run)]))
+                _echo("\n".join([summary_line(run.date, summary), *task_lines(run)]))
+
+        try:
+            await run_window(prepared(), args.window, finished)
+        finally:
+            for follower in followers.values():
+                follower.cancel()
+            if followers and live is not None:
+                live.clear()
+        runs.sort(key=lambda entry: str(entry["date"]))
     finally:
         await client.aclose()
     code = exit_code([entry["summary"] for entry in runs])
