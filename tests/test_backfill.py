@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 
 import pytest
+import redis
 from redis.asyncio import Redis
 
 from aiotasks import InvalidInput, Run, Task
 from aiotasks._backfill import run_window
 from aiotasks._chain import Chain, prepare_run
 from aiotasks._keys import date_range
+from tests.test_cli import CHAINS, cli
 
 DATES = date_range("20260101", "20260108")
 
@@ -81,3 +84,20 @@ async def test_bad_window_is_refused(window: object) -> None:
     """A window is a whole number >= 1; anything else is refused, naming it."""
     with pytest.raises(InvalidInput, match="window"):
         await run_window([], window)  # type: ignore[arg-type]
+
+
+def test_cli_window_runs_every_date_once(redis_url: str) -> None:
+    """`run --from/--to --window 3` (a real subprocess): exit 0, each date's tasks ran once, in date order."""
+    done = cli(
+        "run", f"{CHAINS}:chain", "--from", DATES[0], "--to", DATES[-1], "--window", "3", "--json",
+        "--redis-url", redis_url,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(done.stdout)["runs"]
+    assert [run["date"] for run in runs] == DATES
+    assert all(run["summary"]["success"] == 3 for run in runs), runs
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        log = Counter(client.lrange("log", 0, -1))
+        markers = {key.split(":", 2)[2] for key in client.keys("success:a:*")}
+    assert log == {f"{event}:{name}": len(DATES) for event in ("start", "end") for name in "abc"}
+    assert markers == set(DATES)

@@ -12,7 +12,7 @@ from aiotasks import InvalidInput, Run, Schedule, task
 from aiotasks._clock import FakeClock
 from aiotasks._schedule import Slot
 from aiotasks._scheduler import Scheduler, SchedulerState
-from tests.support import eventually
+from tests.support import Wire, eventually
 
 NOON = dt.datetime(2026, 1, 1, 12, 0, 30, tzinfo=dt.UTC)
 
@@ -75,6 +75,32 @@ async def test_replicas_run_each_slot_once_and_sleep_until_the_next(fake_redis: 
         assert state["schedules"][0]["next_fire"] == "2026-01-01T12:04:00Z"
     assert replicas[0].state is SchedulerState.STOPPED
     assert replicas[0].status()["schedules"][0]["next_fire"] is None
+
+
+async def test_between_slots_a_scheduler_sends_nothing_to_redis(redis_url: str, wire: Wire) -> None:
+    """Idle means idle: from the end of one slot to the next, not one request reaches Redis (no polling)."""
+    client = wire.client(redis_url)
+    clock = FakeClock(NOON)
+    schedules = [Schedule(tick, every="1m"), Schedule([extract, load], cron="0 2 * * *", catchup=0)]
+    async with Scheduler(schedules, redis=client, clock=clock) as scheduler:
+        await clock.sleepers(2)
+        clock.advance(30)  # 12:01:00: the first slot
+        await runs_done(scheduler, 1)
+        await clock.sleepers(2)
+        wire.reset()
+        for _ in range(59):  # to 12:01:59, a second at a time: a polling loop would wake and ask
+            clock.advance(1)
+            for _ in range(10):
+                await asyncio.sleep(0)  # let whatever the step woke run
+            await clock.sleepers(2)
+        assert (wire.round_trips, wire.commands) == (0, 0)
+        clock.advance(1)  # 12:02:00: the next slot
+        await runs_done(scheduler, 2)
+    assert wire.commands == 3  # the counter does see the slot: acquire, the body's RPUSH, finish
+    assert [tick.decode() for tick in await client.lrange("ticks", 0, -1)] == [  # type: ignore[union-attr]
+        "20260101T1201",
+        "20260101T1202",
+    ]
 
 
 async def test_a_late_wake_runs_the_current_slot_and_reports_the_missed(fake_redis: Redis) -> None:
