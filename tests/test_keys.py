@@ -10,7 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aiotasks import InvalidDate, InvalidTaskName
-from aiotasks._keys import check_task_name, date_range, parse_date, task_keys, today
+from aiotasks._clock import FakeClock, use_clock
+from aiotasks._keys import (
+    check_task_name,
+    date_range,
+    is_slot_key,
+    parse_date,
+    parse_run_key,
+    task_keys,
+    today,
+)
 
 NAME_ALPHABET = string.ascii_letters + string.digits + "_.-"
 
@@ -79,8 +88,10 @@ def test_malformed_dates_are_refused(date: str) -> None:
 
 
 def test_dates_accept_date_objects_and_default_to_today() -> None:
-    """None means today (local clock); date objects are formatted as YYYYMMDD; leap days are real."""
-    assert parse_date(None) == today() == dt.date.today().strftime("%Y%m%d")
+    """None means today in the host's zone, read from the replaceable clock (immune to midnight)."""
+    instant = dt.datetime(2031, 7, 14, 12, 0, tzinfo=dt.UTC)
+    with use_clock(FakeClock(instant)):
+        assert parse_date(None) == today() == instant.astimezone().strftime("%Y%m%d")
     assert parse_date(dt.date(2028, 2, 29)) == "20280229"
     assert parse_date("20280229") == "20280229"
 
@@ -118,3 +129,39 @@ def test_key_formats() -> None:
         "app:lock:{t:20261125}",
         "app:success:{t:20261125}",
     )
+
+
+@pytest.mark.parametrize(
+    "key", ["20261125", "20261125T0000", "20261125T2359", "20280229T1230", "20261125T235959"]
+)
+def test_run_keys_are_dates_or_slots(key: str) -> None:
+    """A run key is a date or a slot YYYYMMDDTHHMM[SS]; only the longer form is a slot."""
+    assert parse_run_key(key) == key
+    assert is_slot_key(key) == (len(key) > 8)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "20261125T2400",
+        "20261125T1260",
+        "20261125T120060",
+        "20250229T1200",
+        "20261125T12",
+        "20261125 1200",
+        "20261125T1200Z",
+        "2026112T12000",
+        "20261125t1200",
+    ],
+)
+def test_malformed_slots_are_refused(key: str) -> None:
+    """A slot must name a real day and a real time of day; the error names the value."""
+    with pytest.raises(InvalidDate) as caught:
+        parse_run_key(key)
+    assert repr(key) in str(caught.value)
+
+
+def test_dates_stay_dates() -> None:
+    """parse_date (used for --from/--to) still refuses a slot: a range is of dates."""
+    with pytest.raises(InvalidDate):
+        parse_date("20261125T1200")

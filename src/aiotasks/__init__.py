@@ -36,6 +36,9 @@ from ._errors import InvalidTaskName as InvalidTaskName
 from ._errors import RedisAuthError as RedisAuthError
 from ._errors import RedisUnavailable as RedisUnavailable
 from ._errors import TaskError as TaskError
+from ._schedule import InvalidSchedule as InvalidSchedule
+from ._schedule import Schedule as Schedule
+from ._scheduler import Scheduler as Scheduler
 from ._task import Run as Run
 from ._task import Task as Task
 from ._task import task as task
@@ -53,11 +56,14 @@ __all__ = [
     "InvalidConfig",
     "InvalidDate",
     "InvalidInput",
+    "InvalidSchedule",
     "InvalidTaskName",
     "Reason",
     "RedisAuthError",
     "RedisUnavailable",
     "Run",
+    "Schedule",
+    "Scheduler",
     "Settings",
     "Status",
     "Task",

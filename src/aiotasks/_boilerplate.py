@@ -22,7 +22,7 @@ from typing import Any
 from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
 from ._context import report_run, resolve, store_of
 from ._errors import InvalidConfig
-from ._keys import TaskKeys, check_task_name, parse_date, task_keys
+from ._keys import TaskKeys, check_task_name, parse_run_key, task_keys
 from ._store import Acquired, AnyRedis, Completed
 
 __all__ = [
@@ -109,7 +109,8 @@ async def task_boilerplate(
     renews the lock and does all of the above for you.
 
     :param task_name: the task's name, from ``[A-Za-z0-9_.-]``.
-    :param date_string: ``YYYYMMDD`` (or a ``datetime.date``); today when omitted.
+    :param date_string: ``YYYYMMDD`` (or a ``datetime.date``), or a schedule's
+        slot ``YYYYMMDDTHHMM[SS]``; today when omitted.
     :param skip_success_check: for recurring tasks: ignore the marker, still respect the lock.
     :param redis: any ``redis.asyncio`` client; else the enclosing chain's, else the default.
     :param lock_timeout: the lock's TTL in seconds (``REDIS_LOCK_TIMEOUT`` = 300).
@@ -123,7 +124,7 @@ async def task_boilerplate(
         (or, if Redis vanished mid-acquire, the lock expires within ``lock_timeout``).
     """
     name = check_task_name(task_name)
-    date = parse_date(date_string)
+    date = parse_run_key(date_string)
     lock_ms = ttl_ms(lock_timeout, REDIS_LOCK_TIMEOUT)
     store, namespace, force = resolve(redis)
     keys = task_keys(name, date, namespace=namespace, cluster=store.cluster)

@@ -74,7 +74,7 @@ from ._config import env_namespace
 from ._constants import Reason, Status
 from ._context import Binding, NodeReport, current, default_client, reporting_to, store_of
 from ._errors import InvalidChain, InvalidConfig, InvalidInput, RedisUnavailable, TaskError
-from ._keys import TaskKeys, check_namespace, check_task_name, parse_date, task_keys
+from ._keys import TaskKeys, check_namespace, check_task_name, parse_run_key, task_keys
 from ._store import AnyRedis, Store
 from ._task import (
     Task,
@@ -297,11 +297,16 @@ class ChainRun:
     force: bool = False
     max_concurrency: int | None = None
     wait_timeout: float | None = None
+    #: A semaphore shared with other runs (a windowed backfill), used instead of
+    #: one of this run's own: ``max_concurrency`` then bounds bodies across all of them.
+    limit: asyncio.Semaphore | None = None
     progress: dict[str, Progress] = field(init=False)
 
     def __post_init__(self) -> None:
         self.progress = {name: Progress() for name in self.chain.nodes}
-        self._limit = asyncio.Semaphore(self.max_concurrency) if self.max_concurrency else None
+        self._limit = self.limit
+        if self._limit is None and self.max_concurrency:
+            self._limit = asyncio.Semaphore(self.max_concurrency)
         self._waiting_on = {name: len(node.depends_on) for name, node in self.chain.nodes.items()}
         self._dependents: dict[str, list[str]] = {name: [] for name in self.chain.nodes}
         for node in self.chain:
@@ -662,9 +667,13 @@ def prepare_run(
     namespace: str | None = None,
     force: bool = False,
     wait_timeout: float | None = None,
+    limit: asyncio.Semaphore | None = None,
 ) -> ChainRun:
-    """Validate a run's options and build its :class:`ChainRun` (nothing is sent yet)."""
-    date = parse_date(date_string)
+    """Validate a run's options and build its :class:`ChainRun` (nothing is sent yet).
+
+    :param limit: a semaphore shared with other runs instead of one per run.
+    """
+    date = parse_run_key(date_string)
     check_run_options(max_concurrency, wait_timeout)
     binding = current.get()
     if namespace is not None:
@@ -682,4 +691,5 @@ def prepare_run(
         force=force,
         max_concurrency=max_concurrency,
         wait_timeout=wait_timeout,
+        limit=limit,
     )

@@ -27,17 +27,20 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
 import anyio.to_thread
 
 from . import __version__
+from ._backfill import check_window, run_window
 from ._chain import Chain, ChainRun, Node, check_run_options, prepare_run
 from ._config import Settings, in_process_client
 from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisUnavailable
-from ._keys import date_range, parse_date, task_keys
+from ._keys import date_range, parse_date, parse_run_key, task_keys
+from ._schedule import Schedule
+from ._scheduler import Scheduler
 from ._store import AnyRedis, LockState, store_for
 from ._task import Task
 from ._views import (
@@ -117,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     redis_options(run)
     run.add_argument("--max-concurrency", type=int, help="how many tasks may run at once")
     run.add_argument(
+        "--window", type=int, default=1, help="dates of a backfill in flight at once, oldest first (1)"
+    )
+    run.add_argument(
         "--only", action="append", metavar="TASK", help="run TASK and what it needs (repeatable)"
     )
     run.add_argument("--force", action="store_true", help="ignore success markers for this run")
@@ -133,6 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     redis_options(status)
     status.add_argument("--json", action="store_true", help="print one JSON document")
 
+    serve = commands.add_parser("serve", help="fire schedules until stopped (run it on every replica)")
+    serve.add_argument("target", help="a Schedule or a list of them: package.module:attr or file.py:attr")
+    redis_options(serve)
+    serve.add_argument("--grace", type=float, default=30.0, help="seconds running chains get on SIGTERM (30)")
+    serve.add_argument("--max-concurrency", type=int, help="how many task bodies may run at once")
+    serve.add_argument("--window", type=int, default=1, help="slots of a catch-up in flight at once (1)")
+
     reset = commands.add_parser("reset", help="remove success markers so tasks run again")
     target(reset)
     reset.add_argument("--date", help="YYYYMMDD (default: today)")
@@ -148,6 +161,31 @@ def load_chain(target: str) -> Chain:
     :raises UsageError: the target can't be imported or does not name a chain.
     :raises InvalidChain: the chain is invalid.
     """
+    found = _import_target(target)
+    if isinstance(found, Chain):
+        return found
+    if isinstance(found, Task):
+        return Chain([found])
+    if not isinstance(found, list | tuple):
+        raise UsageError(f"{target!r} is a {type(found).__name__}, not a chain (a list of tasks)")
+    return Chain(found)
+
+
+def load_schedules(target: str) -> list[Schedule]:
+    """Import the :class:`Schedule` (or list of them) that ``target`` names.
+
+    :raises UsageError: the target can't be imported or holds no Schedule.
+    """
+    found = _import_target(target)
+    if isinstance(found, Schedule):
+        return [found]
+    if isinstance(found, list | tuple) and found and all(isinstance(item, Schedule) for item in found):
+        return list(found)
+    raise UsageError(f"{target!r} holds no Schedule (a Schedule or a list of them): {found!r}"[:300])
+
+
+def _import_target(target: str) -> Any:
+    """Import ``package.module:attr`` or ``path/to/file.py:attr`` and return the attribute."""
     module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:
         raise UsageError(f"target {target!r} must be package.module:attr or path/to/file.py:attr")
@@ -180,13 +218,7 @@ def load_chain(target: str) -> Chain:
         if not hasattr(found, part):
             raise UsageError(f"{module_name!r} has no attribute {attr!r}")
         found = getattr(found, part)
-    if isinstance(found, Chain):
-        return found
-    if isinstance(found, Task):
-        return Chain([found])
-    if not isinstance(found, list | tuple):
-        raise UsageError(f"{target!r} is a {type(found).__name__}, not a chain (a list of tasks)")
-    return Chain(found)
+    return found
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -221,7 +253,7 @@ def _dates(args: argparse.Namespace) -> list[str]:
         if not args.date_to:
             raise UsageError("--from needs --to")
         return date_range(parse_date(args.date_from), parse_date(args.date_to))
-    return [parse_date(args.date)]
+    return [parse_run_key(args.date)]
 
 
 class _Live:
@@ -257,35 +289,54 @@ async def _run(args: argparse.Namespace) -> int:
         chain = chain.select(args.only)
     dates = _dates(args)
     check_run_options(args.max_concurrency, args.wait_timeout)
+    check_window(args.window)
     settings = _settings(args)
     client = _client(settings)
     runs: list[dict[str, Any]] = []
     try:
         if settings.redis_url is not None:
             await _ping(client)
-        live = _Live(sys.stdout) if sys.stdout.isatty() and not args.json else None
-        for date in dates:
-            run = prepare_run(
-                chain,
-                date,
-                redis=client,
-                max_concurrency=args.max_concurrency,
-                namespace=settings.namespace,
-                force=args.force,
-                wait_timeout=args.wait_timeout,
-            )
-            started = time.monotonic()
-            follower = asyncio.create_task(live.follow(run)) if live else None
-            try:
-                results = await run.run()
-            finally:
-                if follower is not None and live is not None:
-                    follower.cancel()
-                    live.clear()
-            summary = summarize(results, time.monotonic() - started)
-            runs.append({"date": date, "tasks": results, "summary": summary})
+        live = _Live(sys.stdout) if sys.stdout.isatty() and not args.json and args.window == 1 else None
+        # One semaphore for every date in flight: --max-concurrency bounds bodies overall.
+        limit = asyncio.Semaphore(args.max_concurrency) if args.max_concurrency else None
+        started: dict[str, float] = {}
+        followers: dict[str, asyncio.Task[None]] = {}
+
+        def prepared() -> Iterator[ChainRun]:
+            for date in dates:
+                run = prepare_run(
+                    chain,
+                    date,
+                    redis=client,
+                    max_concurrency=args.max_concurrency,
+                    namespace=settings.namespace,
+                    force=args.force,
+                    wait_timeout=args.wait_timeout,
+                    limit=limit,
+                )
+                started[date] = time.monotonic()
+                if live is not None:
+                    followers[date] = asyncio.create_task(live.follow(run))
+                yield run
+
+        def finished(run: ChainRun, results: dict[str, dict[str, Any]]) -> None:
+            follower = followers.pop(run.date, None)
+            if follower is not None and live is not None:
+                follower.cancel()
+                live.clear()
+            summary = summarize(results, time.monotonic() - started[run.date])
+            runs.append({"date": run.date, "tasks": results, "summary": summary})
             if not args.json:
-                _echo("\n".join([summary_line(date, summary), *task_lines(run)]))
+                _echo("\n".join([summary_line(run.date, summary), *task_lines(run)]))
+
+        try:
+            await run_window(prepared(), args.window, finished)
+        finally:
+            for follower in followers.values():
+                follower.cancel()
+            if followers and live is not None:
+                live.clear()
+        runs.sort(key=lambda entry: str(entry["date"]))
     finally:
         await client.aclose()
     code = exit_code([entry["summary"] for entry in runs])
@@ -326,7 +377,7 @@ async def _lock_states(
 
 async def _status(args: argparse.Namespace) -> int:
     chain = load_chain(args.target)
-    date = parse_date(args.date)
+    date = parse_run_key(args.date)
     _, client, states = await _lock_states(args, list(chain), date)
     await client.aclose()
     rows = status_rows(states)
@@ -373,6 +424,45 @@ async def _reset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _serve(args: argparse.Namespace) -> int:
+    """Fire the schedules until SIGTERM/SIGINT: then stop firing, give runs ``--grace``, cancel, exit."""
+    schedules = load_schedules(args.target)
+    settings = _settings(args)
+    client = _client(settings)
+    received: list[int] = []
+    try:
+        scheduler = Scheduler(
+            schedules,
+            redis=client,
+            namespace=settings.namespace,
+            max_concurrency=args.max_concurrency,
+            window=args.window,
+            grace=args.grace,
+        )
+        if settings.redis_url is not None:
+            await _ping(client)
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            if len(received) > 1:
+                _echo("aiotasks: second signal: exiting now", sys.stderr)
+                os._exit(_signal_exit(received[0]))
+            _echo(
+                f"aiotasks: {signal.Signals(signum).name} received: no new slots; running chains get "
+                f"{args.grace:g}s to finish, then are cancelled and their locks released",
+                sys.stderr,
+            )
+            scheduler.request_stop()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        await scheduler.serve()
+    finally:
+        await client.aclose()
+    return _signal_exit(received[0]) if received else EXIT_OK
+
+
 def _plan(args: argparse.Namespace) -> int:
     chain = load_chain(args.target)
     render = {"text": plan_text, "mermaid": plan_mermaid, "dot": plan_dot}[args.format]
@@ -416,6 +506,8 @@ async def _main_async(args: argparse.Namespace) -> int:
             return await _run(args)
         if args.command == "status":
             return await _status(args)
+        if args.command == "serve":
+            return await _serve(args)
         return await _reset(args)
     except asyncio.CancelledError:
         if not received:

@@ -9,6 +9,11 @@ both must hash to one slot; the part between braces is the hash tag::
 
     lock:{task_name:date}          success:{task_name:date}
 
+A run is keyed by its date, ``YYYYMMDD``, or, for a schedule that fires more
+than once a day, by its slot: the local wall time in the schedule's zone,
+``YYYYMMDDTHHMM`` (``YYYYMMDDTHHMMSS`` for intervals with seconds). Both kinds
+sort in time order as strings, and a slot key never looks like a date.
+
 A namespace, when configured, is prepended as ``namespace:`` to both forms.
 Task names and namespaces are restricted to ``[A-Za-z0-9_.-]`` so that keys
 can't be ambiguous (no ``:``), can't break hash tags (no braces), and are safe
@@ -21,12 +26,23 @@ import datetime as dt
 import re
 from typing import Final, NamedTuple
 
+from ._clock import current_clock
 from ._errors import InvalidConfig, InvalidDate, InvalidTaskName
 
-__all__ = ["TaskKeys", "check_namespace", "check_task_name", "parse_date", "task_keys", "today"]
+__all__ = [
+    "TaskKeys",
+    "check_namespace",
+    "check_task_name",
+    "is_slot_key",
+    "parse_date",
+    "parse_run_key",
+    "task_keys",
+    "today",
+]
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", re.ASCII)
 _DATE_RE: Final = re.compile(r"[0-9]{8}", re.ASCII)
+_SLOT_RE: Final = re.compile(r"([0-9]{8})T([0-9]{2})([0-9]{2})([0-9]{2})?", re.ASCII)
 MAX_NAME_LENGTH: Final = 200
 
 
@@ -62,8 +78,11 @@ def check_namespace(namespace: object) -> str:
 
 
 def today() -> str:
-    """Today's date on this host's local clock, as ``YYYYMMDD`` (what the seed defaults to)."""
-    return dt.date.today().strftime("%Y%m%d")
+    """Today's date in this host's local zone, as ``YYYYMMDD`` (what the seed defaults to).
+
+    The time comes from :func:`aiotasks._clock.current_clock`, so tests can fix it.
+    """
+    return current_clock().now().astimezone().strftime("%Y%m%d")
 
 
 def parse_date(value: str | dt.date | None) -> str:
@@ -84,6 +103,33 @@ def parse_date(value: str | dt.date | None) -> str:
     except ValueError as exc:
         raise InvalidDate(f"invalid date {value!r}: {exc}", value) from None
     return value
+
+
+def parse_run_key(value: str | dt.date | None) -> str:
+    """Normalise a run's key: a date (as :func:`parse_date`) or a slot.
+
+    :param value: anything :func:`parse_date` takes, or a slot
+        ``YYYYMMDDTHHMM`` / ``YYYYMMDDTHHMMSS`` naming a real day and time.
+    :raises InvalidDate: for anything else, naming the value.
+    """
+    if not isinstance(value, str) or len(value) <= 8:
+        return parse_date(value)
+    match = _SLOT_RE.fullmatch(value)
+    if match is None:
+        raise InvalidDate(f"invalid date or slot {value!r}: expected YYYYMMDD or YYYYMMDDTHHMM[SS]", value)
+    day, hour, minute, second = match.groups()
+    try:
+        parse_date(day)
+    except InvalidDate:
+        raise InvalidDate(f"invalid slot {value!r}: no such day", value) from None
+    if int(hour) > 23 or int(minute) > 59 or int(second or 0) > 59:
+        raise InvalidDate(f"invalid slot {value!r}: no such time of day", value)
+    return value
+
+
+def is_slot_key(key: str) -> bool:
+    """Whether a validated run key names a slot (``...THHMM``) rather than a date."""
+    return len(key) > 8
 
 
 def date_range(first: str, last: str) -> list[str]:

@@ -56,7 +56,7 @@ from ._cancel import shielded
 from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
 from ._context import report_run, resolve
 from ._errors import InvalidConfig, RedisUnavailable, TaskError
-from ._keys import TaskKeys, check_task_name, parse_date, task_keys
+from ._keys import TaskKeys, check_task_name, is_slot_key, parse_run_key, task_keys
 from ._store import DEFAULT_LANES, Acquired, AnyRedis, Completed, Store
 
 __all__ = [
@@ -298,16 +298,17 @@ class Task:
             released and no marker is written.
         :raises InvalidDate: before anything is sent.
         """
-        date = parse_date(date_string)
+        date = parse_run_key(date_string)
+        # A slot key names one run: a recurring task runs once per slot (marker
+        # checked and written), so replicas that fire a slot late don't repeat it.
+        once = not self.recurring or is_slot_key(date)
         store, namespace, force = resolve(redis)
         keys = task_keys(self.name, date, namespace=namespace, cluster=store.cluster)
         task_id = new_task_id()
         result = new_result(self.name, date, task_id)
         report_run(self.name, keys, task_id, result)
         try:
-            outcome = await store.acquire(
-                keys, task_id, self._lock_ms, check_success=not (self.recurring or force)
-            )
+            outcome = await store.acquire(keys, task_id, self._lock_ms, check_success=once and not force)
         except RedisUnavailable as exc:
             _fail(result, str(exc), Reason.REDIS_UNAVAILABLE)
             raise TaskError(Status.FAILED.value, str(exc), result) from exc
@@ -322,7 +323,7 @@ class Task:
         try:
             error = await self._attempts(store, run)
             if error is None:
-                error = await self._finish(store, run, keys)
+                error = await self._finish(store, run, keys, once)
             else:
                 await _release_quietly(store, run)
         except BaseException:
@@ -406,10 +407,10 @@ class Task:
         else:
             await run_in_thread(self._body, run, on_cancel=run._request_stop)
 
-    async def _finish(self, store: Store, run: Run, keys: TaskKeys) -> BaseException | None:
-        """Record success (marker and release in one step, or release only if recurring)."""
+    async def _finish(self, store: Store, run: Run, keys: TaskKeys, once: bool) -> BaseException | None:
+        """Record success (marker and release in one step, or release only for a recurring date run)."""
         try:
-            if self.recurring:
+            if not once:
                 held = await store.release(keys.lock, run.task_id)
             else:
                 held = await store.finish(keys, run.task_id, self.success_ttl)
@@ -638,8 +639,10 @@ def task(
     without failing.
 
     :param name: the task's name (and key component); the function's name by default.
-    :param recurring: run again whenever called (the lock still prevents
-        overlap), never write the success marker.
+    :param recurring: run again whenever called for a date (the lock still
+        prevents overlap), never write the success marker. Called with a
+        schedule's slot key (``YYYYMMDDTHHMM``) it runs once per slot instead:
+        the marker is checked and written, so every replica agrees.
     :param lock_timeout: the lock's TTL in seconds; renewed every third of it.
     :param success_ttl: the marker's TTL in seconds.
     :param depends_on: names (or tasks) this task needs, for :func:`run_chain`.
