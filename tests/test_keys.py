@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import string
+import types
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aiotasks import InvalidDate, InvalidTaskName
+from aiotasks import InvalidDate, InvalidTaskName, _keys
 from aiotasks._keys import check_task_name, date_range, parse_date, task_keys, today
 
 NAME_ALPHABET = string.ascii_letters + string.digits + "_.-"
@@ -78,9 +79,23 @@ def test_malformed_dates_are_refused(date: str) -> None:
     assert repr(date) in str(caught.value)
 
 
-def test_dates_accept_date_objects_and_default_to_today() -> None:
+class _FrozenDate(dt.date):
+    """A ``date`` whose ``today()`` is fixed: what "today" is must not depend on when the test runs."""
+
+    @classmethod
+    def today(cls) -> _FrozenDate:
+        return cls(2026, 11, 25)
+
+
+def test_dates_accept_date_objects_and_default_to_today(monkeypatch: pytest.MonkeyPatch) -> None:
     """None means today (local clock); date objects are formatted as YYYYMMDD; leap days are real."""
-    assert parse_date(None) == today() == dt.date.today().strftime("%Y%m%d")
+    # Regression: this compared three reads of the host's clock, and failed when midnight fell
+    # between them. _keys reads the clock through its `dt` module; give it a frozen one.
+    # (To be replaced by the injected clock of _clock.py.)
+    frozen = types.SimpleNamespace(date=_FrozenDate, datetime=dt.datetime, timedelta=dt.timedelta)
+    with monkeypatch.context() as patch:
+        patch.setattr(_keys, "dt", frozen)
+        assert parse_date(None) == today() == "20261125"
     assert parse_date(dt.date(2028, 2, 29)) == "20280229"
     assert parse_date("20280229") == "20280229"
 
