@@ -157,7 +157,7 @@ async def test_tls_with_a_throwaway_ca() -> None:
 
 async def test_tls_client_certificates(tmp_path: Path) -> None:
     """A server that requires client certificates: a rediss:// URL naming ssl_certfile/ssl_keyfile
-    runs tasks; without them the run fails with RedisUnavailable naming the server and the reason."""
+    runs tasks; without them the run fails with RedisUnavailable naming the server."""
     tls = TlsFiles.make(tmp_path)
     # Later options win: this one overrides server_args()'s "--tls-auth-clients no".
     with RedisServer(tls=tls, args=["--tls-auth-clients", "yes"]) as server:
@@ -174,8 +174,9 @@ async def test_tls_client_certificates(tmp_path: Path) -> None:
                 await task_boilerplate("t", DATE, redis=anonymous)
         finally:
             await anonymous.aclose()
+        # Only the server is certain to be named: TLS 1.3 refuses the client after the handshake,
+        # so the client reads either the server's "certificate required" alert or a reset.
         assert f"127.0.0.1:{server.port}" in str(caught.value)
-        assert "certificate" in str(caught.value).lower()
 
 
 async def test_password_never_reaches_logs(secured: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
