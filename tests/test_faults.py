@@ -252,7 +252,7 @@ def test_cli_on_a_read_only_replica_exits_3(replica: tuple[RedisServer, RedisSer
 
 #: Seconds Redis sleeps: far longer than the client's socket_timeout, so a run that waited for
 #: Redis to wake, instead of failing, finds it awake.
-STALL = 2.0
+STALL = 3.0
 STALLED_CLIENT_TIMEOUT = 0.2
 
 
