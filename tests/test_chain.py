@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+<<<<<<< HEAD
 import re
 import threading
+=======
+import time
+>>>>>>> h-ci
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -438,17 +442,31 @@ async def test_waits_for_a_holder_then_counts_its_success(redis_client: Redis) -
         ]
     )
     run = prepare_run(chain, DATE, redis=redis_client)
+    began = time.monotonic()
     runner = asyncio.create_task(run.run())
     await wait_for_state(run, "a", State.WAITING)
+    seen_waiting = time.monotonic()
     assert run.progress["a"].holder == "other123"
     assert 0 < (run.progress["a"].holder_ttl_ms or 0) <= 30_000
+    # Let it poll the holder twice more (each poll reads a smaller TTL): a wait long enough to measure.
+    ttls = {run.progress["a"].holder_ttl_ms}
+    for _ in range(2000):
+        if len(ttls) >= 3:
+            break
+        await asyncio.sleep(0.005)
+        ttls.add(run.progress["a"].holder_ttl_ms)
+    assert len(ttls) >= 3, "the waiting worker stopped polling the holder"
     assert ran == []  # the dependent does not start while its dependency runs elsewhere
     # The other worker finishes: marker written, lock released, in one step (as its finish would).
+    holder_done = time.monotonic()
     await finish_task(redis_client, f"lock:a:{DATE}", f"success:a:{DATE}", "other123")
     results = await asyncio.wait_for(runner, timeout=10)
+    ended = time.monotonic()
     assert (results["a"]["status"], results["a"]["reason"]) == ("skipped", "already_completed")
     assert results["a"]["waited_for"] == "other123"
-    assert results["a"]["wait_seconds"] >= 0
+    # The wait it reports (rounded to ms) covers at least the span the test watched it wait,
+    # and at most the whole run.
+    assert holder_done - seen_waiting - 0.001 <= results["a"]["wait_seconds"] <= ended - began + 0.001
     assert results["b"]["status"] == "success"
     assert ran == ["b"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import string
+import types
 
 import pytest
 from hypothesis import given
