@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-<<<<<<< HEAD
 import re
 import threading
-=======
 import time
->>>>>>> h-ci
 from collections.abc import Awaitable, Callable
 from typing import Any
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import string
-import types
 
 import pytest
 from hypothesis import given
