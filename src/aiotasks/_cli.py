@@ -2,17 +2,25 @@
 
 This is the only module that knows about terminals, signals and exit codes.
 Errors are one line on stderr (``aiotasks: error: ...``), never a traceback,
-and never contain a Redis password. Exit codes:
+and never contain any part of a Redis password. Exit codes:
 
 * 0 - every task succeeded, or was skipped as already completed (or, for a
   recurring task, because another worker is running it right now);
 * 1 - some task failed, or was not run because a dependency did not succeed;
-* 2 - bad usage or input: a bad date, a target that can't be imported or is
-  not a chain, an invalid chain, a bad option;
-* 3 - Redis unreachable, too slow, or refusing our credentials;
+* 2 - what the command says is wrong: a bad date or range (or one longer than
+  ``--max-dates``), a target that can't be imported or is not a chain, an
+  invalid chain, a bad option or Redis URL (unknown option, a database the
+  server does not have, a cluster node without ``--cluster``, a missing TLS
+  file);
+* 3 - what Redis said: unreachable, too slow, not speaking Redis, refusing our
+  credentials or a command, keys of the wrong type, or failing mid-run;
 * 130 / 143 - interrupted by SIGINT / SIGTERM: running tasks were cancelled and
-  their locks released. A second signal exits at once (a sync body still
+  their locks released (``--json`` still prints the document: what finished,
+  the rest ``cancelled``). A second signal exits at once (a sync body still
   running in a thread then keeps its lock until its ``lock_timeout``).
+
+Targets are imported before the event loop starts, so a module that calls
+``asyncio.run()`` at import works.
 """
 
 from __future__ import annotations
@@ -27,18 +35,18 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, TypeVar, cast
 
-import anyio.to_thread
+from redis import exceptions as rex
 
 from . import __version__
 from ._chain import Chain, ChainRun, Node, check_run_options, prepare_run
 from ._config import Settings, in_process_client
-from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisUnavailable
-from ._keys import date_range, parse_date, task_keys
-from ._store import AnyRedis, LockState, store_for
+from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisAuthError, RedisUnavailable
+from ._keys import TaskKeys, date_range, parse_date, task_keys
+from ._store import AnyRedis, LockState, describe, store_for
 from ._task import Task
 from ._views import (
     EXIT_FAILED,
@@ -48,6 +56,7 @@ from ._views import (
     EXIT_SIGTERM,
     EXIT_USAGE,
     exit_code,
+    interrupted_results,
     live_frame,
     plan_dot,
     plan_mermaid,
@@ -69,6 +78,10 @@ IN_PROCESS_NOTICE = (
     "which coordinates nothing across processes"
 )
 LIVE_INTERVAL = 0.2
+#: Most dates ``run --from/--to`` accepts without ``--max-dates`` (about ten years).
+MAX_DATES = 3660
+
+T = TypeVar("T")
 
 
 def _echo(text: str, stream: IO[str] | None = None) -> None:
@@ -78,8 +91,34 @@ def _echo(text: str, stream: IO[str] | None = None) -> None:
     out.flush()
 
 
-class UsageError(Exception):
+class CliError(Exception):
+    """An error the CLI reports as one line, with its exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UsageError(CliError):
     """Bad usage detected by the CLI itself (exit code 2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_USAGE)
+
+
+class ServerError(CliError):
+    """What the Redis server said makes the command impossible (exit code 3)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_REDIS)
+
+
+class Interrupted(Exception):
+    """A signal cancelled the command; ``code`` is 130 or 143 (the message was printed already)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="aiotasks",
         description="Run chains of once-a-day tasks safely from many processes and machines.",
         epilog="Exit codes: 0 ok, 1 a task failed or was blocked, 2 bad usage or input, "
-        "3 Redis unavailable, 130/143 interrupted. See README.md.",
+        "3 Redis unavailable or refusing, 130/143 interrupted. See README.md.",
     )
     parser.add_argument("--version", action="version", version=f"aiotasks {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -114,6 +153,13 @@ def _parser() -> argparse.ArgumentParser:
     when.add_argument("--date", help="YYYYMMDD (default: today)")
     when.add_argument("--from", dest="date_from", metavar="YYYYMMDD", help="first date of a backfill")
     run.add_argument("--to", dest="date_to", metavar="YYYYMMDD", help="last date of a backfill (with --from)")
+    run.add_argument(
+        "--max-dates",
+        type=int,
+        default=MAX_DATES,
+        metavar="N",
+        help=f"refuse a backfill of more than N dates (default {MAX_DATES}, about 10 years)",
+    )
     redis_options(run)
     run.add_argument("--max-concurrency", type=int, help="how many tasks may run at once")
     run.add_argument(
@@ -192,11 +238,11 @@ def load_chain(target: str) -> Chain:
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
     changes: dict[str, Any] = {}
-    if args.redis_url:
+    if args.redis_url is not None:
         changes["redis_url"] = args.redis_url
     if args.cluster:
         changes["cluster"] = True
-    if args.namespace:
+    if args.namespace is not None:  # --namespace= is refused, not ignored
         changes["namespace"] = args.namespace
     return settings.with_options(**changes) if changes else settings
 
@@ -205,23 +251,78 @@ def _client(settings: Settings, *, need_redis: str | None = None) -> AnyRedis:
     if settings.redis_url is None:
         if need_redis:
             raise UsageError(f"{need_redis} needs a Redis: pass --redis-url or set AIOTASKS_REDIS_URL")
+        client = in_process_client()  # may say that fakeredis is missing: before announcing it
         _echo(IN_PROCESS_NOTICE, sys.stderr)
-        return in_process_client()
+        return client
     return settings.create_client()
 
 
-async def _ping(client: AnyRedis) -> None:
-    await store_for(client).ping()
-
-
-def _dates(args: argparse.Namespace) -> list[str]:
+def _dates(args: argparse.Namespace) -> Sequence[str]:
+    """The run's dates (made one at a time), refusing a range longer than ``--max-dates``."""
     if args.date_to and not args.date_from:
         raise UsageError("--to needs --from")
+    if args.max_dates < 1:
+        raise UsageError(f"--max-dates must be at least 1, not {args.max_dates}")
     if args.date_from:
         if not args.date_to:
             raise UsageError("--from needs --to")
-        return date_range(parse_date(args.date_from), parse_date(args.date_to))
+        dates = date_range(parse_date(args.date_from), parse_date(args.date_to))
+        if len(dates) > args.max_dates:
+            raise UsageError(
+                f"--from {args.date_from} --to {args.date_to} is {len(dates):,} dates, more than "
+                f"--max-dates {args.max_dates:,}: pass --max-dates {len(dates)} to run them all"
+            )
+        return dates
     return [parse_date(args.date)]
+
+
+def _explain(exc: BaseException, client: AnyRedis, settings: Settings) -> BaseException:
+    """What a redis-py error met before any task ran means for the user, with a hint.
+
+    Errors about what the command says (a database the server does not have, a
+    cluster node addressed as a plain server) become :class:`UsageError`; what
+    the server itself says becomes :class:`ServerError`. Anything else is
+    returned unchanged.
+    """
+    if isinstance(exc, RedisUnavailable) and "cluster mode is not enabled" in str(exc).lower():
+        return UsageError(
+            f"Redis at {settings.redacted_url} is not a cluster node: "
+            "drop --cluster (and AIOTASKS_REDIS_CLUSTER)"
+        )
+    if isinstance(exc, RedisAuthError) and "'select' command" in str(exc):
+        return ServerError(
+            f"{exc}: the URL names a database other than 0, which needs +select in the user's ACL rules"
+        )
+    if not isinstance(exc, rex.ResponseError):
+        return exc
+    server = describe(client)
+    text = str(exc)
+    if "DB index is out of range" in text:
+        return UsageError(
+            f"Redis at {server} has no such database (it has as many as its `databases` setting, "
+            "16 by default): name another in the URL"
+        )
+    # redis-py names these replies by class (MovedError is an AskError) and drops their prefix.
+    if isinstance(exc, rex.AskError | rex.TryAgainError | rex.ClusterCrossSlotError | rex.ClusterDownError):
+        return UsageError(
+            f"Redis at {server} is a node of a Redis Cluster: add --cluster (or set AIOTASKS_REDIS_CLUSTER=1)"
+        )
+    return ServerError(f"Redis at {server} replied with an error: {text}")
+
+
+async def _check_server(client: AnyRedis, settings: Settings, keys: TaskKeys) -> None:
+    """Ping, then read one task's keys (as ``status`` would): a server that can't serve
+    aiotasks (no such database, a cluster node without ``--cluster``, missing script
+    permissions) is reported once, before anything runs, instead of by every task."""
+    store = store_for(client)
+    try:
+        await store.ping()
+        await store.status(keys)
+    except Exception as exc:
+        explained = _explain(exc, client, settings)
+        if explained is exc:
+            raise
+        raise explained from exc
 
 
 class _Live:
@@ -251,18 +352,40 @@ class _Live:
             self.drawn = 0
 
 
-async def _run(args: argparse.Namespace) -> int:
-    chain = load_chain(args.target)
+class _Signals:
+    """The signals received while a command runs (the first one cancels it)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    @property
+    def exit_code(self) -> int | None:
+        """130 or 143 once a signal arrived, else None."""
+        if not self.received:
+            return None
+        return EXIT_SIGINT if self.received[0] == signal.SIGINT else EXIT_SIGTERM
+
+
+def _run(args: argparse.Namespace, chain: Chain) -> int:
     if args.only:
         chain = chain.select(args.only)
     dates = _dates(args)
     check_run_options(args.max_concurrency, args.wait_timeout)
     settings = _settings(args)
+    return _in_loop(lambda signals: _run_chain(args, chain, dates, settings, signals))
+
+
+async def _run_chain(
+    args: argparse.Namespace, chain: Chain, dates: Sequence[str], settings: Settings, signals: _Signals
+) -> int:
     client = _client(settings)
     runs: list[dict[str, Any]] = []
+    run: ChainRun | None = None
+    started = time.monotonic()
     try:
         if settings.redis_url is not None:
-            await _ping(client)
+            first = next(iter(chain))
+            await _check_server(client, settings, _keys_of(first, dates[0], settings, client))
         live = _Live(sys.stdout) if sys.stdout.isatty() and not args.json else None
         for date in dates:
             run = prepare_run(
@@ -286,15 +409,29 @@ async def _run(args: argparse.Namespace) -> int:
             runs.append({"date": date, "tasks": results, "summary": summary})
             if not args.json:
                 _echo("\n".join([summary_line(date, summary), *task_lines(run)]))
+            run = None
+    except asyncio.CancelledError:
+        code = signals.exit_code
+        if args.json and code is not None:
+            if run is not None:  # the date that was running: what finished, the rest cancelled
+                results = interrupted_results(run)
+                summary = summarize(results, time.monotonic() - started)
+                runs.append({"date": run.date, "tasks": results, "summary": summary})
+            _print_document(runs, settings, code)
+        raise
     finally:
         await client.aclose()
     code = exit_code([entry["summary"] for entry in runs])
     if args.json:
-        document: dict[str, Any] = dict(runs[0]) if len(runs) == 1 else {"runs": runs}
-        document["store"] = store_for_display(settings)
-        document["exit_code"] = code
-        _echo(to_json(document))
+        _print_document(runs, settings, code)
     return code
+
+
+def _print_document(runs: list[dict[str, Any]], settings: Settings, code: int) -> None:
+    document: dict[str, Any] = dict(runs[0]) if len(runs) == 1 else {"runs": runs}
+    document["store"] = store_for_display(settings)
+    document["exit_code"] = code
+    _echo(to_json(document))
 
 
 def store_for_display(settings: Settings) -> str:
@@ -304,38 +441,49 @@ def store_for_display(settings: Settings) -> str:
     return settings.redacted_url
 
 
+def _keys_of(node: Node, date: str, settings: Settings, client: AnyRedis) -> TaskKeys:
+    cluster = store_for(client).cluster
+    return task_keys(node.task_name, date, namespace=settings.namespace, cluster=cluster)
+
+
 async def _lock_states(
-    args: argparse.Namespace, nodes: Sequence[Node], date: str
-) -> tuple[Settings, AnyRedis, dict[str, LockState]]:
+    settings: Settings, client: AnyRedis, nodes: Sequence[Node], date: str
+) -> dict[str, LockState]:
     """Read the marker, holder and TTL of each task (one coalesced batch)."""
-    settings = _settings(args)
-    client = _client(settings, need_redis=args.command)
-    try:
-        store = store_for(client)
-        await store.ping()
-        keys = {
-            node.id: task_keys(node.task_name, date, namespace=settings.namespace, cluster=store.cluster)
-            for node in nodes
-        }
-        states = await asyncio.gather(*(store.status(k) for k in keys.values()))
-    except BaseException:
-        await client.aclose()
-        raise
-    return settings, client, dict(zip(keys, states, strict=True))
+    keys = {node.id: _keys_of(node, date, settings, client) for node in nodes}
+    await _check_server(client, settings, next(iter(keys.values())))
+    store = store_for(client)
+    states = await asyncio.gather(*(store.status(k) for k in keys.values()), return_exceptions=True)
+    for name, state in zip(keys, states, strict=True):
+        if isinstance(state, rex.ResponseError) and str(state).startswith("WRONGTYPE"):
+            raise ServerError(
+                f"task {name!r} for {date}: {keys[name].lock} or {keys[name].success} holds another "
+                "kind of value: another application uses these keys (give aiotasks a --namespace)"
+            )
+        if isinstance(state, BaseException):
+            raise state
+    return dict(zip(keys, cast("list[LockState]", states), strict=True))
 
 
-async def _status(args: argparse.Namespace) -> int:
-    chain = load_chain(args.target)
+def _status(args: argparse.Namespace, chain: Chain) -> int:
     date = parse_date(args.date)
-    _, client, states = await _lock_states(args, list(chain), date)
-    await client.aclose()
-    rows = status_rows(states)
+    settings = _settings(args)
+    nodes = list(chain)
+
+    async def read(signals: _Signals) -> dict[str, LockState]:
+        client = _client(settings, need_redis="status")
+        try:
+            return await _lock_states(settings, client, nodes, date)
+        finally:
+            await client.aclose()
+
+    rows = status_rows(_in_loop(read), recurring={node.id for node in nodes if node.recurring})
     _echo(to_json({"date": date, "tasks": rows}) if args.json else status_text(date, rows))
     return EXIT_OK
 
 
-async def _reset(args: argparse.Namespace) -> int:
-    chain = load_chain(args.target)
+def _reset(args: argparse.Namespace, chain: Chain) -> int:
+    """Read the markers, ask (outside the event loop, so Ctrl-C ends it at once), remove."""
     date = parse_date(args.date)
     if not args.yes and not sys.stdin.isatty():
         raise UsageError("refusing to remove success markers without --yes (stdin is not a terminal)")
@@ -345,36 +493,47 @@ async def _reset(args: argparse.Namespace) -> int:
         if unknown:
             raise InvalidChain(f"no task {unknown[0]!r} in the chain", unknown[0])
         nodes = [node for node in nodes if node.id in args.task]
-    settings, client, states = await _lock_states(args, nodes, date)
-    try:
-        marked = [name for name, state in states.items() if state.completed]
-        if not marked:
-            _echo(f"{date}: no success markers to remove")
+    settings = _settings(args)
+
+    async def read(signals: _Signals) -> list[Node]:
+        client = _client(settings, need_redis="reset")
+        try:
+            states = await _lock_states(settings, client, nodes, date)
+        finally:
+            await client.aclose()
+        return [node for node in nodes if states[node.id].completed]
+
+    marked = _in_loop(read)
+    names = ", ".join(node.id for node in marked)
+    if not marked:
+        _echo(f"{date}: no success markers to remove")
+        return EXIT_OK
+    if not args.yes:
+        try:
+            answer = input(f"Remove the success markers of {names} for {date}? [y/N] ")
+        except EOFError:
+            answer = ""
+        except KeyboardInterrupt:
+            _echo("", sys.stdout)
+            raise CliError("interrupted at the prompt: nothing removed", EXIT_SIGINT) from None
+        if answer.strip().lower() not in ("y", "yes"):
+            _echo("nothing removed")
             return EXIT_OK
-        if not args.yes:
-            prompt = f"Remove the success markers of {', '.join(marked)} for {date}? [y/N] "
-            answer = await anyio.to_thread.run_sync(input, prompt)
-            if answer.strip().lower() not in ("y", "yes"):
-                _echo("nothing removed")
-                return EXIT_OK
-        store = store_for(client)
-        names = {node.id: node.task_name for node in nodes}
-        await asyncio.gather(
-            *(
-                store.delete(
-                    task_keys(names[name], date, namespace=settings.namespace, cluster=store.cluster).success
-                )
-                for name in marked
-            )
-        )
-        _echo(f"{date}: removed the success markers of {', '.join(marked)}")
-    finally:
-        await client.aclose()
+
+    async def remove(signals: _Signals) -> None:
+        client = _client(settings, need_redis="reset")
+        try:
+            store = store_for(client)
+            await asyncio.gather(*(store.delete(_keys_of(n, date, settings, client).success) for n in marked))
+        finally:
+            await client.aclose()
+
+    _in_loop(remove)
+    _echo(f"{date}: removed the success markers of {names}")
     return EXIT_OK
 
 
-def _plan(args: argparse.Namespace) -> int:
-    chain = load_chain(args.target)
+def _plan(args: argparse.Namespace, chain: Chain) -> int:
     render = {"text": plan_text, "mermaid": plan_mermaid, "dot": plan_dot}[args.format]
     _echo(render(chain))
     return EXIT_OK
@@ -390,44 +549,45 @@ def _configure_logging(verbosity: int) -> None:
     root.propagate = False
 
 
-async def _main_async(args: argparse.Namespace) -> int:
-    """Run the command; the first SIGINT/SIGTERM cancels it, the second exits at once."""
-    loop = asyncio.get_running_loop()
-    main_task = asyncio.current_task()
-    assert main_task is not None
-    received: list[int] = []
+def _in_loop(command: Callable[[_Signals], Awaitable[T]]) -> T:
+    """Run ``command`` in a new event loop; the first SIGINT/SIGTERM cancels it, the second exits at once.
 
-    def on_signal(signum: int) -> None:
-        received.append(signum)
-        if len(received) == 1:
-            name = signal.Signals(signum).name
-            _echo(
-                f"aiotasks: {name} received: cancelling running tasks and releasing their locks", sys.stderr
-            )
-            main_task.cancel()
-        else:
-            _echo("aiotasks: second signal: exiting now", sys.stderr)
-            os._exit(_signal_exit(received[0]))
+    :raises CliError: with exit code 130/143 when a signal cancelled the command.
+    """
+    signals = _Signals()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        if args.command == "run":
-            return await _run(args)
-        if args.command == "status":
-            return await _status(args)
-        return await _reset(args)
-    except asyncio.CancelledError:
-        if not received:
-            raise
-        return _signal_exit(received[0])
-    finally:
+    async def supervised() -> T:
+        loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+        assert main_task is not None
+
+        def on_signal(signum: int) -> None:
+            signals.received.append(signum)
+            if len(signals.received) == 1:
+                name = signal.Signals(signum).name
+                _echo(
+                    f"aiotasks: {name} received: cancelling running tasks and releasing their locks",
+                    sys.stderr,
+                )
+                main_task.cancel()
+            else:
+                _echo("aiotasks: second signal: exiting now", sys.stderr)
+                os._exit(signals.exit_code or EXIT_SIGINT)
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            return await command(signals)
+        except asyncio.CancelledError:
+            code = signals.exit_code
+            if code is None:
+                raise
+            raise Interrupted(code) from None
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
 
-
-def _signal_exit(signum: int) -> int:
-    return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
+    return asyncio.run(supervised())
 
 
 def _fail(message: str, code: int) -> int:
@@ -443,15 +603,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     _configure_logging(getattr(args, "verbose", 0))
     try:
-        if args.command == "plan":
-            return _plan(args)
-        return asyncio.run(_main_async(args))
-    except (UsageError, InvalidInput) as exc:
+        # Imported before any event loop runs: a target may call asyncio.run() at import.
+        chain = load_chain(args.target)
+        command = {"run": _run, "plan": _plan, "status": _status, "reset": _reset}[args.command]
+        return command(args, chain)
+    except Interrupted as exc:
+        return exc.code
+    except CliError as exc:
+        return _fail(str(exc), exc.code)
+    except InvalidInput as exc:
         return _fail(str(exc), EXIT_USAGE)
     except RedisUnavailable as exc:
         return _fail(str(exc), EXIT_REDIS)
     except AioTasksError as exc:
         return _fail(str(exc), EXIT_FAILED)
+    except rex.RedisError as exc:
+        return _fail(f"Redis error: {type(exc).__name__}: {exc}", EXIT_REDIS)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_SIGINT)
     except BrokenPipeError:
