@@ -549,7 +549,8 @@ def test_reset_asks_on_a_terminal(marked: str, sync_redis: redis.Redis, answer: 
 
 def test_ctrl_c_at_resets_prompt_exits_130_removing_nothing(marked: str, sync_redis: redis.Redis) -> None:
     """Regression: Ctrl-C at reset's prompt did not exit (the prompt ran in a thread the loop waited
-    for). Now the prompt runs outside the event loop: exit 130 at once, nothing removed."""
+    for). Now the event loop itself waits for the line: exit 130 at once, nothing removed, even when
+    the signal comes the instant the prompt appears (a blocking input() would miss it then)."""
     terminal = Terminal(*with_redis(marked, "reset", f"{CHAINS}:chain", "--date", DATE))
     terminal.read_until(b"[y/N] ")
     terminal.process.send_signal(signal.SIGINT)  # what the terminal sends its foreground process on Ctrl-C

@@ -483,7 +483,6 @@ def _status(args: argparse.Namespace, chain: Chain) -> int:
 
 
 def _reset(args: argparse.Namespace, chain: Chain) -> int:
-    """Read the markers, ask (outside the event loop, so Ctrl-C ends it at once), remove."""
     date = parse_date(args.date)
     if not args.yes and not sys.stdin.isatty():
         raise UsageError("refusing to remove success markers without --yes (stdin is not a terminal)")
@@ -494,43 +493,60 @@ def _reset(args: argparse.Namespace, chain: Chain) -> int:
             raise InvalidChain(f"no task {unknown[0]!r} in the chain", unknown[0])
         nodes = [node for node in nodes if node.id in args.task]
     settings = _settings(args)
+    return _in_loop(lambda signals: _reset_markers(args, settings, nodes, date))
 
-    async def read(signals: _Signals) -> list[Node]:
-        client = _client(settings, need_redis="reset")
-        try:
-            states = await _lock_states(settings, client, nodes, date)
-        finally:
-            await client.aclose()
-        return [node for node in nodes if states[node.id].completed]
 
-    marked = _in_loop(read)
-    names = ", ".join(node.id for node in marked)
-    if not marked:
-        _echo(f"{date}: no success markers to remove")
-        return EXIT_OK
-    if not args.yes:
-        try:
-            answer = input(f"Remove the success markers of {names} for {date}? [y/N] ")
-        except EOFError:
-            answer = ""
-        except KeyboardInterrupt:
-            _echo("", sys.stdout)
-            raise CliError("interrupted at the prompt: nothing removed", EXIT_SIGINT) from None
-        if answer.strip().lower() not in ("y", "yes"):
-            _echo("nothing removed")
+async def _reset_markers(args: argparse.Namespace, settings: Settings, nodes: list[Node], date: str) -> int:
+    client = _client(settings, need_redis="reset")
+    try:
+        states = await _lock_states(settings, client, nodes, date)
+        marked = [node for node in nodes if states[node.id].completed]
+        names = ", ".join(node.id for node in marked)
+        if not marked:
+            _echo(f"{date}: no success markers to remove")
             return EXIT_OK
-
-    async def remove(signals: _Signals) -> None:
-        client = _client(settings, need_redis="reset")
-        try:
-            store = store_for(client)
-            await asyncio.gather(*(store.delete(_keys_of(n, date, settings, client).success) for n in marked))
-        finally:
-            await client.aclose()
-
-    _in_loop(remove)
+        if not args.yes:
+            try:
+                answer = await _ask(f"Remove the success markers of {names} for {date}? [y/N] ")
+            except asyncio.CancelledError:
+                _echo("\nnothing removed")
+                raise
+            if answer.strip().lower() not in ("y", "yes"):
+                _echo("nothing removed")
+                return EXIT_OK
+        store = store_for(client)
+        await asyncio.gather(*(store.delete(_keys_of(n, date, settings, client).success) for n in marked))
+    finally:
+        await client.aclose()
     _echo(f"{date}: removed the success markers of {names}")
     return EXIT_OK
+
+
+async def _ask(prompt: str) -> str:
+    """Ask on the terminal and return the line typed ("" at end of input).
+
+    The event loop waits for the line (no thread, no blocking ``input()``), so
+    Ctrl-C reaches the CLI's signal handler and cancels the wait at once, even
+    when it comes the instant the prompt appears: a blocking read would miss a
+    signal that arrives just before it starts.
+    """
+    loop = asyncio.get_running_loop()
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    fd = sys.stdin.fileno()
+    typed: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not typed.done():
+            typed.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await typed
+    finally:
+        loop.remove_reader(fd)
+    # A terminal in canonical mode hands over one whole line per read.
+    return os.read(fd, 4096).decode(errors="replace")
 
 
 def _plan(args: argparse.Namespace, chain: Chain) -> int:
