@@ -390,7 +390,8 @@ def in_process_client() -> Redis:
     except ImportError as exc:
         raise InvalidConfig(
             "no Redis configured, and the in-process store needs fakeredis with Lua: "
-            "pip install 'aiotasks[local]' (or set AIOTASKS_REDIS_URL / --redis-url)",
+            "pip install 'aiotasks-redis[local]', or '.[local]' from a checkout "
+            "(or set AIOTASKS_REDIS_URL / --redis-url)",
             None,
         ) from exc
     client: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
