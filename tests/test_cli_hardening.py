@@ -309,6 +309,33 @@ def test_a_backfill_across_year_1000_runs_every_date(redis_url: str) -> None:
 # -- smaller items -------------------------------------------------------------------------------------------
 
 
+def test_summary_says_already_done_for_completed_tasks(redis_url: str) -> None:
+    """Regression: a rerun's summary read "0 success, 3 completed" (as if completed were another kind of
+    success); it now says "0 succeeded, 3 already done"."""
+    args = with_redis(redis_url, "run", f"{CHAINS}:chain", "--date", DATE)
+    assert cli(*args).stdout.startswith(f"{DATE}: 3 tasks: 3 succeeded, 0 already done,")
+    assert cli(*args).stdout.startswith(f"{DATE}: 3 tasks: 0 succeeded, 3 already done,")
+
+
+def test_status_shows_a_recurring_task_as_recurring(redis_url: str) -> None:
+    """Regression: status showed a recurring task (which never writes a marker) as pending forever."""
+    assert cli(*with_redis(redis_url, "run", f"{CHAINS}:with_recurring", "--date", DATE)).returncode == 0
+    done = cli(*with_redis(redis_url, "status", f"{CHAINS}:with_recurring", "--date", DATE, "--json"))
+    assert done.returncode == 0, done.stderr
+    assert {row["task"]: row["state"] for row in json.loads(done.stdout)["tasks"]} == {
+        "a": "completed",
+        "tick": "recurring",
+    }
+
+
+@pytest.mark.parametrize("command", ["run", "status"])
+def test_an_empty_chain_with_redis_gives_no_traceback(redis_url: str, command: str) -> None:
+    """The pre-run check reads one task's keys; an empty chain has none, and must not crash on that."""
+    done = cli(*with_redis(redis_url, command, f"{CHAINS}:empty", "--date", DATE))
+    assert done.returncode in (0, 2), done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
 def test_sigint_with_json_prints_the_partial_document(redis_url: str, sync_redis: redis.Redis) -> None:
     """Regression: SIGINT during run --json printed nothing. Now: exit 130 and one document with what
     finished (quick), the running task cancelled (failed), the one never started cancelled (skipped)."""

@@ -310,14 +310,15 @@ def _explain(exc: BaseException, client: AnyRedis, settings: Settings) -> BaseEx
     return ServerError(f"Redis at {server} replied with an error: {text}")
 
 
-async def _check_server(client: AnyRedis, settings: Settings, keys: TaskKeys) -> None:
+async def _check_server(client: AnyRedis, settings: Settings, keys: TaskKeys | None) -> None:
     """Ping, then read one task's keys (as ``status`` would): a server that can't serve
     aiotasks (no such database, a cluster node without ``--cluster``, missing script
     permissions) is reported once, before anything runs, instead of by every task."""
     store = store_for(client)
     try:
         await store.ping()
-        await store.status(keys)
+        if keys is not None:  # None: an empty chain, no keys to read
+            await store.status(keys)
     except Exception as exc:
         explained = _explain(exc, client, settings)
         if explained is exc:
@@ -384,8 +385,9 @@ async def _run_chain(
     started = time.monotonic()
     try:
         if settings.redis_url is not None:
-            first = next(iter(chain))
-            await _check_server(client, settings, _keys_of(first, dates[0], settings, client))
+            first = next(iter(chain), None)
+            keys = _keys_of(first, dates[0], settings, client) if first is not None else None
+            await _check_server(client, settings, keys)
         live = _Live(sys.stdout) if sys.stdout.isatty() and not args.json else None
         for date in dates:
             run = prepare_run(
@@ -451,7 +453,7 @@ async def _lock_states(
 ) -> dict[str, LockState]:
     """Read the marker, holder and TTL of each task (one coalesced batch)."""
     keys = {node.id: _keys_of(node, date, settings, client) for node in nodes}
-    await _check_server(client, settings, next(iter(keys.values())))
+    await _check_server(client, settings, next(iter(keys.values()), None))
     store = store_for(client)
     states = await asyncio.gather(*(store.status(k) for k in keys.values()), return_exceptions=True)
     for name, state in zip(keys, states, strict=True):

@@ -154,3 +154,13 @@ async def probe(run: Run) -> None:
 
 
 probe_chain = [probe]
+
+
+@aiotasks.task(recurring=True)
+async def tick(run: Run) -> None:
+    """A recurring task: never writes a success marker."""
+    await log(run, "start")
+
+
+with_recurring = [logged("a"), tick]
+empty: list[Any] = []
