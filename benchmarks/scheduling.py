@@ -272,7 +272,9 @@ def backfill(url: str, days: int, windows: list[int], sleep: float) -> tuple[lis
     chain = backfill_chain(sleep)
     path = len(LEVELS) * sleep
     first = dt.date(2025, 1, 1)
-    dates = date_range(first.strftime("%Y%m%d"), (first + dt.timedelta(days=days - 1)).strftime("%Y%m%d"))
+    dates = list(
+        date_range(first.strftime("%Y%m%d"), (first + dt.timedelta(days=days - 1)).strftime("%Y%m%d"))
+    )
     rows = []
     baseline = None
     with redis.Redis.from_url(url) as client:

@@ -16,7 +16,7 @@ from aiotasks._chain import Chain, prepare_run
 from aiotasks._keys import date_range
 from tests.test_cli import CHAINS, cli
 
-DATES = date_range("20260101", "20260108")
+DATES = list(date_range("20260101", "20260108"))
 
 
 class Probe:

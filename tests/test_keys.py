@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import string
+import tracemalloc
 
 import pytest
 from hypothesis import given
@@ -98,15 +99,40 @@ def test_dates_accept_date_objects_and_default_to_today() -> None:
 
 @given(st.dates(min_value=dt.date(1, 1, 1)))
 def test_every_real_day_round_trips(day: dt.date) -> None:
-    """Every real calendar day, written as YYYYMMDD, is accepted unchanged."""
-    text = day.strftime("%Y%m%d").rjust(8, "0")
+    """Every real calendar day, as YYYYMMDD text or as a date object, comes back as the same 8 digits."""
+    text = f"{day.year:04d}{day.month:02d}{day.day:02d}"
     assert parse_date(text) == text
+    assert parse_date(day) == text
+
+
+def test_dates_before_year_1000_keep_eight_digits() -> None:
+    """Regression: years before 1000 were formatted with strftime's %Y, giving '9991230' (7 digits),
+    which the run then refused as an invalid date although --date 09991230 is accepted."""
+    assert list(date_range("09991230", "10000102")) == ["09991230", "09991231", "10000101", "10000102"]
+    assert parse_date(dt.date(999, 1, 2)) == "09990102"
+    assert parse_date(dt.date(1, 1, 1)) == "00010101"
+    assert list(date_range("99991230", "99991231")) == ["99991230", "99991231"]
+
+
+def test_a_long_date_range_is_not_built_up_front() -> None:
+    """Regression: --from 00010101 --to 99991231 built 3.6 million strings (hundreds of MB) before the
+    first task; the range now knows its length and makes each date only when asked."""
+    tracemalloc.start()
+    try:
+        dates = date_range("00010101", "99991231")
+        assert len(dates) == (dt.date(9999, 12, 31) - dt.date(1, 1, 1)).days + 1
+        assert (dates[0], dates[1], dates[-1]) == ("00010101", "00010102", "99991231")
+        assert next(iter(dates)) == "00010101"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100_000
 
 
 def test_date_range_is_inclusive_and_ordered() -> None:
     """A backfill range includes both ends, across a month end, and refuses a reversed range."""
-    assert date_range("20260227", "20260302") == ["20260227", "20260228", "20260301", "20260302"]
-    assert date_range("20261125", "20261125") == ["20261125"]
+    assert list(date_range("20260227", "20260302")) == ["20260227", "20260228", "20260301", "20260302"]
+    assert list(date_range("20261125", "20261125")) == ["20261125"]
     with pytest.raises(InvalidDate, match="20261124"):
         date_range("20261125", "20261124")
 

@@ -24,15 +24,19 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Final, NamedTuple
+from collections.abc import Iterator, Sequence
+from typing import Final, NamedTuple, overload
 
 from ._clock import current_clock
 from ._errors import InvalidConfig, InvalidDate, InvalidTaskName
 
 __all__ = [
+    "DateRange",
     "TaskKeys",
     "check_namespace",
     "check_task_name",
+    "date_range",
+    "format_date",
     "is_slot_key",
     "parse_date",
     "parse_run_key",
@@ -77,12 +81,18 @@ def check_namespace(namespace: object) -> str:
     return _check_name("namespace", namespace, InvalidConfig)
 
 
+def format_date(day: dt.date) -> str:
+    """``day`` as ``YYYYMMDD``, always eight digits (``strftime("%Y")`` drops the
+    leading zeros of years before 1000 on glibc)."""
+    return f"{day.year:04d}{day.month:02d}{day.day:02d}"
+
+
 def today() -> str:
     """Today's date in this host's local zone, as ``YYYYMMDD`` (what the seed defaults to).
 
     The time comes from :func:`aiotasks._clock.current_clock`, so tests can fix it.
     """
-    return current_clock().now().astimezone().strftime("%Y%m%d")
+    return format_date(current_clock().now().astimezone().date())
 
 
 def parse_date(value: str | dt.date | None) -> str:
@@ -95,13 +105,10 @@ def parse_date(value: str | dt.date | None) -> str:
     if value is None:
         return today()
     if isinstance(value, dt.date):
-        return value.strftime("%Y%m%d")
+        return format_date(value)
     if not isinstance(value, str) or not _DATE_RE.fullmatch(value):
         raise InvalidDate(f"invalid date {value!r}: expected YYYYMMDD", value)
-    try:
-        dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
-    except ValueError as exc:
-        raise InvalidDate(f"invalid date {value!r}: {exc}", value) from None
+    _day(value)
     return value
 
 
@@ -132,18 +139,63 @@ def is_slot_key(key: str) -> bool:
     return len(key) > 8
 
 
-def date_range(first: str, last: str) -> list[str]:
-    """Every date from ``first`` to ``last`` inclusive, both already valid ``YYYYMMDD``.
+def _day(value: str) -> dt.date:
+    try:
+        return dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
+    except ValueError as exc:
+        raise InvalidDate(f"invalid date {value!r}: {exc}", value) from None
+
+
+class DateRange(Sequence[str]):
+    """Every date from ``first`` to ``last`` inclusive, as ``YYYYMMDD``, made one at a time.
+
+    Its length is known without building the dates, so a caller can refuse a
+    range that is too long before anything runs.
+
+    :param first: the first date, ``YYYYMMDD``.
+    :param last: the last date, ``YYYYMMDD``, not before ``first``.
+    :raises InvalidDate: a malformed date, or ``last`` before ``first``.
+    """
+
+    __slots__ = ("_length", "_start")
+
+    def __init__(self, first: str, last: str) -> None:
+        self._start = _day(parse_date(first))
+        end = _day(parse_date(last))
+        if end < self._start:
+            raise InvalidDate(f"date range is reversed: {first} is after {last}", last)
+        self._length = (end - self._start).days + 1
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._length))]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError("date range index out of range")
+        return format_date(self._start + dt.timedelta(days=index))
+
+    def __iter__(self) -> Iterator[str]:
+        day, step = self._start, dt.timedelta(days=1)
+        for _ in range(self._length):
+            yield format_date(day)
+            if day < dt.date.max:
+                day += step
+
+
+def date_range(first: str, last: str) -> DateRange:
+    """Every date from ``first`` to ``last`` inclusive (lazily: see :class:`DateRange`).
 
     :raises InvalidDate: when ``last`` is before ``first``.
     """
-    start = dt.datetime.strptime(first, "%Y%m%d").date()
-    end = dt.datetime.strptime(last, "%Y%m%d").date()
-    if end < start:
-        raise InvalidDate(f"date range is reversed: {first} is after {last}", last)
-    return [
-        (start + dt.timedelta(days=offset)).strftime("%Y%m%d") for offset in range((end - start).days + 1)
-    ]
+    return DateRange(first, last)
 
 
 def task_keys(task_name: str, date: str, *, namespace: str | None, cluster: bool) -> TaskKeys:
