@@ -14,7 +14,8 @@ from redis.asyncio import Connection, Redis
 import aiotasks
 from aiotasks import Run, _store
 from aiotasks._keys import TaskKeys
-from aiotasks._store import DEFAULT_LANES, Acquired, _pack, store_for
+from aiotasks._store import DEFAULT_LANES, Acquired, store_for
+from aiotasks._wire import pack
 from tests.chains.cli_chains import seed
 from tests.support import Gate, Wire, eventually, load_scripts
 
@@ -194,4 +195,4 @@ _commands = st.tuples(
 @given(commands=st.lists(_commands, min_size=1, max_size=5))
 def test_the_door_packs_requests_as_redis_py_does(commands: list[tuple[Any, ...]]) -> None:
     """The door's own RESP packer writes the very bytes redis-py's ``pack_commands`` would."""
-    assert _pack(commands) == b"".join(Connection().pack_commands(commands))
+    assert pack(commands) == b"".join(Connection().pack_commands(commands))
