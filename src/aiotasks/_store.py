@@ -20,7 +20,9 @@ Coalescing
 
 Order
     A run awaits each of its commands before sending the next, so its finish
-    never overtakes its acquire, whichever lane carries them.
+    never overtakes its acquire, whichever lane carries them. (A cancelled
+    run's last command may still be with the door when its cleanup's release
+    goes out; either order leaves the lock released.)
 
 Cancellation
     A cancelled caller gets control back at once; what it asked for is
@@ -54,9 +56,10 @@ Errors and retries
     to retry, so a connection error then (a killed idle connection, a proxy,
     a failover) is retried, up to ``DOOR_ATTEMPTS`` attempts with exponential
     backoff and jitter (cluster clients route and retry by themselves across
-    nodes, and are left to). A retried release that finds no lock reports it
-    released: its first attempt did. Timeouts are not retried: a stalled
-    server fails the run.
+    nodes, and are left to). A release the door retried that finds no lock
+    reports it released: its first attempt did (a cluster client's own
+    retries are invisible to the door, so there it reports False). Timeouts
+    are not retried: a stalled server fails the run.
 
 Pool limits
     A pool at its ``max_connections`` (a local limit of the client, not an
@@ -67,16 +70,12 @@ Pool limits
     says it is the client's pool limit.
 
 Connections
-    For a plain ``redis.asyncio.Redis`` the door takes a connection from the
-    client's pool and writes and reads the commands itself (see ``_wire``).
-    Between batches it keeps up to ``lanes`` of those connections checked out,
-    and hands them back after ``HOLD_IDLE`` seconds without use: taking and
-    returning a pooled connection costs redis-py 8 about as much as the round
-    trip itself. It keeps none when the pool is smaller than ``HOLD_MIN_POOL``,
-    so task bodies sharing a small pool never wait on the door's idle ones. A
-    kept connection skips the pool's stale-connection check; one that went
-    stale (the server closed it) fails with a connection error, which the door
-    retries at once on a fresh connection.
+    For a plain ``redis.asyncio.Redis`` the door takes connections from the
+    client's pool and writes and reads the commands itself, keeping up to
+    ``lanes`` of them between batches (see ``_wire``, which holds every
+    reliance on redis-py internals). A kept connection skips the pool's
+    stale-connection check; one that went stale (the server closed it) fails
+    with a connection error, which the door retries at once on a fresh one.
 
 Redis Cluster
     redis-py's cluster pipeline splits a batch by node; every script touches
@@ -91,7 +90,6 @@ import asyncio
 import functools
 import logging
 import random
-import re
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -105,7 +103,6 @@ from redis.asyncio.connection import AbstractConnection
 
 from . import _wire as wire
 from ._constants import SUCCESS_MARKER
-from ._errors import RedisAuthError, RedisUnavailable
 from ._keys import TaskKeys
 from ._scripts import ACQUIRE, FINISH, RELEASE, RENEW, STATUS, Script
 
@@ -128,12 +125,6 @@ DOOR_BACKOFF: Final = 0.05
 POOL_WAIT: Final = 30.0
 #: Pause between two tries for a free connection, in seconds.
 POOL_POLL: Final = 0.01
-#: Smallest pool from which the door keeps connections between batches.
-HOLD_MIN_POOL: Final = 16
-#: Seconds a kept connection may sit unused before it goes back to the pool.
-HOLD_IDLE: Final = 1.0
-
-_AUTH_REPLY: Final = re.compile(r"^(NOAUTH|WRONGPASS|NOPERM)\b")
 
 
 class Acquired(NamedTuple):
@@ -222,78 +213,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def describe(client: Any) -> str:
-    """Name the server a client talks to, without credentials."""
-    if isinstance(client, RedisCluster):
-        node = client.get_default_node()
-        return f"redis-cluster://{node.host}:{node.port}" if node else "redis-cluster"
-    pool = getattr(client, "connection_pool", None)
-    kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", {}) or {}
-    if "server" in kwargs or type(client).__module__.startswith("fakeredis"):
-        return "in-process store"
-    if kwargs.get("path"):
-        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
-    scheme = "rediss" if "ssl_context" in kwargs or "ssl_cert_reqs" in kwargs else "redis"
-    host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
-    return f"{scheme}://{host}:{port}/{db}"
-
-
-def _secrets_of(client: Any) -> list[str]:
-    pool = getattr(client, "connection_pool", None)
-    kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", {}) or {}
-    found = [kwargs.get("password")]
-    if isinstance(client, RedisCluster):
-        node = client.get_default_node()
-        if node is not None:
-            found.append(node.connection_kwargs.get("password"))
-    return [s for s in found if isinstance(s, str) and s]
-
-
-def translate(exc: BaseException, client: Any) -> BaseException:
-    """Map a redis-py error to aiotasks' error, or return it unchanged.
-
-    The message never contains the client's password, even if redis-py put it there.
-    """
-    if isinstance(exc, RedisUnavailable):
-        return exc
-    translated = _translate(exc, client)
-    if translated is not exc:
-        translated.__cause__ = exc
-    return translated
-
-
-def _translate(exc: BaseException, client: Any) -> BaseException:
-    message = str(exc) or type(exc).__name__
-    for secret in _secrets_of(client):
-        message = message.replace(secret, "***")
-    server = describe(client)
-    if isinstance(exc, rex.AuthenticationError | rex.NoPermissionError) or (
-        isinstance(exc, rex.ResponseError) and _AUTH_REPLY.match(message)
-    ):
-        return RedisAuthError(f"Redis at {server} refused our credentials: {message}", server)
-    if isinstance(exc, rex.MaxConnectionsError):
-        return RedisUnavailable(
-            f"no connection to {server} came free within {POOL_WAIT:g}s: the client's connection pool "
-            "is at its max_connections (a local limit of the client, not an error of Redis)",
-            server,
-        )
-    if isinstance(exc, rex.ReadOnlyError):
-        return RedisUnavailable(f"Redis at {server} is a read-only replica: {message}", server)
-    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, rex.ClusterError)):
-        return RedisUnavailable(f"Redis at {server} is unavailable: {message}", server)
-    if isinstance(exc, rex.RedisClusterException | OSError):
-        return RedisUnavailable(f"Redis at {server} is unavailable: {message}", server)
-    return exc
-
-
-def _retries_by_itself(client: Any) -> bool:
-    if isinstance(client, RedisCluster):
-        return True
-    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
-    retry = kwargs.get("retry")
-    return retry is not None and retry.get_retries() > 0
-
-
 class Store:
     """The library's door to one Redis client on one event loop.
 
@@ -303,22 +222,19 @@ class Store:
     def __init__(self, client: AnyRedis, *, lanes: int = DEFAULT_LANES) -> None:
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
-        self.server = describe(client)
+        self.server = wire.describe(client)
         self.loop = asyncio.get_running_loop()
         self._lanes = lanes
         # Plain clients are driven at connection level, which bypasses their own
         # retries; cluster and single-connection clients (and fakeredis) go
         # through their own execute_command and pipelines.
-        self._pool: ConnectionPool | None = (
+        pool: ConnectionPool | None = (
             client.connection_pool
             if type(client) is Redis and client.connection is None and not client.single_connection_client
             else None
         )
-        self._attempts = DOOR_ATTEMPTS if self._pool is not None or not _retries_by_itself(client) else 1
-        self._hold = self._pool is not None and self._pool.max_connections >= HOLD_MIN_POOL
-        self._held: list[AbstractConnection] = []
-        self._last_use = 0.0
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._attempts = DOOR_ATTEMPTS if pool is not None or not wire.retries_by_itself(client) else 1
+        self._connections = None if pool is None else wire.Connections(pool, lanes, spawn=self._spawn)
         #: Senders and connections in use by the door (the caller's lone command, lanes, readers).
         self._busy = 0
         self._starting = False
@@ -349,7 +265,7 @@ class Store:
         )
         try:
             # Straight from this task only where the door reads the reply itself.
-            reply = await self._run(op, direct=self._pool is not None)
+            reply = await self._run(op, direct=self._connections is not None)
         except Exception:
             if _may_hold(op):
                 await self.give_back(keys.lock, token)
@@ -388,7 +304,7 @@ class Store:
         """
         op = self._release_op(lock_key, token)
         op.abandoned = True
-        await self._run(op, direct=self._pool is not None)
+        await self._run(op, direct=self._connections is not None)
 
     async def renew(self, lock_key: str, token: str, ttl_ms: int) -> bool:
         """Reset the lock's TTL to ``ttl_ms`` if it still holds ``token``."""
@@ -408,7 +324,7 @@ class Store:
         try:
             await self.client.ping()
         except Exception as exc:
-            raise translate(exc, self.client) from exc
+            raise wire.translate(exc, self.client) from exc
 
     async def drain(self) -> None:
         """Wait until every command handed to the door has its outcome.
@@ -520,7 +436,11 @@ class Store:
 
     def _put_back(self, ops: list[_Op]) -> None:
         for op in reversed(ops):
-            if op.state == _DOOR:
+            if op.state != _DOOR:
+                continue
+            if op.abandoned and not (op.must_land or op.maybe_landed):
+                self._close(op, None)  # its caller left before it was ever written
+            else:
                 op.state = _QUEUED
                 self._queue.appendleft(op)
         self._start_lane()
@@ -595,11 +515,11 @@ class Store:
         self._pool_full = False
         reload: list[_Op] = []
         for op, reply in zip(batch, replies, strict=True):
-            if _noscript(reply) and not op.load:
+            if wire.noscript(reply) and not op.load:
                 op.load = True  # again as EVAL, which also loads the script
                 reload.append(op)
             else:
-                self._close(op, translate(reply, self.client) if isinstance(reply, Exception) else reply)
+                self._close(op, wire.translate(reply, self.client) if isinstance(reply, Exception) else reply)
         if reload:
             self._requeue(reload)
 
@@ -617,12 +537,13 @@ class Store:
             if retry and op.attempts < self._attempts:
                 again.append(op)
             else:
-                self._close(op, translate(exc, self.client))
+                self._close(op, wire.translate(exc, self.client))
         if again:
             pause = random.uniform(0.5, 1.0) * DOOR_BACKOFF * 2 ** (again[0].attempts - 1)
             for op in again:
                 op.attempts += 1
-            logger.info("retrying %d command(s) in %.2fs: %s", len(again), pause, translate(exc, self.client))
+            why = wire.translate(exc, self.client)
+            logger.info("retrying %d command(s) in %.2fs: %s", len(again), pause, why)
             self._requeue(again, pause)
 
     def _wait_for_connection(self, batch: list[_Op], exc: rex.MaxConnectionsError) -> None:
@@ -641,7 +562,7 @@ class Store:
             if now < op.pool_deadline:
                 waiting.append(op)
             else:
-                self._close(op, translate(exc, self.client))
+                self._close(op, wire.translate(exc, self.client))
         if waiting:
             self._requeue(waiting, POOL_POLL)
 
@@ -653,8 +574,8 @@ class Store:
         None when the replies are left to a door task (nobody waits for them).
         """
         commands = [op.command(load=load) for op in batch]
-        if self._pool is not None:
-            return await self._execute_on_connection(self._pool, batch, commands)
+        if self._connections is not None:
+            return await self._execute_on_connection(self._connections, batch, commands)
         for op in batch:
             op.written = True  # redis-py sends it: from here on it may reach Redis
         try:
@@ -673,20 +594,21 @@ class Store:
             raise
 
     async def _execute_on_connection(
-        self, pool: ConnectionPool, batch: Sequence[_Op], commands: list[tuple[Any, ...]]
+        self, connections: wire.Connections, batch: Sequence[_Op], commands: list[tuple[Any, ...]]
     ) -> list[Any] | None:
-        if self._held:
+        kept = connections.kept()
+        if kept is not None:
             try:
-                return await self._exchange(pool, self._held.pop(), batch, commands)
+                return await self._exchange(connections, kept, batch, commands)
             except rex.ConnectionError:
                 # It went stale while kept (the server closed it): once more, on a pooled one.
                 for op in batch:
                     op.maybe_landed |= op.written
-        return await self._exchange(pool, await wire.take(pool), batch, commands)
+        return await self._exchange(connections, await connections.take(), batch, commands)
 
     async def _exchange(
         self,
-        pool: ConnectionPool,
+        connections: wire.Connections,
         connection: AbstractConnection,
         batch: Sequence[_Op],
         commands: list[tuple[Any, ...]],
@@ -697,7 +619,7 @@ class Store:
         cancelled, or nobody waits for these replies), a door task reads them
         on the same connection instead, and acts on them.
         """
-        handed_over = keep = False
+        handed_over = reusable = False
         try:
             for op in batch:
                 op.written = True
@@ -706,48 +628,49 @@ class Store:
             caller = asyncio.current_task() not in self._senders
             if caller and all(op.abandoned for op in batch):
                 handed_over = True
-                self._read_later(pool, connection, batch, replies)
+                self._read_later(connections, connection, batch, replies)
                 return None
             try:
                 await wire.read(connection, len(commands), replies)
             except asyncio.CancelledError:
                 if caller:
                     handed_over = True
-                    self._read_later(pool, connection, batch, replies)
+                    self._read_later(connections, connection, batch, replies)
                 raise
-            keep = self._hold and len(self._held) < self._lanes
+            reusable = True
             return replies
-        except BaseException:
-            if not handed_over:
-                # A reply may be left unread: the connection can't serve anyone as it is.
-                await connection.disconnect(nowait=True)
-            raise
         finally:
             if not handed_over:
-                await self._done_with(pool, connection, keep=keep)
+                # Unless every reply was read, the connection can't serve anyone as it is.
+                await connections.put(connection, reusable=reusable)
 
     def _read_later(
-        self, pool: ConnectionPool, connection: AbstractConnection, batch: Sequence[_Op], replies: list[Any]
+        self,
+        connections: wire.Connections,
+        connection: AbstractConnection,
+        batch: Sequence[_Op],
+        replies: list[Any],
     ) -> None:
         """Hand a connection whose replies are still to come to a door task, which reads them."""
         for op in batch:
             op.state = _DOOR
         self._busy += 1  # it holds a connection, as a lane does
-        self._spawn(self._read_rest(pool, connection, list(batch), replies))
+        self._spawn(self._read_rest(connections, connection, list(batch), replies))
 
     async def _read_rest(
-        self, pool: ConnectionPool, connection: AbstractConnection, batch: list[_Op], replies: list[Any]
+        self,
+        connections: wire.Connections,
+        connection: AbstractConnection,
+        batch: list[_Op],
+        replies: list[Any],
     ) -> None:
         try:
-            keep = False
+            reusable = False
             try:
                 await wire.read(connection, len(batch), replies)
-                keep = self._hold and len(self._held) < self._lanes
-            except BaseException:
-                await connection.disconnect(nowait=True)
-                raise
+                reusable = True
             finally:
-                await self._done_with(pool, connection, keep=keep)
+                await connections.put(connection, reusable=reusable)
         except Exception as exc:
             self._failed(batch, exc)
         except BaseException as exc:  # the event loop is shutting down
@@ -759,36 +682,6 @@ class Store:
         finally:
             self._busy -= 1
             self._start_lane()
-
-    # -- kept connections ------------------------------------------------------------
-
-    async def _done_with(self, pool: ConnectionPool, connection: AbstractConnection, *, keep: bool) -> None:
-        if keep:
-            self._keep(connection)
-        else:
-            await pool.release(connection)
-
-    def _keep(self, connection: AbstractConnection) -> None:
-        self._held.append(connection)
-        self._last_use = self.loop.time()
-        if self._idle_timer is None:
-            self._idle_timer = self.loop.call_later(HOLD_IDLE, self._hand_back_idle)
-
-    def _hand_back_idle(self) -> None:
-        self._idle_timer = None
-        if not self._held:
-            return
-        unused_for = self.loop.time() - self._last_use
-        if unused_for < HOLD_IDLE:
-            self._idle_timer = self.loop.call_later(HOLD_IDLE - unused_for, self._hand_back_idle)
-            return
-        held, self._held = self._held, []
-        self._spawn(self._release(held))
-
-    async def _release(self, connections: list[AbstractConnection]) -> None:
-        assert self._pool is not None
-        for connection in connections:
-            await self._pool.release(connection)
 
 
 def _may_hold(op: _Op) -> bool:
@@ -807,12 +700,6 @@ def _log_failed_release(lock_key: str, op: _Op) -> None:
     if isinstance(op.reply, BaseException):
         why = op.reply if isinstance(op.reply, Exception) else "the event loop stopped"
         logger.warning("could not release %s (%s); it expires within its TTL", lock_key, why)
-
-
-def _noscript(reply: Any) -> bool:
-    return isinstance(reply, rex.NoScriptError) or (
-        isinstance(reply, rex.ResponseError) and str(reply).startswith("NOSCRIPT")
-    )
 
 
 _stores: weakref.WeakKeyDictionary[Any, Store] = weakref.WeakKeyDictionary()

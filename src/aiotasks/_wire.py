@@ -1,10 +1,11 @@
-"""The Redis door's wire I/O: requests written and replies read on a redis-py connection.
+"""The Redis door's side of redis-py: wire I/O, the door's connections, redis-py's errors.
 
 For a plain ``redis.asyncio.Redis`` the door (``_store``) takes a connection
 from the client's pool and writes and reads its commands itself: the same
 bytes as ``execute_command`` or a pipeline, without redis-py's per-call
 wrapping (its retry loop, which the door replaces, its observability hooks and
 a timer per reply), which costs redis-py 8 about as much as the round trip.
+:class:`Connections` keeps a few of those connections between batches.
 
 That relies on redis-py internals. Each reliance is one small function here,
 with a fallback to the public path where one exists:
@@ -16,21 +17,48 @@ with a fallback to the public path where one exists:
   cut short (hiredis and the pure-Python parser both do): a reader that stops
   waiting leaves the rest of the reply for whoever reads next;
 * :func:`take` is ``pool.get_connection()``, whose signature changed across
-  redis-py versions.
+  redis-py versions; :class:`Connections` checks connections out of the pool
+  and back with the pool's public ``get_connection``/``release``.
+
+:func:`translate` turns redis-py's errors into aiotasks' at this boundary,
+never with a password in the message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
-from typing import Any
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 from redis import exceptions as rex
 from redis.asyncio import ConnectionPool
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
-__all__ = ["pack", "read", "take", "write"]
+from ._errors import RedisAuthError, RedisUnavailable
+
+__all__ = [
+    "HOLD_IDLE",
+    "HOLD_MIN_POOL",
+    "Connections",
+    "describe",
+    "noscript",
+    "pack",
+    "read",
+    "retries_by_itself",
+    "take",
+    "translate",
+    "write",
+]
+
+#: Smallest pool from which the door keeps connections between batches.
+HOLD_MIN_POOL: Final = 16
+#: Seconds a kept connection may sit unused before it goes back to the pool.
+HOLD_IDLE: Final = 1.0
+
+_AUTH_REPLY: Final = re.compile(r"^(NOAUTH|WRONGPASS|NOPERM)\b")
 
 
 def pack(commands: Sequence[tuple[Any, ...]]) -> bytes:
@@ -109,3 +137,148 @@ async def read(connection: AbstractConnection, count: int, replies: list[Any]) -
             if timer.expired():
                 raise rex.TimeoutError("Timeout reading from the socket") from None
             raise
+
+
+# -- the door's connections ------------------------------------------------------------
+
+
+class Connections:
+    """The door's connections from one client's pool: taken, kept between batches, given back.
+
+    Between batches up to ``lanes`` connections stay checked out, and go back
+    to the pool after ``HOLD_IDLE`` seconds without use: taking and returning
+    a pooled connection costs redis-py 8 about as much as the round trip. None
+    are kept when the pool is smaller than ``HOLD_MIN_POOL``, so task bodies
+    sharing a small pool never wait on the door's idle ones.
+
+    :param spawn: runs a coroutine as one of the door's tasks (the hand-back).
+    """
+
+    def __init__(self, pool: ConnectionPool, lanes: int, *, spawn: Callable[[Any], None]) -> None:
+        self.pool = pool
+        self._keep_up_to = lanes if pool.max_connections >= HOLD_MIN_POOL else 0
+        self._spawn = spawn
+        self._loop = asyncio.get_running_loop()
+        #: Connections kept out of the pool, idle.
+        self.held: list[AbstractConnection] = []
+        self._last_use = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def kept(self) -> AbstractConnection | None:
+        """A kept connection, if any (it skipped the pool's stale-connection check)."""
+        return self.held.pop() if self.held else None
+
+    async def take(self) -> AbstractConnection:
+        """A connection from the pool (see :func:`take`)."""
+        return await take(self.pool)
+
+    async def put(self, connection: AbstractConnection, *, reusable: bool) -> None:
+        """Done with ``connection``: kept if ``reusable`` and there is room, else back to the pool.
+
+        One that is not reusable (a reply may be left unread) is disconnected first.
+        """
+        if reusable and len(self.held) < self._keep_up_to:
+            self.held.append(connection)
+            self._last_use = self._loop.time()
+            if self._idle_timer is None:
+                self._idle_timer = self._loop.call_later(HOLD_IDLE, self._hand_back_idle)
+            return
+        if not reusable:
+            await connection.disconnect(nowait=True)
+        await self.pool.release(connection)
+
+    def _hand_back_idle(self) -> None:
+        self._idle_timer = None
+        if not self.held:
+            return
+        unused_for = self._loop.time() - self._last_use
+        if unused_for < HOLD_IDLE:
+            self._idle_timer = self._loop.call_later(HOLD_IDLE - unused_for, self._hand_back_idle)
+            return
+        held, self.held = self.held, []
+        self._spawn(self._release(held))
+
+    async def _release(self, connections: list[AbstractConnection]) -> None:
+        for connection in connections:
+            await self.pool.release(connection)
+
+
+# -- naming the server, and redis-py's errors ----------------------------------------------
+
+
+def describe(client: Any) -> str:
+    """Name the server a client talks to, without credentials."""
+    if isinstance(client, RedisCluster):
+        node = client.get_default_node()
+        return f"redis-cluster://{node.host}:{node.port}" if node else "redis-cluster"
+    pool = getattr(client, "connection_pool", None)
+    kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", {}) or {}
+    if "server" in kwargs or type(client).__module__.startswith("fakeredis"):
+        return "in-process store"
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    scheme = "rediss" if "ssl_context" in kwargs or "ssl_cert_reqs" in kwargs else "redis"
+    host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
+    return f"{scheme}://{host}:{port}/{db}"
+
+
+def _secrets_of(client: Any) -> list[str]:
+    pool = getattr(client, "connection_pool", None)
+    kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", {}) or {}
+    found = [kwargs.get("password")]
+    if isinstance(client, RedisCluster):
+        node = client.get_default_node()
+        if node is not None:
+            found.append(node.connection_kwargs.get("password"))
+    return [s for s in found if isinstance(s, str) and s]
+
+
+def translate(exc: BaseException, client: Any) -> BaseException:
+    """Map a redis-py error to aiotasks' error, or return it unchanged.
+
+    The message never contains the client's password, even if redis-py put it there.
+    """
+    if isinstance(exc, RedisUnavailable):
+        return exc
+    translated = _translate(exc, client)
+    if translated is not exc:
+        translated.__cause__ = exc
+    return translated
+
+
+def _translate(exc: BaseException, client: Any) -> BaseException:
+    message = str(exc) or type(exc).__name__
+    for secret in _secrets_of(client):
+        message = message.replace(secret, "***")
+    server = describe(client)
+    if isinstance(exc, rex.AuthenticationError | rex.NoPermissionError) or (
+        isinstance(exc, rex.ResponseError) and _AUTH_REPLY.match(message)
+    ):
+        return RedisAuthError(f"Redis at {server} refused our credentials: {message}", server)
+    if isinstance(exc, rex.MaxConnectionsError):
+        return RedisUnavailable(
+            f"no connection to {server} came free while the door waited: the client's connection pool "
+            "is at its max_connections (a local limit of the client, not an error of Redis)",
+            server,
+        )
+    if isinstance(exc, rex.ReadOnlyError):
+        return RedisUnavailable(f"Redis at {server} is a read-only replica: {message}", server)
+    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, rex.ClusterError)):
+        return RedisUnavailable(f"Redis at {server} is unavailable: {message}", server)
+    if isinstance(exc, rex.RedisClusterException | OSError):
+        return RedisUnavailable(f"Redis at {server} is unavailable: {message}", server)
+    return exc
+
+
+def retries_by_itself(client: Any) -> bool:
+    if isinstance(client, RedisCluster):
+        return True
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
+    retry = kwargs.get("retry")
+    return retry is not None and retry.get_retries() > 0
+
+
+def noscript(reply: Any) -> bool:
+    return isinstance(reply, rex.NoScriptError) or (
+        isinstance(reply, rex.ResponseError) and str(reply).startswith("NOSCRIPT")
+    )
