@@ -34,7 +34,7 @@ from aiotasks import (
 from aiotasks import _store as door
 from aiotasks._keys import TaskKeys
 from aiotasks._store import Acquired, store_for
-from aiotasks._wire import take
+from aiotasks._wire import pool_limit, take
 from tests.proxy import Proxy
 from tests.servers import LocalCluster, RedisServer, free_port
 from tests.support import eventually, load_scripts
@@ -457,6 +457,14 @@ async def test_pool_limit_is_reported_as_a_local_limit(
     assert "max_connections" in message
     assert "local limit" in message
     assert "is unavailable" not in message
+
+
+def test_pool_limit_is_recognised_in_both_of_redis_pys_forms() -> None:
+    """Older redis-py's asyncio pool says "Too many connections" with a plain ConnectionError;
+    newer ones raise MaxConnectionsError. Both are a pool limit; a refused connect is not."""
+    assert pool_limit(redis.exceptions.MaxConnectionsError())
+    assert pool_limit(redis.ConnectionError("Too many connections"))
+    assert not pool_limit(redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused."))
 
 
 @pytest.fixture(scope="module")

@@ -528,7 +528,7 @@ class Store:
         for op in batch:
             op.maybe_landed |= op.written
             written = written or op.written
-        if isinstance(exc, rex.MaxConnectionsError):
+        if wire.pool_limit(exc):
             self._wait_for_connection(batch, exc)
             return
         retry = written and isinstance(exc, rex.ConnectionError)
@@ -546,7 +546,7 @@ class Store:
             logger.info("retrying %d command(s) in %.2fs: %s", len(again), pause, why)
             self._requeue(again, pause)
 
-    def _wait_for_connection(self, batch: list[_Op], exc: rex.MaxConnectionsError) -> None:
+    def _wait_for_connection(self, batch: list[_Op], exc: Exception) -> None:
         """The client's pool is full: a local limit, so wait for a connection to come free."""
         if not self._pool_full:
             self._pool_full = True
@@ -588,8 +588,8 @@ class Store:
             for command in commands:
                 pipe.execute_command(*command)
             return list(await pipe.execute(raise_on_error=False))
-        except rex.MaxConnectionsError:
-            if len(batch) == 1:
+        except rex.ConnectionError as exc:
+            if len(batch) == 1 and wire.pool_limit(exc):
                 batch[0].written = False  # the pool refused before anything was sent
             raise
 

@@ -46,6 +46,7 @@ __all__ = [
     "describe",
     "noscript",
     "pack",
+    "pool_limit",
     "read",
     "retries_by_itself",
     "take",
@@ -255,7 +256,7 @@ def _translate(exc: BaseException, client: Any) -> BaseException:
         isinstance(exc, rex.ResponseError) and _AUTH_REPLY.match(message)
     ):
         return RedisAuthError(f"Redis at {server} refused our credentials: {message}", server)
-    if isinstance(exc, rex.MaxConnectionsError):
+    if pool_limit(exc):
         return RedisUnavailable(
             f"no connection to {server} came free while the door waited: the client's connection pool "
             "is at its max_connections (a local limit of the client, not an error of Redis)",
@@ -276,6 +277,17 @@ def retries_by_itself(client: Any) -> bool:
     kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
     retry = kwargs.get("retry")
     return retry is not None and retry.get_retries() > 0
+
+
+def pool_limit(exc: BaseException) -> bool:
+    """Whether ``exc`` is a pool at its ``max_connections``: a local limit, nothing was sent.
+
+    Recent redis-py raises ``MaxConnectionsError`` for it (redis-py #3859, after 7.1);
+    before, its asyncio pool raised a plain ``ConnectionError("Too many connections")``.
+    """
+    return isinstance(exc, rex.MaxConnectionsError) or (
+        type(exc) is rex.ConnectionError and str(exc) == "Too many connections"
+    )
 
 
 def noscript(reply: Any) -> bool:
