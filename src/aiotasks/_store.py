@@ -242,8 +242,7 @@ class Store:
         #: The door's own tasks: lanes, and readers of replies whose callers stopped waiting.
         self._senders: set[asyncio.Task[None]] = set()
         self._in_flight = 0
-        self._quiet = asyncio.Event()
-        self._quiet.set()
+        self._drained: asyncio.Future[None] | None = None  # what drain() waits on
         self._pool_full = False
 
     # -- the library's operations ------------------------------------------------
@@ -333,7 +332,9 @@ class Store:
         back for them: call it before the event loop ends for a clean shutdown.
         """
         while self._in_flight:
-            await self._quiet.wait()
+            if self._drained is None:
+                self._drained = self.loop.create_future()
+            await asyncio.shield(self._drained)
 
     # -- what the door does with outcomes nobody waits for -------------------------
 
@@ -399,7 +400,6 @@ class Store:
 
     def _open(self, op: _Op) -> None:
         self._in_flight += 1
-        self._quiet.clear()
 
     def _close(self, op: _Op, outcome: Any) -> None:
         """``op``'s outcome is known (or it was dropped unsent): deliver it, once."""
@@ -417,8 +417,9 @@ class Store:
         if op.abandoned:
             _settle(op)
         self._in_flight -= 1
-        if not self._in_flight:
-            self._quiet.set()
+        if not self._in_flight and self._drained is not None:
+            self._drained.set_result(None)
+            self._drained = None
 
     def _enqueue(self, op: _Op) -> None:
         op.state = _QUEUED
@@ -476,10 +477,12 @@ class Store:
 
     async def _send(self, batch: list[_Op]) -> None:
         """One exchange for ``batch``; each op ends with its outcome, or back with the door."""
+        load = False
         for op in batch:
             op.state, op.written = _SENDING, False
+            load = load or op.load
         try:
-            replies = await self._execute(batch, load=any(op.load for op in batch))
+            replies = await self._execute(batch, load=load)
         except asyncio.CancelledError as exc:
             self._interrupted(batch, exc)
             raise
@@ -493,8 +496,12 @@ class Store:
         if replies is not None:  # None: a door task reads them (see _exchange)
             self._replied(batch, replies)
 
+    def _in_callers_task(self) -> bool:
+        """Whether this runs in a caller's task (the lone-command path), not one of the door's."""
+        return asyncio.current_task() not in self._senders
+
     def _interrupted(self, batch: list[_Op], cancelled: asyncio.CancelledError) -> None:
-        if asyncio.current_task() in self._senders:
+        if not self._in_callers_task():
             # One of the door's own tasks was cancelled: the event loop is shutting down.
             for op in batch:
                 if op.state == _SENDING:
@@ -515,11 +522,13 @@ class Store:
         self._pool_full = False
         reload: list[_Op] = []
         for op, reply in zip(batch, replies, strict=True):
-            if wire.noscript(reply) and not op.load:
+            if not isinstance(reply, Exception):
+                self._close(op, reply)
+            elif wire.noscript(reply) and not op.load:
                 op.load = True  # again as EVAL, which also loads the script
                 reload.append(op)
             else:
-                self._close(op, wire.translate(reply, self.client) if isinstance(reply, Exception) else reply)
+                self._close(op, wire.translate(reply, self.client))
         if reload:
             self._requeue(reload)
 
@@ -625,23 +634,22 @@ class Store:
                 op.written = True
             await wire.write(connection, [wire.pack(commands)])
             replies: list[Any] = []
-            caller = asyncio.current_task() not in self._senders
-            if caller and all(op.abandoned for op in batch):
+            if batch[0].abandoned and self._in_callers_task():  # a caller's batch is its one command
                 handed_over = True
                 self._read_later(connections, connection, batch, replies)
                 return None
             try:
                 await wire.read(connection, len(commands), replies)
             except asyncio.CancelledError:
-                if caller:
+                if self._in_callers_task():
                     handed_over = True
                     self._read_later(connections, connection, batch, replies)
                 raise
             reusable = True
             return replies
         finally:
-            if not handed_over:
-                # Unless every reply was read, the connection can't serve anyone as it is.
+            # Unless every reply was read, the connection can't serve anyone as it is.
+            if not handed_over and not (reusable and connections.keep(connection)):
                 await connections.put(connection, reusable=reusable)
 
     def _read_later(

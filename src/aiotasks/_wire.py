@@ -173,16 +173,22 @@ class Connections:
         """A connection from the pool (see :func:`take`)."""
         return await take(self.pool)
 
+    def keep(self, connection: AbstractConnection) -> bool:
+        """Keep a connection whose replies were all read, if there is room; False if not kept."""
+        if len(self.held) >= self._keep_up_to:
+            return False
+        self.held.append(connection)
+        self._last_use = self._loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self._loop.call_later(HOLD_IDLE, self._hand_back_idle)
+        return True
+
     async def put(self, connection: AbstractConnection, *, reusable: bool) -> None:
         """Done with ``connection``: kept if ``reusable`` and there is room, else back to the pool.
 
         One that is not reusable (a reply may be left unread) is disconnected first.
         """
-        if reusable and len(self.held) < self._keep_up_to:
-            self.held.append(connection)
-            self._last_use = self._loop.time()
-            if self._idle_timer is None:
-                self._idle_timer = self._loop.call_later(HOLD_IDLE, self._hand_back_idle)
+        if reusable and self.keep(connection):
             return
         if not reusable:
             await connection.disconnect(nowait=True)
