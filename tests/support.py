@@ -12,7 +12,7 @@ from redis.asyncio import Connection, ConnectionPool, Redis
 from aiotasks._scripts import ACQUIRE, FINISH, RELEASE, RENEW, STATUS
 from aiotasks._store import Store
 
-Execute = Callable[..., Awaitable[list[Any]]]
+Execute = Callable[..., Awaitable[list[Any] | None]]
 
 
 @dataclass
@@ -114,7 +114,7 @@ class Gate:
         self.opened.set()
 
     def wrap(self, original: Execute) -> Execute:
-        async def gated(store: Store, batch: Sequence[Any], *, load: bool) -> list[Any]:
+        async def gated(store: Store, batch: Sequence[Any], *, load: bool) -> list[Any] | None:
             names = [op.script.name if op.script else str(op.args[0]) for op in batch]
             self.log.append(names)
             if not load:

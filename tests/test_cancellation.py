@@ -1,7 +1,10 @@
 """Cancellation at any point leaves no lock behind, and a marker only if the finish ran.
 
 Each test holds the Redis door at an exact moment with :class:`tests.support.Gate`
-(no sleeps), cancels, then checks Redis.
+(or the wire's events; no sleeps), cancels, then waits for the door to finish
+what the cancelled caller started (``Store.drain``) and checks Redis. Stalls
+seen from the network (a request or reply held in flight) are in
+``test_door_regressions.py``, with a proxy.
 """
 
 from __future__ import annotations
@@ -31,15 +34,16 @@ async def scripts_loaded(redis_client: Redis) -> None:
     await load_scripts(redis_client)
 
 
-async def cancel_at(gate: Gate, work: Awaitable[object]) -> None:
-    """Start ``work``, wait until the gate holds it, cancel it, let the gate go, expect CancelledError."""
+async def cancel_at(gate: Gate, work: Awaitable[object], client: Redis) -> None:
+    """Start ``work``; once the gate holds it, cancel it: it must end at once, with the gate still
+    closed. Then open the gate and wait until the door has finished what ``work`` started."""
     runner = asyncio.ensure_future(work)
     await asyncio.wait_for(gate.reached.wait(), timeout=10)
     runner.cancel()
-    await asyncio.sleep(0)
-    gate.open()
     with pytest.raises(asyncio.CancelledError):
-        await runner
+        await asyncio.wait_for(runner, timeout=10)
+    gate.open()
+    await asyncio.wait_for(store_for(client).drain(), timeout=10)
 
 
 async def test_cancelled_while_acquire_is_queued_is_never_sent(redis_client: Redis, gate: Gate) -> None:
@@ -54,8 +58,11 @@ async def test_cancelled_while_acquire_is_queued_is_never_sent(redis_client: Red
 
         await eventually(sent, f"lane {lane} holds a batch")
     queued = asyncio.ensure_future(task_boilerplate("queued", DATE, redis=redis_client))
-    for _ in range(5):
-        await asyncio.sleep(0)
+
+    async def in_the_queue() -> bool:
+        return bool(store_for(redis_client)._queue)
+
+    await eventually(in_the_queue, "the third acquire waits for a lane")
     queued.cancel()
     with pytest.raises(asyncio.CancelledError):
         await queued
@@ -70,15 +77,19 @@ async def test_cancelled_while_acquire_is_queued_is_never_sent(redis_client: Red
 async def test_cancelled_after_acquire_was_sent_gives_the_lock_back(redis_client: Redis, gate: Gate) -> None:
     """Cancelled while the acquire is in flight: its reply is awaited and the lock it took is released."""
     gate.after = {"acquire"}  # the script has run on Redis: the lock is taken, the reply held
-    await cancel_at(gate, task_boilerplate("t", DATE, redis=redis_client))
+    await cancel_at(gate, task_boilerplate("t", DATE, redis=redis_client), redis_client)
     assert await redis_client.keys("*") == []
     assert any("release" in batch for batch in gate.log)
 
 
-async def test_cancelled_before_acquire_reaches_redis_leaves_nothing(redis_client: Redis, gate: Gate) -> None:
-    """Cancelled while the acquire is on its way (not yet run): whatever lands is given back."""
+async def test_cancelled_before_acquire_is_written_sends_and_gives_back_nothing(
+    redis_client: Redis, gate: Gate
+) -> None:
+    """Cancelled before the acquire was written: a known outcome, so nothing is sent, not even a
+    give-back. (Cancelled once written but before Redis ran it: see test_door_regressions.)"""
     gate.before = {"acquire"}
-    await cancel_at(gate, task_boilerplate("t", DATE, redis=redis_client))
+    await cancel_at(gate, task_boilerplate("t", DATE, redis=redis_client), redis_client)
+    assert gate.log == [["acquire"]]  # the held batch, never written; no release after it
     assert await redis_client.keys("*") == []
 
 
@@ -88,9 +99,9 @@ async def test_cancelled_with_the_reply_outstanding_reads_it_on_the_same_connect
     wire: Wire, redis_url: str, redis_client: Redis, canceller: str, parser: str
 ) -> None:
     """A lone acquire goes out from the caller's own task. Cancelled while its reply is on its way,
-    it still reads that reply on the same connection (no reconnect), learns it took the lock, and
-    gives the lock back before the cancellation goes through. With hiredis (the default) and with
-    redis-py's pure-Python parser, whose reads must both resume after a cancellation."""
+    the caller returns at once; the door reads that reply on the same connection (no reconnect),
+    learns the lock was taken, and gives it back. With hiredis (the default) and with redis-py's
+    pure-Python parser, whose reads must both resume where the cancelled one stopped."""
     client = wire.client(redis_url, **({"parser_class": _AsyncRESP3Parser} if parser == "python" else {}))
     await client.ping()
     keys = TaskKeys("lock:t:20261125", "success:t:20261125")
@@ -109,50 +120,69 @@ async def test_cancelled_with_the_reply_outstanding_reads_it_on_the_same_connect
         await asyncio.wait_for(wire.wrote.wait(), timeout=10)
         if canceller == "native":
             runner.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(runner, timeout=10)  # back while the server still holds it
         else:
             scope.cancel()
-        await asyncio.sleep(0)
+            await asyncio.wait_for(runner, timeout=10)
+            assert scope.cancelled_caught
+        assert wire.commands == 1  # nothing given back yet: the reply has not come
     finally:
         await redis_client.client_unpause()
-    if canceller == "native":
-        with pytest.raises(asyncio.CancelledError):
-            await runner
-    else:
-        await runner
-        assert scope.cancelled_caught
+    await asyncio.wait_for(store_for(client).drain(), timeout=10)
     assert await redis_client.exists(keys.lock) == 0
     assert wire.commands == 2  # the acquire, then the give-back release
     assert wire.connects == 1  # the one the ping opened: never dropped and reopened
 
 
 Work = Callable[[], Coroutine[Any, Any, object]]
-CancelStyle = Callable[[Work], Awaitable[None]]
+CancelStyle = Callable[[Work, asyncio.Event], Awaitable[None]]
 
 
-async def native_cancel(work: Work) -> None:
+def when(moment: asyncio.Event, cancel: Callable[[], object]) -> asyncio.Task[None]:
+    """A task that calls ``cancel`` once ``moment`` is set."""
+
+    async def wait_then_cancel() -> None:
+        await moment.wait()
+        cancel()
+
+    return asyncio.ensure_future(wait_then_cancel())
+
+
+async def native_cancel(work: Work, started: asyncio.Event) -> None:
     runner = asyncio.ensure_future(work())
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(started.wait(), timeout=10)
     runner.cancel()
     with pytest.raises(asyncio.CancelledError):
         await runner
 
 
-async def asyncio_timeout(work: Work) -> None:
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.05):
+async def asyncio_timeout(work: Work, started: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    triggers = []
+
+    async def expiring() -> None:
+        async with asyncio.timeout(None) as timer:
+            triggers.append(when(started, lambda: timer.reschedule(loop.time())))
             await work()
 
+    with pytest.raises(TimeoutError):
+        await expiring()
+    await triggers[0]
 
-async def anyio_scope(work: Work) -> None:
-    with anyio.move_on_after(0.05) as scope:
+
+async def anyio_scope(work: Work, started: asyncio.Event) -> None:
+    with anyio.move_on_after(3600) as scope:
+        trigger = when(started, lambda: setattr(scope, "deadline", anyio.current_time()))
         await work()
+    await trigger
     assert scope.cancelled_caught
 
 
-async def anyio_task_group(work: Work) -> None:
+async def anyio_task_group(work: Work, started: asyncio.Event) -> None:
     async with anyio.create_task_group() as group:
         group.start_soon(work)
-        await anyio.sleep(0.05)
+        await started.wait()
         group.cancel_scope.cancel()
 
 
@@ -168,8 +198,8 @@ async def test_cancelled_during_the_body_releases_and_writes_no_marker(
         body_started.set()
         await asyncio.Event().wait()
 
-    await cancel(lambda: slow(DATE, redis=redis_client))
-    assert body_started.is_set()
+    await cancel(lambda: slow(DATE, redis=redis_client), body_started)
+    await store_for(redis_client).drain()
     assert await redis_client.keys("*") == []
 
 
@@ -181,7 +211,7 @@ async def test_cancelled_while_finish_runs_records_the_success(redis_client: Red
         return None
 
     gate.after = {"finish"}
-    await cancel_at(gate, done(DATE, redis=redis_client))
+    await cancel_at(gate, done(DATE, redis=redis_client), redis_client)
     assert await redis_client.keys("*") == [f"success:done:{DATE}".encode()]
 
 
@@ -195,7 +225,7 @@ async def test_cancelled_before_finish_reaches_redis_writes_no_marker(
         return None
 
     gate.before = {"finish"}
-    await cancel_at(gate, done(DATE, redis=redis_client))
+    await cancel_at(gate, done(DATE, redis=redis_client), redis_client)
     assert await redis_client.keys("*") == []
 
 
@@ -207,7 +237,7 @@ async def test_cancelled_mid_release_still_releases(redis_client: Redis, gate: G
         raise ValueError("boom")
 
     gate.before = {"release"}
-    await cancel_at(gate, failing(DATE, redis=redis_client))
+    await cancel_at(gate, failing(DATE, redis=redis_client), redis_client)
     assert await redis_client.keys("*") == []
 
 
@@ -251,4 +281,5 @@ async def test_cancelled_thread_body_is_waited_for_then_released(redis_client: R
     with pytest.raises(asyncio.CancelledError):
         await runner
     assert finished.is_set()  # the lock was not released while the thread still ran
+    await store_for(redis_client).drain()
     assert await redis_client.keys("*") == []

@@ -12,9 +12,10 @@ from redis import exceptions as rex
 from redis.asyncio import Connection, Redis
 
 import aiotasks
-from aiotasks import Run, _store
+from aiotasks import Run, _store, _wire
 from aiotasks._keys import TaskKeys
-from aiotasks._store import DEFAULT_LANES, Acquired, _pack, store_for
+from aiotasks._store import DEFAULT_LANES, Acquired, store_for
+from aiotasks._wire import pack
 from tests.chains.cli_chains import seed
 from tests.support import Gate, Wire, eventually, load_scripts
 
@@ -145,7 +146,7 @@ async def test_the_door_keeps_a_connection_and_hands_it_back_when_idle(
     wire: Wire, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Between runs the door keeps its connection out of the pool; unused for HOLD_IDLE, it goes back."""
-    monkeypatch.setattr(_store, "HOLD_IDLE", 0.05)
+    monkeypatch.setattr(_wire, "HOLD_IDLE", 0.05)
     client = wire.client(redis_url)
     pool = client.connection_pool
     for date in ("20261123", "20261124", "20261125"):
@@ -163,7 +164,7 @@ async def test_the_door_keeps_a_connection_and_hands_it_back_when_idle(
 
 async def test_the_door_keeps_nothing_from_a_small_pool(wire: Wire, redis_url: str) -> None:
     """From a pool smaller than HOLD_MIN_POOL, every connection goes straight back after each batch."""
-    client = wire.client(redis_url, max_connections=_store.HOLD_MIN_POOL - 1)
+    client = wire.client(redis_url, max_connections=_wire.HOLD_MIN_POOL - 1)
     assert (await noop(DATE, redis=client))["status"] == "success"
     assert not client.connection_pool._in_use_connections
 
@@ -176,7 +177,9 @@ async def test_a_kept_connection_the_server_closed_is_replaced_at_once(
     monkeypatch.setattr(_store, "DOOR_ATTEMPTS", 1)
     client = wire.client(redis_url)
     assert (await noop("20261124", redis=client))["status"] == "success"
-    kept = store_for(client)._held[0]._writer
+    connections = store_for(client)._connections
+    assert connections is not None
+    kept = connections.held[0]._writer
     assert kept is not None
     host, port = kept.get_extra_info("sockname")[:2]
     assert await redis_client.client_kill(f"{host}:{port}")
@@ -194,4 +197,4 @@ _commands = st.tuples(
 @given(commands=st.lists(_commands, min_size=1, max_size=5))
 def test_the_door_packs_requests_as_redis_py_does(commands: list[tuple[Any, ...]]) -> None:
     """The door's own RESP packer writes the very bytes redis-py's ``pack_commands`` would."""
-    assert _pack(commands) == b"".join(Connection().pack_commands(commands))
+    assert pack(commands) == b"".join(Connection().pack_commands(commands))

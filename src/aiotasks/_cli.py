@@ -49,7 +49,7 @@ from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisAuthError, 
 from ._keys import TaskKeys, date_range, parse_date, parse_run_key, task_keys
 from ._schedule import Schedule
 from ._scheduler import Scheduler
-from ._store import AnyRedis, LockState, describe, store_for
+from ._store import AnyRedis, LockState, store_for
 from ._task import Task
 from ._views import (
     EXIT_FAILED,
@@ -71,6 +71,7 @@ from ._views import (
     task_lines,
     to_json,
 )
+from ._wire import describe
 
 __all__ = ["main"]
 
@@ -464,6 +465,7 @@ async def _run_chain(
                 follower.cancel()
             if followers and live is not None:
                 live.clear()
+            runs.sort(key=lambda entry: str(entry["date"]))  # a window finishes dates out of order
     except asyncio.CancelledError:
         code = signals.exit_code
         if args.json and code is not None:
@@ -471,6 +473,7 @@ async def _run_chain(
                 results = interrupted_results(run)
                 summary = summarize(results, time.monotonic() - started[run.date])
                 runs.append({"date": run.date, "tasks": results, "summary": summary})
+            runs.sort(key=lambda entry: str(entry["date"]))
             _print_document(runs, settings, code)
         raise
     finally:

@@ -10,16 +10,29 @@ Every exception the library raises on purpose derives from one root::
     │   ├── InvalidChain
     │   └── InvalidConfig
     └── RedisUnavailable          Redis could not be reached, timed out, or refused us
+        │   (also a redis.exceptions.ConnectionError)
         └── RedisAuthError        wrong password or ACL user
+            (also a redis.exceptions.AuthenticationError)
 
 Errors from redis-py are translated at the Redis door (``_store``) with
 ``raise ... from exc``. The translated message never contains a password: it
 names the server by its redacted URL or ``host:port``.
+
+The Redis errors are also redis-py's own, so code written for redis-py (the
+seed's template catches ``redis.RedisError``) catches them unchanged::
+
+    redis.exceptions.RedisError
+    └── ConnectionError
+        ├── RedisUnavailable
+        └── AuthenticationError
+            └── RedisAuthError
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from redis import exceptions as rex
 
 __all__ = [
     "AioTasksError",
@@ -84,8 +97,10 @@ class InvalidConfig(InvalidInput):
     """A setting that can't be used: a malformed Redis URL, a bad namespace or timeout."""
 
 
-class RedisUnavailable(AioTasksError):
+class RedisUnavailable(AioTasksError, rex.ConnectionError):
     """Redis could not be reached, did not answer in time, or refused the command.
+
+    Also a ``redis.exceptions.ConnectionError`` (so a ``redis.RedisError``).
 
     :param server: where we tried, password redacted (``redis://:***@host:6379/6``).
     """
@@ -94,6 +109,12 @@ class RedisUnavailable(AioTasksError):
         super().__init__(message)
         self.server = server
 
+    # redis-py's errors print as "network:Name"; ours keep the usual form.
+    __repr__ = BaseException.__repr__
 
-class RedisAuthError(RedisUnavailable):
-    """Redis refused our credentials (wrong password, unknown user, missing ACL permission)."""
+
+class RedisAuthError(RedisUnavailable, rex.AuthenticationError):
+    """Redis refused our credentials (wrong password, unknown user, missing ACL permission).
+
+    Also a ``redis.exceptions.AuthenticationError``.
+    """

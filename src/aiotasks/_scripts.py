@@ -13,8 +13,9 @@ door (``_store``) therefore sends ``EVALSHA`` itself and falls back per command.
 
 Every script is safe to retry after a lost reply (the door retries
 connection errors): acquiring again with the same token reports the lock as
-acquired, renewing or releasing again is harmless, and finishing again reports
-the marker that the first attempt wrote.
+acquired, renewing again is harmless, releasing again reports that no lock is
+left (which the door, knowing it retried, takes as released), and finishing
+again reports the marker that the first attempt wrote.
 """
 
 from __future__ import annotations
@@ -94,11 +95,18 @@ RELEASE: Final = Script(
     """
 -- KEYS[1] - the lock key
 -- ARGV[1] - the run's token
--- return 1 the lock was ours and is deleted; 0 it is not ours: nothing written
-if redis.call('get', KEYS[1]) == ARGV[1] then
+-- return 1 the lock was ours and is deleted;
+--        0 another token holds it: nothing written;
+--        -1 there is no lock: it expired, or (for a retry) the earlier attempt
+--           whose reply was lost deleted it
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then
     return redis.call('del', KEYS[1])
 end
-return 0
+if holder then
+    return 0
+end
+return -1
 """,
 )
 

@@ -20,69 +20,89 @@ Coalescing
 
 Order
     A run awaits each of its commands before sending the next, so its finish
-    never overtakes its acquire, whichever lane carries them.
+    never overtakes its acquire, whichever lane carries them. (A cancelled
+    run's last command may still be with the door when its cleanup's release
+    goes out; either order leaves the lock released.)
 
 Cancellation
-    A caller cancelled while its command is still queued is dropped before the
-    command is sent. Once sent, a command's outcome is always learned before
-    the cancellation is delivered (the door reads the reply on the same
-    connection, see ``_read``), and an acquire that took the lock for a
-    cancelled caller gives it back first (in the cancelled coroutine, shielded).
-    On clients whose replies redis-py reads (cluster, single-connection), an
-    acquire is always sent by a lane, which its caller's cancellation can't cut
-    short.
+    A cancelled caller gets control back at once; what it asked for is
+    finished by the door, which owns the connection:
+
+    * a command cancelled before its request was written is not sent, except a
+      release, which the door always sends (a release is never unwanted);
+    * once a request is written, the door reads its reply, in a task of its
+      own if the caller stopped waiting (so the connection stays usable), and
+      acts on it: an acquire that took the lock for a cancelled caller gives
+      it back; a release or finish takes effect as Redis ran it;
+    * :meth:`Store.give_back` releases without waiting for the reply at all:
+      what a cancelled run or a run whose lock was lost uses, so that neither
+      waits on a Redis that has stalled.
+
+    All of this needs the event loop to keep running. If it stops first
+    (``asyncio.run`` returning while Redis stalls), a request already written
+    still runs on Redis, while one not yet written is never sent: a lock
+    taken or not released that way expires within its TTL (``lock_timeout``),
+    which bounds every such case. :meth:`Store.drain` waits until the door has
+    nothing left in flight, for a clean shutdown.
 
 Errors and retries
     redis-py's connection and timeout errors become :class:`RedisUnavailable`,
     refused credentials :class:`RedisAuthError`; messages name the server as
-    ``host:port/db``, never with a password. Every script is safe to retry, so
-    a connection error (a killed idle connection, a proxy, a failover) is
-    retried by the door, up to ``DOOR_ATTEMPTS`` attempts with exponential
-    backoff and jitter; cluster clients, which route and retry by themselves
-    across nodes, are left to do so.
-    Timeouts are not retried by the door: a stalled server fails the run.
+    ``host:port/db``, never with a password. A failure before a request is
+    written (the connection refused, credentials refused) is a known outcome:
+    nothing reached Redis, nothing is given back, and it is not retried by the
+    door, since the client's own retry policy already retried the connect.
+    After a request was written its outcome is unknown; every script is safe
+    to retry, so a connection error then (a killed idle connection, a proxy,
+    a failover) is retried, up to ``DOOR_ATTEMPTS`` attempts with exponential
+    backoff and jitter (cluster clients route and retry by themselves across
+    nodes, and are left to). A release the door retried that finds no lock
+    reports it released: its first attempt did (a cluster client's own
+    retries are invisible to the door, so there it reports False). Timeouts
+    are not retried: a stalled server fails the run.
+
+Pool limits
+    A pool at its ``max_connections`` (a local limit of the client, not an
+    error of Redis; a Redis Cluster client has one such pool per node) makes
+    the door's commands wait for a free connection, up to ``POOL_WAIT``
+    seconds, rather than fail: task bodies sharing the client's pool can't
+    make a run leave its lock behind. Only after that is it an error, which
+    says it is the client's pool limit.
 
 Connections
-    For a plain ``redis.asyncio.Redis`` the door takes a connection from the
-    client's pool and writes and reads the commands itself: the same bytes as
-    ``execute_command`` or a pipeline, without redis-py's per-call wrapping
-    (its retry loop, which the door replaces, and its observability hooks).
-    Between batches it keeps up to ``lanes`` of those connections checked out,
-    and hands them back after ``HOLD_IDLE`` seconds without use: taking and
-    returning a pooled connection costs redis-py 8 about as much as the round
-    trip itself. It keeps none when the pool is smaller than ``HOLD_MIN_POOL``,
-    so task bodies sharing a small pool never wait on the door's idle ones. A
-    kept connection skips the pool's stale-connection check; one that went
-    stale (the server closed it) fails with a connection error, which the door
-    retries at once on a fresh connection.
+    For a plain ``redis.asyncio.Redis`` the door takes connections from the
+    client's pool and writes and reads the commands itself, keeping up to
+    ``lanes`` of them between batches (see ``_wire``, which holds every
+    reliance on redis-py internals). A kept connection skips the pool's
+    stale-connection check; one that went stale (the server closed it) fails
+    with a connection error, which the door retries at once on a fresh one.
 
 Redis Cluster
     redis-py's cluster pipeline splits a batch by node; every script touches
-    one task's two keys, which share a hash tag (see ``_keys``).
+    one task's two keys, which share a hash tag (see ``_keys``). The cluster
+    client reads its own replies, so there an acquire is always sent by a
+    lane, and a command whose caller was cancelled mid-flight is asked again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import math
 import random
-import re
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-import anyio
 from redis import exceptions as rex
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import AbstractConnection, SSLConnection
+from redis.asyncio.connection import AbstractConnection
 
-from ._cancel import settle, shielded
+from . import _wire as wire
 from ._constants import SUCCESS_MARKER
-from ._errors import RedisAuthError, RedisUnavailable
 from ._keys import TaskKeys
 from ._scripts import ACQUIRE, FINISH, RELEASE, RENEW, STATUS, Script
 
@@ -97,16 +117,14 @@ AnyRedis = Redis | RedisCluster
 DEFAULT_LANES: Final = 2
 #: Most commands sent in one pipeline; a longer queue goes out in several.
 MAX_BATCH: Final = 512
-#: Attempts of a batch after connection errors, when the client does not retry by itself.
+#: Attempts of a written command after connection errors, when the client does not retry by itself.
 DOOR_ATTEMPTS: Final = 3
 #: First pause between those attempts, in seconds (doubled each time, with jitter).
 DOOR_BACKOFF: Final = 0.05
-#: Smallest pool from which the door keeps connections between batches.
-HOLD_MIN_POOL: Final = 16
-#: Seconds a kept connection may sit unused before it goes back to the pool.
-HOLD_IDLE: Final = 1.0
-
-_AUTH_REPLY: Final = re.compile(r"^(NOAUTH|WRONGPASS|NOPERM)\b")
+#: Seconds a command waits for a free connection when the client's pool is at its limit.
+POOL_WAIT: Final = 30.0
+#: Pause between two tries for a free connection, in seconds.
+POOL_POLL: Final = 0.01
 
 
 class Acquired(NamedTuple):
@@ -133,21 +151,55 @@ class LockState:
     ttl_ms: int
 
 
+# Where a command is in the door (``_Op.state``).
+_QUEUED: Final = 0  # waiting for a lane
+_SENDING: Final = 1  # taken by a sender: being written, or its reply being read by that sender
+_DOOR: Final = 2  # the door owns the outcome: a door task reads the reply, or a retry is due
+_DONE: Final = 3  # replied, failed, or dropped before it was sent
+
+
 class _Op:
-    """One command on its way: queued, sent, then replied (result or exception)."""
+    """One command on its way: queued, written, then replied (result or exception)."""
 
-    __slots__ = ("args", "dropped", "future", "replied", "reply", "script", "sent", "waiter")
+    __slots__ = (
+        "abandoned",
+        "args",
+        "attempts",
+        "future",
+        "load",
+        "maybe_landed",
+        "must_land",
+        "pool_deadline",
+        "reply",
+        "script",
+        "state",
+        "then",
+        "written",
+    )
 
-    def __init__(self, script: Script | None, args: tuple[Any, ...]):
+    def __init__(
+        self,
+        script: Script | None,
+        args: tuple[Any, ...],
+        *,
+        must_land: bool = False,
+        then: Callable[[_Op], None] | None = None,
+    ) -> None:
         self.script = script
         self.args = args  # for a script: numkeys, *keys, *argv; else the whole command
-        self.future: asyncio.Future[Any] | None = None  # set when queued for a lane
-        self.sent = False
-        self.dropped = False
-        self.replied = False
+        #: Sent even if its caller is cancelled before it is written (a release).
+        self.must_land = must_land
+        #: What the door does with the outcome once nobody waits for it.
+        self.then = then
+        self.state = _QUEUED
+        self.abandoned = False  # its caller stopped waiting (cancelled, or gave it to the door)
+        self.future: asyncio.Future[Any] | None = None  # what a waiting caller awaits
+        self.load = False  # send as EVAL (the server answered NOSCRIPT)
+        self.written = False  # the current attempt's request was (perhaps partly) written
+        self.maybe_landed = False  # an earlier attempt was written, and its reply never came
+        self.attempts = 1
+        self.pool_deadline: float | None = None
         self.reply: Any = None
-        #: Created only by a caller cancelled after sending, to learn the outcome anyway.
-        self.waiter: asyncio.Future[None] | None = None
 
     def command(self, *, load: bool = False) -> tuple[Any, ...]:
         if self.script is None:
@@ -161,82 +213,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def describe(client: Any) -> str:
-    """Name the server a client talks to, without credentials."""
-    if isinstance(client, RedisCluster):
-        node = client.get_default_node()
-        return f"redis-cluster://{node.host}:{node.port}" if node else "redis-cluster"
-    pool = getattr(client, "connection_pool", None)
-    kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", {}) or {}
-    if "server" in kwargs or type(client).__module__.startswith("fakeredis"):
-        return "in-process store"
-    if kwargs.get("path"):
-        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
-    tls = issubclass(getattr(pool, "connection_class", object), SSLConnection) or "ssl_context" in kwargs
-    scheme = "rediss" if tls else "redis"
-    host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
-    return f"{scheme}://{host}:{port}/{db}"
-
-
-def _secrets_of(client: Any) -> list[str]:
-    pool = getattr(client, "connection_pool", None)
-    kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", {}) or {}
-    found = [kwargs.get("password")]
-    if isinstance(client, RedisCluster):
-        node = client.get_default_node()
-        if node is not None:
-            found.append(node.connection_kwargs.get("password"))
-    return [s for s in found if isinstance(s, str) and s]
-
-
-def translate(exc: BaseException, client: Any) -> BaseException:
-    """Map a redis-py error to aiotasks' error, or return it unchanged.
-
-    The message never contains the client's password, even if redis-py put it there.
-    """
-    if isinstance(exc, RedisUnavailable):
-        return exc
-    translated = _translate(exc, client)
-    if translated is not exc:
-        translated.__cause__ = exc
-    return translated
-
-
-def _translate(exc: BaseException, client: Any) -> BaseException:
-    message = str(exc) or type(exc).__name__
-    for secret in _secrets_of(client):
-        message = message.replace(secret, "***")
-    server = describe(client)
-    if isinstance(exc, rex.NoPermissionError) or message.startswith("NOPERM"):
-        # The credentials were accepted; the ACL user lacks a permission, which Redis names.
-        return RedisAuthError(f"Redis at {server} denied our ACL user a permission: {message}", server)
-    if isinstance(exc, rex.AuthenticationError) or (
-        isinstance(exc, rex.ResponseError) and _AUTH_REPLY.match(message)
-    ):
-        return RedisAuthError(f"Redis at {server} refused our credentials: {message}", server)
-    if isinstance(exc, rex.InvalidResponse):
-        return RedisUnavailable(
-            f"Redis at {server} answered with something that is not the Redis protocol "
-            f"(is it a Redis server?): {message}",
-            server,
-        )
-    if isinstance(exc, rex.ReadOnlyError):
-        return RedisUnavailable(f"Redis at {server} is a read-only replica: {message}", server)
-    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, rex.ClusterError)):
-        return RedisUnavailable(f"Redis at {server} is unavailable: {message}", server)
-    if isinstance(exc, rex.RedisClusterException | OSError):
-        return RedisUnavailable(f"Redis at {server} is unavailable: {message}", server)
-    return exc
-
-
-def _retries_by_itself(client: Any) -> bool:
-    if isinstance(client, RedisCluster):
-        return True
-    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
-    retry = kwargs.get("retry")
-    return retry is not None and retry.get_retries() > 0
-
-
 class Store:
     """The library's door to one Redis client on one event loop.
 
@@ -246,28 +222,28 @@ class Store:
     def __init__(self, client: AnyRedis, *, lanes: int = DEFAULT_LANES) -> None:
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
-        self.server = describe(client)
+        self.server = wire.describe(client)
         self.loop = asyncio.get_running_loop()
         self._lanes = lanes
         # Plain clients are driven at connection level, which bypasses their own
         # retries; cluster and single-connection clients (and fakeredis) go
         # through their own execute_command and pipelines.
-        self._pool: ConnectionPool | None = (
+        pool: ConnectionPool | None = (
             client.connection_pool
             if type(client) is Redis and client.connection is None and not client.single_connection_client
             else None
         )
-        self._attempts = DOOR_ATTEMPTS if self._pool is not None or not _retries_by_itself(client) else 1
-        self._hold = self._pool is not None and self._pool.max_connections >= HOLD_MIN_POOL
-        self._held: list[AbstractConnection] = []
-        self._last_use = 0.0
-        self._idle_timer: asyncio.TimerHandle | None = None
-        #: A sending task's cancellation, held back while it read its replies (see ``_read``).
-        self._held_back: dict[asyncio.Task[Any] | None, asyncio.CancelledError] = {}
+        self._attempts = DOOR_ATTEMPTS if pool is not None or not wire.retries_by_itself(client) else 1
+        self._connections = None if pool is None else wire.Connections(pool, lanes, spawn=self._spawn)
+        #: Senders and connections in use by the door (the caller's lone command, lanes, readers).
         self._busy = 0
         self._starting = False
         self._queue: deque[_Op] = deque()
+        #: The door's own tasks: lanes, and readers of replies whose callers stopped waiting.
         self._senders: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._drained: asyncio.Future[None] | None = None  # what drain() waits on
+        self._pool_full = False
 
     # -- the library's operations ------------------------------------------------
 
@@ -276,17 +252,22 @@ class Store:
     ) -> Acquired | Completed | Held:
         """Check the marker and take the lock, atomically, in one round trip.
 
-        If the caller is cancelled (or the outcome is unknown because Redis
-        failed) after the script was sent, the lock is given back before the
-        exception propagates, so an interrupted acquire leaves nothing behind.
+        If the outcome is unknown because Redis failed after the script was
+        written, the lock is given back before the error propagates; if the
+        caller is cancelled after that, the door reads the reply and gives the
+        lock back if it was taken. An interrupted acquire leaves nothing behind.
         """
-        op = _Op(ACQUIRE, (2, keys.lock, keys.success, token, ttl_ms, int(check_success)))
+        op = _Op(
+            ACQUIRE,
+            (2, keys.lock, keys.success, token, ttl_ms, int(check_success)),
+            then=functools.partial(self._give_back_if_taken, keys.lock, token),
+        )
         try:
-            # Straight from this task only where a cancellation can't cut the reply short.
-            reply = await self._run(op, direct=self._pool is not None)
-        except BaseException:
-            if op.sent and self._may_hold(op):
-                await shielded(self._give_back(keys.lock, token))
+            # Straight from this task only where the door reads the reply itself.
+            reply = await self._run(op, direct=self._connections is not None)
+        except Exception:
+            if _may_hold(op):
+                await self.give_back(keys.lock, token)
             raise
         code = int(reply[0])
         if code == 1:
@@ -302,8 +283,27 @@ class Store:
         )
 
     async def release(self, lock_key: str, token: str) -> bool:
-        """Delete the lock if it still holds ``token``; False otherwise."""
-        return int(await self._call(RELEASE, 1, lock_key, token)) == 1
+        """Delete the lock if it still holds ``token``; False otherwise.
+
+        Sent even if the caller is cancelled first. A retry after a lost reply
+        that finds no lock reports True: the lost attempt deleted it (or the
+        lock expired at that very moment, which no client could tell apart).
+        """
+        op = self._release_op(lock_key, token)
+        code = int(await self._run(op, direct=True))
+        return code == 1 or (code == -1 and op.maybe_landed)
+
+    async def give_back(self, lock_key: str, token: str) -> None:
+        """Release the lock without waiting for Redis's answer.
+
+        Returns once the request is written (or queued, when every lane is
+        busy); the door reads the reply and logs a failure, after which the
+        lock expires within its TTL. For cleanup that must not wait on a
+        stalled Redis: a cancelled run, a run whose lock was lost.
+        """
+        op = self._release_op(lock_key, token)
+        op.abandoned = True
+        await self._run(op, direct=self._connections is not None)
 
     async def renew(self, lock_key: str, token: str, ttl_ms: int) -> bool:
         """Reset the lock's TTL to ``ttl_ms`` if it still holds ``token``."""
@@ -323,28 +323,37 @@ class Store:
         try:
             await self.client.ping()
         except Exception as exc:
-            raise translate(exc, self.client) from exc
+            raise wire.translate(exc, self.client) from exc
 
-    # -- cancellation ------------------------------------------------------------
+    async def drain(self) -> None:
+        """Wait until every command handed to the door has its outcome.
 
-    @staticmethod
-    def _may_hold(op: _Op) -> bool:
-        if not op.replied or isinstance(op.reply, BaseException):
-            return True  # unknown outcome: the lock may be ours
-        return int(op.reply[0]) == 1
+        That includes those whose callers were cancelled and the locks given
+        back for them: call it before the event loop ends for a clean shutdown.
+        """
+        while self._in_flight:
+            if self._drained is None:
+                self._drained = self.loop.create_future()
+            await asyncio.shield(self._drained)
 
-    async def _give_back(self, lock_key: str, token: str) -> None:
-        try:
-            await self.release(lock_key, token)
-        except Exception as exc:
-            logger.warning(
-                "could not release %s after an interrupted acquire (%s); "
-                "if it was taken, it expires within its TTL",
-                lock_key,
-                translate(exc, self.client),
-            )
+    # -- what the door does with outcomes nobody waits for -------------------------
 
-    # -- coalescing ----------------------------------------------------------------
+    def _release_op(self, lock_key: str, token: str) -> _Op:
+        return _Op(
+            RELEASE,
+            (1, lock_key, token),
+            must_land=True,
+            then=functools.partial(_log_failed_release, lock_key),
+        )
+
+    def _give_back_if_taken(self, lock_key: str, token: str, op: _Op) -> None:
+        if _may_hold(op):
+            release = self._release_op(lock_key, token)
+            release.abandoned = True
+            self._open(release)
+            self._enqueue(release)
+
+    # -- submitting and waiting ------------------------------------------------------
 
     async def _call(self, script: Script | None, *args: Any) -> Any:
         return await self._run(_Op(script, args), direct=True)
@@ -353,288 +362,352 @@ class Store:
         """Send ``op``: straight from the caller's task when nothing else is in flight.
 
         Otherwise it queues for a lane. ``direct=False`` always queues: for a
-        command whose interrupted outcome the caller could not clean up (an
-        acquire, on clients whose replies the door does not read itself).
+        command whose outcome matters after a cancellation, on clients whose
+        replies redis-py reads (a lane, being the door's, reads them anyway).
         """
-        if self._busy or self._queue or not direct:
-            op.future = self.loop.create_future()
-            self._queue.append(op)
-            self._start_lane()
-            return await self._wait(op)
-        task = asyncio.current_task()
-        op.sent = True
-        self._busy += 1
-        try:
-            await self._send([op])
-        finally:
-            self._busy -= 1
-            self._start_lane()
-            held_back = self._held_back.pop(task, None)
-        if held_back is not None:
-            raise held_back  # the caller was cancelled while its reply was read (see _read)
+        self._open(op)
+        if direct and not self._busy and not self._queue:
+            self._busy += 1
+            try:
+                await self._send([op])
+            finally:
+                self._busy -= 1
+                self._start_lane()
+        else:
+            self._enqueue(op)
+        if op.abandoned:
+            return None  # given to the door, which reads the outcome
+        if op.state != _DONE:
+            # Queued, or back with the door after this exchange (NOSCRIPT, a retry, a full pool).
+            future = op.future = self.loop.create_future()
+            try:
+                await future
+            except asyncio.CancelledError:
+                if op.state != _DONE or not isinstance(op.reply, asyncio.CancelledError):
+                    self._abandon(op)  # else the door itself is shutting down
+                raise
         if isinstance(op.reply, BaseException):
             raise op.reply
         return op.reply
+
+    def _abandon(self, op: _Op) -> None:
+        """The caller of ``op`` was cancelled while it waited for a lane."""
+        op.abandoned = True
+        if op.state == _DONE:
+            _settle(op)  # its outcome came in the same loop iteration
+        elif op.state == _QUEUED and not (op.must_land or op.maybe_landed):
+            self._close(op, None)  # never sent: nothing to learn
+
+    def _open(self, op: _Op) -> None:
+        self._in_flight += 1
+
+    def _close(self, op: _Op, outcome: Any) -> None:
+        """``op``'s outcome is known (or it was dropped unsent): deliver it, once."""
+        if op.state == _DONE:
+            return
+        op.state, op.reply = _DONE, outcome
+        future = op.future
+        if future is not None and not future.done():
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            elif isinstance(outcome, BaseException):
+                future.cancel()
+            else:
+                future.set_result(outcome)
+        if op.abandoned:
+            _settle(op)
+        self._in_flight -= 1
+        if not self._in_flight and self._drained is not None:
+            self._drained.set_result(None)
+            self._drained = None
+
+    def _enqueue(self, op: _Op) -> None:
+        op.state = _QUEUED
+        self._queue.append(op)
+        self._start_lane()
+
+    def _requeue(self, ops: list[_Op], delay: float = 0.0) -> None:
+        """Send ``ops`` again, ahead of the queue, after ``delay`` seconds."""
+        for op in ops:
+            op.state = _DOOR
+        if delay:
+            self.loop.call_later(delay, self._put_back, ops)
+        else:
+            self._put_back(ops)
+
+    def _put_back(self, ops: list[_Op]) -> None:
+        for op in reversed(ops):
+            if op.state != _DOOR:
+                continue
+            if op.abandoned and not (op.must_land or op.maybe_landed):
+                self._close(op, None)  # its caller left before it was ever written
+            else:
+                op.state = _QUEUED
+                self._queue.appendleft(op)
+        self._start_lane()
 
     def _start_lane(self) -> None:
         if self._queue and self._busy < self._lanes and not self._starting:
             # The lane runs on the next loop iteration, so everything
             # submitted in this tick goes out with it.
             self._starting = True
-            sender = self.loop.create_task(self._send_queued())
-            self._senders.add(sender)
-            sender.add_done_callback(self._senders.discard)
+            self._spawn(self._send_queued())
 
-    async def _wait(self, op: _Op) -> Any:
-        assert op.future is not None
-        try:
-            return await op.future
-        except asyncio.CancelledError:
-            if not op.sent:
-                op.dropped = True
-            elif not op.replied:
-                # Sent: learn the outcome before letting the cancellation through.
-                op.waiter = self.loop.create_future()
-                await settle(op.waiter)
-            raise
+    def _spawn(self, work: Any) -> None:
+        task = self.loop.create_task(work)
+        self._senders.add(task)
+        task.add_done_callback(self._senders.discard)
 
     async def _send_queued(self) -> None:
         self._starting = False
         self._busy += 1
-        task = asyncio.current_task()
         try:
             while self._queue:
                 batch: list[_Op] = []
                 while self._queue and len(batch) < MAX_BATCH:
                     op = self._queue.popleft()
-                    if not op.dropped:
-                        op.sent = True
+                    if op.state == _QUEUED:
                         batch.append(op)
                 if batch:
                     await self._send(batch)
-                    if task in self._held_back:
-                        raise self._held_back.pop(task)  # cancelled (shut down) while reading
         finally:
-            self._held_back.pop(task, None)
             self._busy -= 1
 
+    # -- one exchange and its outcome ------------------------------------------------
+
     async def _send(self, batch: list[_Op]) -> None:
-        attempt = 1
-        while True:
-            try:
-                replies = await self._execute(batch, load=False)
-                missing = [op for op, reply in zip(batch, replies, strict=True) if _noscript(reply)]
-                if missing:
-                    loaded = dict(zip(map(id, missing), await self._execute(missing, load=True), strict=True))
-                    replies = [loaded.get(id(op), reply) for op, reply in zip(batch, replies, strict=True)]
-                break
-            except rex.ConnectionError as exc:
-                if attempt >= self._attempts:
-                    self._fail(batch, exc)
-                    return
-                pause = random.uniform(0.5, 1.0) * DOOR_BACKOFF * 2 ** (attempt - 1)
-                logger.info(
-                    "retrying %d command(s) in %.2fs: %s", len(batch), pause, translate(exc, self.client)
-                )
-                attempt += 1
-                try:
-                    await asyncio.sleep(pause)
-                except BaseException as cancelled:
-                    self._fail(batch, cancelled)
-                    raise
-            except BaseException as exc:
-                self._fail(batch, exc)
-                if not isinstance(exc, Exception):
-                    raise
-                return
-        for op, reply in zip(batch, replies, strict=True):
-            _deliver(op, translate(reply, self.client) if isinstance(reply, Exception) else reply)
-
-    def _fail(self, batch: list[_Op], exc: BaseException) -> None:
-        error = translate(exc, self.client) if isinstance(exc, Exception) else exc
+        """One exchange for ``batch``; each op ends with its outcome, or back with the door."""
+        load = False
         for op in batch:
-            _deliver(op, error)
+            op.state, op.written = _SENDING, False
+            load = load or op.load
+        try:
+            replies = await self._execute(batch, load=load)
+        except asyncio.CancelledError as exc:
+            self._interrupted(batch, exc)
+            raise
+        except Exception as exc:
+            self._failed(batch, exc)
+            return
+        except BaseException as exc:
+            for op in batch:
+                self._close(op, exc)
+            raise
+        if replies is not None:  # None: a door task reads them (see _exchange)
+            self._replied(batch, replies)
 
-    async def _execute(self, batch: Sequence[_Op], *, load: bool) -> list[Any]:
-        """Send one batch, one round trip; a reply that is an error comes back as that exception."""
+    def _in_callers_task(self) -> bool:
+        """Whether this runs in a caller's task (the lone-command path), not one of the door's."""
+        return asyncio.current_task() not in self._senders
+
+    def _interrupted(self, batch: list[_Op], cancelled: asyncio.CancelledError) -> None:
+        if not self._in_callers_task():
+            # One of the door's own tasks was cancelled: the event loop is shutting down.
+            for op in batch:
+                if op.state == _SENDING:
+                    self._close(op, cancelled)
+            return
+        # The caller's own task stopped waiting: the door finishes what it started.
+        for op in batch:
+            op.abandoned = True
+            if op.state != _SENDING:
+                continue  # a door task reads its reply
+            if op.written or op.must_land:
+                op.maybe_landed |= op.written
+                self._requeue([op])  # outcome unknown, or never sent: ask (again)
+            else:
+                self._close(op, None)  # never sent: nothing to learn
+
+    def _replied(self, batch: list[_Op], replies: list[Any]) -> None:
+        self._pool_full = False
+        reload: list[_Op] = []
+        for op, reply in zip(batch, replies, strict=True):
+            if not isinstance(reply, Exception):
+                self._close(op, reply)
+            elif wire.noscript(reply) and not op.load:
+                op.load = True  # again as EVAL, which also loads the script
+                reload.append(op)
+            else:
+                self._close(op, wire.translate(reply, self.client))
+        if reload:
+            self._requeue(reload)
+
+    def _failed(self, batch: list[_Op], exc: Exception) -> None:
+        written = False
+        for op in batch:
+            op.maybe_landed |= op.written
+            written = written or op.written
+        if wire.pool_limit(exc):
+            self._wait_for_connection(batch, exc)
+            return
+        retry = written and isinstance(exc, rex.ConnectionError)
+        again: list[_Op] = []
+        for op in batch:
+            if retry and op.attempts < self._attempts:
+                again.append(op)
+            else:
+                self._close(op, wire.translate(exc, self.client))
+        if again:
+            pause = random.uniform(0.5, 1.0) * DOOR_BACKOFF * 2 ** (again[0].attempts - 1)
+            for op in again:
+                op.attempts += 1
+            why = wire.translate(exc, self.client)
+            logger.info("retrying %d command(s) in %.2fs: %s", len(again), pause, why)
+            self._requeue(again, pause)
+
+    def _wait_for_connection(self, batch: list[_Op], exc: Exception) -> None:
+        """The client's pool is full: a local limit, so wait for a connection to come free."""
+        if not self._pool_full:
+            self._pool_full = True
+            logger.info(
+                "waiting for a free connection to %s: the client's pool is at its max_connections",
+                self.server,
+            )
+        now = self.loop.time()
+        waiting = []
+        for op in batch:
+            if op.pool_deadline is None:
+                op.pool_deadline = now + POOL_WAIT
+            if now < op.pool_deadline:
+                waiting.append(op)
+            else:
+                self._close(op, wire.translate(exc, self.client))
+        if waiting:
+            self._requeue(waiting, POOL_POLL)
+
+    # -- on the wire -----------------------------------------------------------------
+
+    async def _execute(self, batch: Sequence[_Op], *, load: bool) -> list[Any] | None:
+        """Send one batch, one round trip; a reply that is an error comes back as that exception.
+
+        None when the replies are left to a door task (nobody waits for them).
+        """
         commands = [op.command(load=load) for op in batch]
-        if self._pool is not None:
-            return await self._execute_on_connection(self._pool, commands)
-        if len(commands) == 1:
-            try:
-                return [await self.client.execute_command(*commands[0])]
-            except rex.ResponseError as exc:
-                return [exc]
-        pipe = self.client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return list(await pipe.execute(raise_on_error=False))
+        if self._connections is not None:
+            return await self._execute_on_connection(self._connections, batch, commands)
+        for op in batch:
+            op.written = True  # redis-py sends it: from here on it may reach Redis
+        try:
+            if len(commands) == 1:
+                try:
+                    return [await self.client.execute_command(*commands[0])]
+                except rex.ResponseError as exc:
+                    return [exc]
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(await pipe.execute(raise_on_error=False))
+        except rex.ConnectionError as exc:
+            if len(batch) == 1 and wire.pool_limit(exc):
+                batch[0].written = False  # the pool refused before anything was sent
+            raise
 
     async def _execute_on_connection(
-        self, pool: ConnectionPool, commands: list[tuple[Any, ...]]
-    ) -> list[Any]:
-        if self._held:
+        self, connections: wire.Connections, batch: Sequence[_Op], commands: list[tuple[Any, ...]]
+    ) -> list[Any] | None:
+        kept = connections.kept()
+        if kept is not None:
             try:
-                return await self._exchange(pool, self._held.pop(), commands)
+                return await self._exchange(connections, kept, batch, commands)
             except rex.ConnectionError:
-                pass  # it went stale while kept (the server closed it): once more, on a pooled one
-        return await self._exchange(pool, await pool.get_connection(), commands)  # type: ignore[no-untyped-call]
+                # It went stale while kept (the server closed it): once more, on a pooled one.
+                for op in batch:
+                    op.maybe_landed |= op.written
+        return await self._exchange(connections, await connections.take(), batch, commands)
 
     async def _exchange(
-        self, pool: ConnectionPool, connection: AbstractConnection, commands: list[tuple[Any, ...]]
-    ) -> list[Any]:
-        # What execute_command and a non-transactional pipeline do, without the per-call
-        # wrapping (retry, observability, a timer per reply) that costs more than the
-        # round trip itself in redis-py 8: the door retries itself.
-        keep = False
+        self,
+        connections: wire.Connections,
+        connection: AbstractConnection,
+        batch: Sequence[_Op],
+        commands: list[tuple[Any, ...]],
+    ) -> list[Any] | None:
+        """Write the batch on ``connection`` and read its replies.
+
+        If the caller's task stops waiting once the request is written (it is
+        cancelled, or nobody waits for these replies), a door task reads them
+        on the same connection instead, and acts on them.
+        """
+        handed_over = reusable = False
         try:
-            await _write(connection, [_pack(commands)])
-            replies, held_back = await _read(connection, len(commands))
-            if held_back is not None:
-                self._held_back[asyncio.current_task()] = held_back
-            keep = self._hold and len(self._held) < self._lanes
+            for op in batch:
+                op.written = True
+            await wire.write(connection, [wire.pack(commands)])
+            replies: list[Any] = []
+            if batch[0].abandoned and self._in_callers_task():  # a caller's batch is its one command
+                handed_over = True
+                self._read_later(connections, connection, batch, replies)
+                return None
+            try:
+                await wire.read(connection, len(commands), replies)
+            except asyncio.CancelledError:
+                if self._in_callers_task():
+                    handed_over = True
+                    self._read_later(connections, connection, batch, replies)
+                raise
+            reusable = True
             return replies
-        except BaseException:
-            # A reply may be left unread: the connection can't serve anyone as it is.
-            await connection.disconnect(nowait=True)
-            raise
         finally:
-            if keep:
-                self._keep(connection)
-            else:
-                await pool.release(connection)
+            # Unless every reply was read, the connection can't serve anyone as it is.
+            if not handed_over and not (reusable and connections.keep(connection)):
+                await connections.put(connection, reusable=reusable)
 
-    def _keep(self, connection: AbstractConnection) -> None:
-        self._held.append(connection)
-        self._last_use = self.loop.time()
-        if self._idle_timer is None:
-            self._idle_timer = self.loop.call_later(HOLD_IDLE, self._hand_back_idle)
+    def _read_later(
+        self,
+        connections: wire.Connections,
+        connection: AbstractConnection,
+        batch: Sequence[_Op],
+        replies: list[Any],
+    ) -> None:
+        """Hand a connection whose replies are still to come to a door task, which reads them."""
+        for op in batch:
+            op.state = _DOOR
+        self._busy += 1  # it holds a connection, as a lane does
+        self._spawn(self._read_rest(connections, connection, list(batch), replies))
 
-    def _hand_back_idle(self) -> None:
-        self._idle_timer = None
-        if not self._held:
-            return
-        unused_for = self.loop.time() - self._last_use
-        if unused_for < HOLD_IDLE:
-            self._idle_timer = self.loop.call_later(HOLD_IDLE - unused_for, self._hand_back_idle)
-            return
-        held, self._held = self._held, []
-        task = self.loop.create_task(self._release(held))
-        self._senders.add(task)
-        task.add_done_callback(self._senders.discard)
-
-    async def _release(self, connections: list[AbstractConnection]) -> None:
-        assert self._pool is not None
-        for connection in connections:
-            await self._pool.release(connection)
-
-
-def _pack(commands: Sequence[tuple[Any, ...]]) -> bytes:
-    """The RESP requests for a batch of the door's commands, as one buffer.
-
-    redis-py's ``pack_command`` takes any argument type and splits large values
-    into chunks; the door only sends short strings and integers (and a script's
-    source once), and packing them here costs a fraction of that.
-    """
-    parts: list[bytes] = []
-    for command in commands:
-        parts.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            data = arg if isinstance(arg, bytes) else str(arg).encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
-async def _write(connection: Any, data: list[bytes]) -> None:
-    """``connection.send_packed_command(data)``, minus a task per write.
-
-    redis-py bounds each write with ``asyncio.wait_for``, which on Python 3.11
-    creates a task and costs two extra loop iterations per command, a fifth of
-    a round trip on loopback. A write that fits the socket's buffer completes
-    at once; ``asyncio.timeout`` bounds waiting for the rare one that does not.
-    """
-    writer = getattr(connection, "_writer", None)
-    if not isinstance(writer, asyncio.StreamWriter) or connection.health_check_interval:
-        await connection.send_packed_command(data)
-        return
-    try:
-        writer.writelines(data)
-        if writer.transport.get_write_buffer_size():  # else the kernel took it all at once
-            async with asyncio.timeout(connection.socket_timeout or None):
-                await writer.drain()
-    except BaseException as exc:
-        # As redis-py does: a half-written command poisons the connection.
-        await connection.disconnect(nowait=True)
-        if isinstance(exc, TimeoutError):
-            raise rex.TimeoutError("Timeout writing to socket") from None
-        if isinstance(exc, OSError):
-            raise rex.ConnectionError(f"Error while writing to socket: {exc}") from exc
-        raise
-
-
-async def _read(
-    connection: AbstractConnection, count: int
-) -> tuple[list[Any], asyncio.CancelledError | None]:
-    """Read the ``count`` replies to a request just written (a reply that is an error comes as it).
-
-    Once a request is written its replies are always read, so that the
-    connection stays usable and the caller learns what its commands did: a
-    cancellation that arrives meanwhile is held back until they are (redis-py's
-    parser resumes a read cut short) and returned, for the sending task to
-    re-raise once the replies are delivered. Only ``socket_timeout`` cuts a
-    read short; then, or if the read fails, a held-back cancellation is raised.
-    """
-    replies: list[Any] = []
-    held_back: asyncio.CancelledError | None = None
-    shield: anyio.CancelScope | None = None
-    try:
-        async with asyncio.timeout(connection.socket_timeout or None) as timer:
-            while len(replies) < count:
-                try:
-                    # math.inf: no timer of redis-py's per reply; the batch has one.
-                    replies.append(
-                        await connection.read_response(timeout=math.inf, disconnect_on_error=False)
-                    )
-                except rex.ResponseError as exc:
-                    replies.append(exc)
-                except asyncio.CancelledError as exc:
-                    if timer.expired():
-                        raise
-                    if shield is None:
-                        held_back = exc
-                        # An anyio scope would re-deliver its cancellation every loop iteration.
-                        shield = anyio.CancelScope(shield=True)
-                        shield.__enter__()
-    except BaseException as exc:
-        if held_back is not None:
-            raise held_back from None
-        if isinstance(exc, TimeoutError):
-            raise rex.TimeoutError("Timeout reading from the socket") from None
-        raise
-    finally:
-        if shield is not None:
-            shield.__exit__(None, None, None)
-    return replies, held_back
-
-
-def _noscript(reply: Any) -> bool:
-    return isinstance(reply, rex.NoScriptError) or (
-        isinstance(reply, rex.ResponseError) and str(reply).startswith("NOSCRIPT")
-    )
-
-
-def _deliver(op: _Op, outcome: Any) -> None:
-    op.reply, op.replied = outcome, True
-    future = op.future
-    if future is not None and not future.done():
-        if isinstance(outcome, Exception):
-            future.set_exception(outcome)
-        elif isinstance(outcome, BaseException):
-            future.cancel()
+    async def _read_rest(
+        self,
+        connections: wire.Connections,
+        connection: AbstractConnection,
+        batch: list[_Op],
+        replies: list[Any],
+    ) -> None:
+        try:
+            reusable = False
+            try:
+                await wire.read(connection, len(batch), replies)
+                reusable = True
+            finally:
+                await connections.put(connection, reusable=reusable)
+        except Exception as exc:
+            self._failed(batch, exc)
+        except BaseException as exc:  # the event loop is shutting down
+            for op in batch:
+                self._close(op, exc)
+            raise
         else:
-            future.set_result(outcome)
-    if op.waiter is not None and not op.waiter.done():
-        op.waiter.set_result(None)
+            self._replied(batch, replies)
+        finally:
+            self._busy -= 1
+            self._start_lane()
+
+
+def _may_hold(op: _Op) -> bool:
+    """Whether an acquire may have taken the lock: yes if it said so, or if its outcome is unknown."""
+    if op.state == _DONE and not isinstance(op.reply, BaseException) and op.reply is not None:
+        return int(op.reply[0]) == 1
+    return op.maybe_landed
+
+
+def _settle(op: _Op) -> None:
+    if op.then is not None:
+        op.then(op)
+
+
+def _log_failed_release(lock_key: str, op: _Op) -> None:
+    if isinstance(op.reply, BaseException):
+        why = op.reply if isinstance(op.reply, Exception) else "the event loop stopped"
+        logger.warning("could not release %s (%s); it expires within its TTL", lock_key, why)
 
 
 _stores: weakref.WeakKeyDictionary[Any, Store] = weakref.WeakKeyDictionary()

@@ -327,9 +327,10 @@ class Task:
             else:
                 await _release_quietly(store, run)
         except BaseException:
-            # Cancelled (or interrupted): give the lock back before propagating.
+            # Cancelled (or interrupted): give the lock back before propagating, without
+            # waiting on Redis's answer (the door reads it; a stalled Redis can't hold us).
             run._request_stop()
-            await shielded(_release_quietly(store, run))
+            await shielded(store.give_back(run.lock_key, run.task_id))
             raise
         elapsed = time.monotonic() - started
         if error is not None:
@@ -585,6 +586,9 @@ def _reset_for_retry(run: Run, attempt: int, delay: float) -> None:
 
 
 async def _release_quietly(store: Store, run: Run) -> None:
+    if run.lock_lost:  # Redis may be what failed: don't wait on its answer (the door reads it)
+        await store.give_back(run.lock_key, run.task_id)
+        return
     try:
         await store.release(run.lock_key, run.task_id)
     except RedisUnavailable as exc:

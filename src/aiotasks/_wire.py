@@ -1,0 +1,312 @@
+"""The Redis door's side of redis-py: wire I/O, the door's connections, redis-py's errors.
+
+For a plain ``redis.asyncio.Redis`` the door (``_store``) takes a connection
+from the client's pool and writes and reads its commands itself: the same
+bytes as ``execute_command`` or a pipeline, without redis-py's per-call
+wrapping (its retry loop, which the door replaces, its observability hooks and
+a timer per reply), which costs redis-py 8 about as much as the round trip.
+:class:`Connections` keeps a few of those connections between batches.
+
+That relies on redis-py internals. Each reliance is one small function here,
+with a fallback to the public path where one exists:
+
+* :func:`write` uses the connection's stream writer (``connection._writer``),
+  falling back to ``send_packed_command``;
+* :func:`read` calls ``read_response(timeout=math.inf, disconnect_on_error=False)``
+  and relies on redis-py's reply parsers resuming a read that a cancellation
+  cut short (hiredis and the pure-Python parser both do): a reader that stops
+  waiting leaves the rest of the reply for whoever reads next;
+* :func:`take` is ``pool.get_connection()``, whose signature changed across
+  redis-py versions; :class:`Connections` checks connections out of the pool
+  and back with the pool's public ``get_connection``/``release``.
+
+:func:`translate` turns redis-py's errors into aiotasks' at this boundary,
+never with a password in the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from redis import exceptions as rex
+from redis.asyncio import ConnectionPool
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection, SSLConnection
+
+from ._errors import RedisAuthError, RedisUnavailable
+
+__all__ = [
+    "HOLD_IDLE",
+    "HOLD_MIN_POOL",
+    "Connections",
+    "describe",
+    "noscript",
+    "pack",
+    "pool_limit",
+    "read",
+    "retries_by_itself",
+    "take",
+    "translate",
+    "write",
+]
+
+#: Smallest pool from which the door keeps connections between batches.
+HOLD_MIN_POOL: Final = 16
+#: Seconds a kept connection may sit unused before it goes back to the pool.
+HOLD_IDLE: Final = 1.0
+
+_AUTH_REPLY: Final = re.compile(r"^(NOAUTH|WRONGPASS|NOPERM)\b")
+
+
+def pack(commands: Sequence[tuple[Any, ...]]) -> bytes:
+    """The RESP requests for a batch of the door's commands, as one buffer.
+
+    redis-py's ``pack_command`` takes any argument type and splits large values
+    into chunks; the door only sends short strings and integers (and a script's
+    source once), and packing them here costs a fraction of that.
+    """
+    parts: list[bytes] = []
+    for command in commands:
+        parts.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+async def take(pool: ConnectionPool) -> AbstractConnection:
+    """A connected connection from ``pool``; ``MaxConnectionsError`` if the pool is full.
+
+    A failure here (refused, auth, pool limit) happens before any request of
+    the door's is written: it is a known outcome, nothing reached Redis.
+    """
+    return await pool.get_connection()  # type: ignore[no-untyped-call,no-any-return]
+
+
+async def write(connection: Any, data: list[bytes]) -> None:
+    """``connection.send_packed_command(data)``, minus a task per write.
+
+    redis-py bounds each write with ``asyncio.wait_for``, which on Python 3.11
+    creates a task and costs two extra loop iterations per command, a fifth of
+    a round trip on loopback. A write that fits the socket's buffer completes
+    at once; ``asyncio.timeout`` bounds waiting for the rare one that does not.
+    """
+    writer = getattr(connection, "_writer", None)
+    if not isinstance(writer, asyncio.StreamWriter) or connection.health_check_interval:
+        await connection.send_packed_command(data)
+        return
+    try:
+        writer.writelines(data)
+        if writer.transport.get_write_buffer_size():  # else the kernel took it all at once
+            async with asyncio.timeout(connection.socket_timeout or None):
+                await writer.drain()
+    except BaseException as exc:
+        # As redis-py does: a half-written command poisons the connection.
+        await connection.disconnect(nowait=True)
+        if isinstance(exc, TimeoutError):
+            raise rex.TimeoutError("Timeout writing to socket") from None
+        if isinstance(exc, OSError):
+            raise rex.ConnectionError(f"Error while writing to socket: {exc}") from exc
+        raise
+
+
+async def read(connection: AbstractConnection, count: int, replies: list[Any]) -> None:
+    """Read replies to a request already written until ``replies`` holds ``count``.
+
+    A reply that is an error is appended as that exception. ``socket_timeout``
+    bounds the whole read (one timer per batch, not one per reply, hence
+    ``math.inf`` for redis-py's own) and then raises redis-py's ``TimeoutError``.
+
+    Cancellation goes through at once and leaves the connection as it is:
+    ``replies`` holds what was read so far and a later ``read`` on the same
+    connection (by the door, in its own task) goes on where this one stopped.
+    """
+    async with asyncio.timeout(connection.socket_timeout or None) as timer:
+        try:
+            while len(replies) < count:
+                try:
+                    replies.append(
+                        await connection.read_response(timeout=math.inf, disconnect_on_error=False)
+                    )
+                except rex.ResponseError as exc:
+                    replies.append(exc)
+        except asyncio.CancelledError:
+            if timer.expired():
+                raise rex.TimeoutError("Timeout reading from the socket") from None
+            raise
+
+
+# -- the door's connections ------------------------------------------------------------
+
+
+class Connections:
+    """The door's connections from one client's pool: taken, kept between batches, given back.
+
+    Between batches up to ``lanes`` connections stay checked out, and go back
+    to the pool after ``HOLD_IDLE`` seconds without use: taking and returning
+    a pooled connection costs redis-py 8 about as much as the round trip. None
+    are kept when the pool is smaller than ``HOLD_MIN_POOL``, so task bodies
+    sharing a small pool never wait on the door's idle ones.
+
+    :param spawn: runs a coroutine as one of the door's tasks (the hand-back).
+    """
+
+    def __init__(self, pool: ConnectionPool, lanes: int, *, spawn: Callable[[Any], None]) -> None:
+        self.pool = pool
+        self._keep_up_to = lanes if pool.max_connections >= HOLD_MIN_POOL else 0
+        self._spawn = spawn
+        self._loop = asyncio.get_running_loop()
+        #: Connections kept out of the pool, idle.
+        self.held: list[AbstractConnection] = []
+        self._last_use = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def kept(self) -> AbstractConnection | None:
+        """A kept connection, if any (it skipped the pool's stale-connection check)."""
+        return self.held.pop() if self.held else None
+
+    async def take(self) -> AbstractConnection:
+        """A connection from the pool (see :func:`take`)."""
+        return await take(self.pool)
+
+    def keep(self, connection: AbstractConnection) -> bool:
+        """Keep a connection whose replies were all read, if there is room; False if not kept."""
+        if len(self.held) >= self._keep_up_to:
+            return False
+        self.held.append(connection)
+        self._last_use = self._loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self._loop.call_later(HOLD_IDLE, self._hand_back_idle)
+        return True
+
+    async def put(self, connection: AbstractConnection, *, reusable: bool) -> None:
+        """Done with ``connection``: kept if ``reusable`` and there is room, else back to the pool.
+
+        One that is not reusable (a reply may be left unread) is disconnected first.
+        """
+        if reusable and self.keep(connection):
+            return
+        if not reusable:
+            await connection.disconnect(nowait=True)
+        await self.pool.release(connection)
+
+    def _hand_back_idle(self) -> None:
+        self._idle_timer = None
+        if not self.held:
+            return
+        unused_for = self._loop.time() - self._last_use
+        if unused_for < HOLD_IDLE:
+            self._idle_timer = self._loop.call_later(HOLD_IDLE - unused_for, self._hand_back_idle)
+            return
+        held, self.held = self.held, []
+        self._spawn(self._release(held))
+
+    async def _release(self, connections: list[AbstractConnection]) -> None:
+        for connection in connections:
+            await self.pool.release(connection)
+
+
+# -- naming the server, and redis-py's errors ----------------------------------------------
+
+
+def describe(client: Any) -> str:
+    """Name the server a client talks to, without credentials."""
+    if isinstance(client, RedisCluster):
+        node = client.get_default_node()
+        return f"redis-cluster://{node.host}:{node.port}" if node else "redis-cluster"
+    pool = getattr(client, "connection_pool", None)
+    kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", {}) or {}
+    if "server" in kwargs or type(client).__module__.startswith("fakeredis"):
+        return "in-process store"
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    tls = issubclass(getattr(pool, "connection_class", object), SSLConnection) or "ssl_context" in kwargs
+    scheme = "rediss" if tls else "redis"
+    host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
+    return f"{scheme}://{host}:{port}/{db}"
+
+
+def _secrets_of(client: Any) -> list[str]:
+    pool = getattr(client, "connection_pool", None)
+    kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", {}) or {}
+    found = [kwargs.get("password")]
+    if isinstance(client, RedisCluster):
+        node = client.get_default_node()
+        if node is not None:
+            found.append(node.connection_kwargs.get("password"))
+    return [s for s in found if isinstance(s, str) and s]
+
+
+def translate(exc: BaseException, client: Any) -> BaseException:
+    """Map a redis-py error to aiotasks' error, or return it unchanged.
+
+    The message never contains the client's password, even if redis-py put it there.
+    """
+    if isinstance(exc, RedisUnavailable):
+        return exc
+    translated = _translate(exc, client)
+    if translated is not exc:
+        translated.__cause__ = exc
+    return translated
+
+
+def _translate(exc: BaseException, client: Any) -> BaseException:
+    message = str(exc) or type(exc).__name__
+    for secret in _secrets_of(client):
+        message = message.replace(secret, "***")
+    server = describe(client)
+    if isinstance(exc, rex.NoPermissionError) or message.startswith("NOPERM"):
+        # The credentials were accepted; the ACL user lacks a permission, which Redis names.
+        return RedisAuthError(f"Redis at {server} denied our ACL user a permission: {message}", server)
+    if isinstance(exc, rex.AuthenticationError) or (
+        isinstance(exc, rex.ResponseError) and _AUTH_REPLY.match(message)
+    ):
+        return RedisAuthError(f"Redis at {server} refused our credentials: {message}", server)
+    if isinstance(exc, rex.InvalidResponse):
+        return RedisUnavailable(
+            f"Redis at {server} answered with something that is not the Redis protocol "
+            f"(is it a Redis server?): {message}",
+            server,
+        )
+    if pool_limit(exc):
+        return RedisUnavailable(
+            f"no connection to {server} came free while the door waited: the client's connection pool "
+            "is at its max_connections (a local limit of the client, not an error of Redis)",
+            server,
+        )
+    if isinstance(exc, rex.ReadOnlyError):
+        return RedisUnavailable(f"Redis at {server} is a read-only replica: {message}", server)
+    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, rex.ClusterError)):
+        return RedisUnavailable(f"Redis at {server} is unavailable: {message}", server)
+    if isinstance(exc, rex.RedisClusterException | OSError):
+        return RedisUnavailable(f"Redis at {server} is unavailable: {message}", server)
+    return exc
+
+
+def retries_by_itself(client: Any) -> bool:
+    if isinstance(client, RedisCluster):
+        return True
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
+    retry = kwargs.get("retry")
+    return retry is not None and retry.get_retries() > 0
+
+
+def pool_limit(exc: BaseException) -> bool:
+    """Whether ``exc`` is a pool at its ``max_connections``: a local limit, nothing was sent.
+
+    Recent redis-py raises ``MaxConnectionsError`` for it (redis-py #3859, after 7.1);
+    before, its asyncio pool raised a plain ``ConnectionError("Too many connections")``.
+    """
+    return isinstance(exc, rex.MaxConnectionsError) or (
+        type(exc) is rex.ConnectionError and str(exc) == "Too many connections"
+    )
+
+
+def noscript(reply: Any) -> bool:
+    return isinstance(reply, rex.NoScriptError) or (
+        isinstance(reply, rex.ResponseError) and str(reply).startswith("NOSCRIPT")
+    )
