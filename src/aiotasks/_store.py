@@ -79,7 +79,10 @@ Pool limits
     the door's commands wait for a free connection, up to ``POOL_WAIT``
     seconds, rather than fail: task bodies sharing the client's pool can't
     make a run leave its lock behind. Only after that is it an error, which
-    says it is the client's pool limit.
+    says it is the client's pool limit. The door also knows how many task
+    bodies can share that pool besides its own connections:
+    :meth:`Store.body_slot` bounds them, so bodies using the client never run
+    it out of connections (the decorator and the chain take a slot per body).
 
 Connections
     For a plain ``redis.asyncio.Redis`` the door takes connections from the
@@ -99,17 +102,19 @@ Redis Cluster
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import logging
 import random
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 from redis import exceptions as rex
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
@@ -270,6 +275,30 @@ class Store:
         self._in_flight = 0
         self._drained: asyncio.Future[None] | None = None  # what drain() waits on
         self._pool_full = False
+        #: How many task bodies can use the client at once (None: no limit needed).
+        self.body_capacity = _body_capacity(client, lanes)
+        self._body_slots = None if self.body_capacity is None else asyncio.Semaphore(self.body_capacity)
+
+    @contextlib.asynccontextmanager
+    async def body_slot(self) -> AsyncIterator[None]:
+        """Hold one of the client's body slots while the block runs (see :func:`_body_capacity`).
+
+        For the task bodies that share the client: waits while every slot is
+        taken, so bodies never ask the pool for more connections than it
+        serves besides the door's own. A block nested in one that holds a slot
+        of this store (a task called from a task body, a decorated task in a
+        chain) takes none, so nesting never waits on itself.
+        """
+        held = _holding.get()
+        if self._body_slots is None or self in held:
+            yield
+            return
+        async with self._body_slots:
+            token = _holding.set((*held, self))
+            try:
+                yield
+            finally:
+                _holding.reset(token)
 
     # -- the library's operations ------------------------------------------------
 
@@ -750,6 +779,32 @@ class Store:
         finally:
             self._busy -= 1
             self._start_lane()
+
+
+def _body_capacity(client: AnyRedis, lanes: int) -> int | None:
+    """How many task bodies can use ``client`` at once, one connection each.
+
+    That is what its pool can serve (per node, for a cluster) minus the
+    ``lanes`` connections the door may use for the library's own commands.
+    None when the client needs no limit: its pool waits for a free connection
+    by itself (``BlockingConnectionPool``), or it has a single connection.
+    """
+    if isinstance(client, RedisCluster):
+        limit = client.nodes_manager.connection_kwargs.get("max_connections")
+    else:
+        pool = getattr(client, "connection_pool", None)
+        if pool is None or isinstance(pool, BlockingConnectionPool) or client.single_connection_client:
+            return None
+        limit = pool.max_connections
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        return None
+    return max(1, limit - lanes)
+
+
+#: The stores whose body slot the current context holds: a run nested in a body needs no second one.
+_holding: contextvars.ContextVar[tuple[Store, ...]] = contextvars.ContextVar(
+    "aiotasks_body_slots", default=()
+)
 
 
 def _may_hold(op: _Op) -> bool:
