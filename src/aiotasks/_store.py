@@ -380,16 +380,24 @@ class Store:
         except Exception as exc:
             raise wire.translate(exc, self.client) from exc
 
-    async def drain(self) -> None:
+    async def drain(self, within: float | None = None) -> bool:
         """Wait until every command handed to the door has its outcome.
 
         That includes those whose callers were cancelled and the locks given
-        back for them: call it before the event loop ends for a clean shutdown.
+        back for them, which a busy door may still hold queued: call it before
+        the event loop ends for a clean shutdown (what is not yet written when
+        the loop ends is never sent).
+
+        :param within: the most seconds to wait (None: as long as it takes).
+        :returns: whether the door has nothing left in flight.
         """
-        while self._in_flight:
-            if self._drained is None:
-                self._drained = self.loop.create_future()
-            await asyncio.shield(self._drained)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while self._in_flight:
+                    if self._drained is None:
+                        self._drained = self.loop.create_future()
+                    await asyncio.shield(self._drained)
+        return not self._in_flight
 
     # -- what the door does with outcomes nobody waits for -------------------------
 
