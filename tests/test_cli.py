@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -354,6 +355,38 @@ def test_signal_cancels_and_releases_locks(
     assert process.returncode == code
     assert "Traceback" not in err
     assert sync_redis.keys("lock:*") == []
+
+
+def test_signal_while_the_door_is_busy_leaves_no_lock() -> None:
+    """Regression (a release the busy door had only queued was lost when the CLI's loop ended):
+    SIGTERM while 301 runs hold their locks and Redis is stopped, so the door's connections all
+    wait for replies and the last given-back lock stays queued; Redis resumes; no lock is left."""
+    with RedisServer() as server, redis.Redis.from_url(server.url) as sync:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aiotasks", "run", f"{CHAINS}:wide_slow", "--date", DATE,
+             "--redis-url", server.url],
+            cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: sync.llen("log") == 300, process, "the 300 async tasks started")
+            lock = f"lock:slow_thread:{DATE}"
+            wait_until(lambda: bool(sync.exists(lock)), process, "the thread body's run took its lock")
+            server.pause()
+            process.send_signal(signal.SIGTERM)
+            # A CLI that does not wait for its door exits now, with Redis stopped; one that does
+            # waits (up to its DRAIN_WAIT) for the replies Redis gives once it resumes.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=1.0)
+            server.resume()
+            _, err = process.communicate(timeout=60)
+        finally:
+            server.resume()
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        assert process.returncode == 143, err
+        assert "Traceback" not in err
+        assert sync.keys("lock:*") == []
 
 
 # -- issue 7: a 300-wide chain through the CLI ------------------------------------------------------------

@@ -79,7 +79,6 @@ from ._store import AnyRedis, Store
 from ._task import (
     Task,
     backoff,
-    body_slot,
     check_attempt_options,
     describe_error,
     is_cancellation,
@@ -383,7 +382,7 @@ class ChainRun:
                     if node.is_task:  # it takes its own body slot, around its body only
                         returned = await node.func(self.date)
                     else:
-                        async with body_slot(self.store):
+                        async with self.store.body_slot():
                             if is_async:
                                 returned = await node.func(self.date)
                             else:

@@ -43,6 +43,7 @@ from redis import exceptions as rex
 
 from . import __version__
 from ._backfill import check_window, run_window
+from ._cancel import shielded
 from ._chain import Chain, ChainRun, Node, check_run_options, prepare_run
 from ._config import Settings, in_process_client
 from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisAuthError, RedisUnavailable
@@ -84,6 +85,8 @@ IN_PROCESS_NOTICE = (
 LIVE_INTERVAL = 0.2
 #: Most dates ``run --from/--to`` accepts without ``--max-dates`` (about ten years).
 MAX_DATES = 3660
+#: Most seconds the CLI waits, before it exits, for the door to send what it holds (given-back locks).
+DRAIN_WAIT = 5.0
 
 T = TypeVar("T")
 
@@ -477,7 +480,7 @@ async def _run_chain(
             _print_document(runs, settings, code)
         raise
     finally:
-        await client.aclose()
+        await _close(client)
     code = exit_code([entry["summary"] for entry in runs])
     if args.json:
         _print_document(runs, settings, code)
@@ -532,7 +535,7 @@ def _status(args: argparse.Namespace, chain: Chain) -> int:
         try:
             return await _lock_states(settings, client, nodes, date)
         finally:
-            await client.aclose()
+            await _close(client)
 
     rows = status_rows(_in_loop(read), recurring={node.id for node in nodes if node.recurring})
     _echo(to_json({"date": date, "tasks": rows}) if args.json else status_text(date, rows))
@@ -574,7 +577,7 @@ async def _reset_markers(args: argparse.Namespace, settings: Settings, nodes: li
         store = store_for(client)
         await asyncio.gather(*(store.delete(_keys_of(n, date, settings, client).success) for n in marked))
     finally:
-        await client.aclose()
+        await _close(client)
     _echo(f"{date}: removed the success markers of {names}")
     return EXIT_OK
 
@@ -603,10 +606,24 @@ def _serve(args: argparse.Namespace, schedules: list[Schedule]) -> int:
             )
             await scheduler.serve()
         finally:
-            await client.aclose()
+            await _close(client)
         return signals.exit_code or EXIT_OK
 
     return _in_loop(serve)
+
+
+async def _close(client: AnyRedis) -> None:
+    """Close the command's client once the door has sent what it holds, for at most ``DRAIN_WAIT`` s.
+
+    After a signal, a busy door may still hold the releases of the cancelled
+    runs queued: the loop ending first would leave those locks for their TTL.
+    The wait is shielded (the command's own cancellation does not cut it) and
+    bounded (a stalled Redis does not hold the exit; a second signal exits).
+    """
+    try:
+        await shielded(store_for(client).drain(DRAIN_WAIT))
+    finally:
+        await client.aclose()
 
 
 async def _ask(prompt: str) -> str:

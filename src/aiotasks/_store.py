@@ -58,8 +58,20 @@ Errors and retries
     backoff and jitter (cluster clients route and retry by themselves across
     nodes, and are left to). A release the door retried that finds no lock
     reports it released: its first attempt did (a cluster client's own
-    retries are invisible to the door, so there it reports False). Timeouts
-    are not retried: a stalled server fails the run.
+    retries are invisible to the door, so there it reports False). An error
+    reply (``READONLY``, ``NOPERM``...) is a known outcome too: the script
+    wrote nothing, so an acquire answered so has nothing to give back.
+
+Timeouts
+    Timeouts are not retried: a stalled server fails the run, within the
+    client's ``socket_timeout``. A new connection would not be accepted in
+    time either, so the door settles a timed-out batch behind itself, on its
+    own connection, before dropping it: Redis runs one connection's commands
+    in order, even those of a client that has gone. An acquire is followed by
+    its release, a finish or release by itself again, as ``EVAL`` (a server
+    that lost its script cache answers the ``EVALSHA`` ``NOSCRIPT``). Whenever
+    Redis wakes, the lock is given back or the finish takes effect, rather
+    than the lock staying for its TTL.
 
 Pool limits
     A pool at its ``max_connections`` (a local limit of the client, not an
@@ -67,7 +79,10 @@ Pool limits
     the door's commands wait for a free connection, up to ``POOL_WAIT``
     seconds, rather than fail: task bodies sharing the client's pool can't
     make a run leave its lock behind. Only after that is it an error, which
-    says it is the client's pool limit.
+    says it is the client's pool limit. The door also knows how many task
+    bodies can share that pool besides its own connections:
+    :meth:`Store.body_slot` bounds them, so bodies using the client never run
+    it out of connections (the decorator and the chain take a slot per body).
 
 Connections
     For a plain ``redis.asyncio.Redis`` the door takes connections from the
@@ -87,17 +102,19 @@ Redis Cluster
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import logging
 import random
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 from redis import exceptions as rex
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
@@ -174,6 +191,8 @@ class _Op:
         "script",
         "state",
         "then",
+        "trailed",
+        "trailer",
         "written",
     )
 
@@ -184,6 +203,7 @@ class _Op:
         *,
         must_land: bool = False,
         then: Callable[[_Op], None] | None = None,
+        trailer: tuple[Script, tuple[Any, ...]] | None = None,
     ) -> None:
         self.script = script
         self.args = args  # for a script: numkeys, *keys, *argv; else the whole command
@@ -191,6 +211,10 @@ class _Op:
         self.must_land = must_land
         #: What the door does with the outcome once nobody waits for it.
         self.then = then
+        #: The script (and its args) that settles this command if its reply does not come in time.
+        self.trailer = trailer
+        #: That trailer was written right behind this command on its connection (see Store._read).
+        self.trailed = False
         self.state = _QUEUED
         self.abandoned = False  # its caller stopped waiting (cancelled, or gave it to the door)
         self.future: asyncio.Future[Any] | None = None  # what a waiting caller awaits
@@ -200,6 +224,13 @@ class _Op:
         self.attempts = 1
         self.pool_deadline: float | None = None
         self.reply: Any = None
+
+    def trailing_command(self) -> tuple[Any, ...] | None:
+        """The trailer as EVAL, which runs whether or not the server has the script cached."""
+        if self.trailer is None:
+            return None
+        script, args = self.trailer
+        return ("EVAL", script.source, *args)
 
     def command(self, *, load: bool = False) -> tuple[Any, ...]:
         if self.script is None:
@@ -244,6 +275,30 @@ class Store:
         self._in_flight = 0
         self._drained: asyncio.Future[None] | None = None  # what drain() waits on
         self._pool_full = False
+        #: How many task bodies can use the client at once (None: no limit needed).
+        self.body_capacity = _body_capacity(client, lanes)
+        self._body_slots = None if self.body_capacity is None else asyncio.Semaphore(self.body_capacity)
+
+    @contextlib.asynccontextmanager
+    async def body_slot(self) -> AsyncIterator[None]:
+        """Hold one of the client's body slots while the block runs (see :func:`_body_capacity`).
+
+        For the task bodies that share the client: waits while every slot is
+        taken, so bodies never ask the pool for more connections than it
+        serves besides the door's own. A block nested in one that holds a slot
+        of this store (a task called from a task body, a decorated task in a
+        chain) takes none, so nesting never waits on itself.
+        """
+        held = _holding.get()
+        if self._body_slots is None or self in held:
+            yield
+            return
+        async with self._body_slots:
+            token = _holding.set((*held, self))
+            try:
+                yield
+            finally:
+                _holding.reset(token)
 
     # -- the library's operations ------------------------------------------------
 
@@ -261,6 +316,7 @@ class Store:
             ACQUIRE,
             (2, keys.lock, keys.success, token, ttl_ms, int(check_success)),
             then=functools.partial(self._give_back_if_taken, keys.lock, token),
+            trailer=(RELEASE, (1, keys.lock, token)),
         )
         try:
             # Straight from this task only where the door reads the reply itself.
@@ -278,9 +334,8 @@ class Store:
 
     async def finish(self, keys: TaskKeys, token: str, success_ttl: int) -> bool:
         """Record success and release, in one step; False if the lock was no longer ours."""
-        return (
-            int(await self._call(FINISH, 2, keys.lock, keys.success, token, success_ttl, SUCCESS_MARKER)) != 0
-        )
+        args = (2, keys.lock, keys.success, token, success_ttl, SUCCESS_MARKER)
+        return int(await self._run(_Op(FINISH, args, trailer=(FINISH, args)), direct=True)) != 0
 
     async def release(self, lock_key: str, token: str) -> bool:
         """Delete the lock if it still holds ``token``; False otherwise.
@@ -325,25 +380,35 @@ class Store:
         except Exception as exc:
             raise wire.translate(exc, self.client) from exc
 
-    async def drain(self) -> None:
+    async def drain(self, within: float | None = None) -> bool:
         """Wait until every command handed to the door has its outcome.
 
         That includes those whose callers were cancelled and the locks given
-        back for them: call it before the event loop ends for a clean shutdown.
+        back for them, which a busy door may still hold queued: call it before
+        the event loop ends for a clean shutdown (what is not yet written when
+        the loop ends is never sent).
+
+        :param within: the most seconds to wait (None: as long as it takes).
+        :returns: whether the door has nothing left in flight.
         """
-        while self._in_flight:
-            if self._drained is None:
-                self._drained = self.loop.create_future()
-            await asyncio.shield(self._drained)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while self._in_flight:
+                    if self._drained is None:
+                        self._drained = self.loop.create_future()
+                    await asyncio.shield(self._drained)
+        return not self._in_flight
 
     # -- what the door does with outcomes nobody waits for -------------------------
 
     def _release_op(self, lock_key: str, token: str) -> _Op:
+        args = (1, lock_key, token)
         return _Op(
             RELEASE,
-            (1, lock_key, token),
+            args,
             must_land=True,
             then=functools.partial(_log_failed_release, lock_key),
+            trailer=(RELEASE, args),
         )
 
     def _give_back_if_taken(self, lock_key: str, token: str, op: _Op) -> None:
@@ -528,6 +593,10 @@ class Store:
                 op.load = True  # again as EVAL, which also loads the script
                 reload.append(op)
             else:
+                # An error reply is a known outcome: the script wrote nothing. Nor did an earlier
+                # attempt whose reply was lost, or this one (same token) would have found its lock;
+                # and giving back on a server that refuses (READONLY, NOPERM, OOM) would only fail.
+                op.maybe_landed = False
                 self._close(op, wire.translate(reply, self.client))
         if reload:
             self._requeue(reload)
@@ -639,7 +708,7 @@ class Store:
                 self._read_later(connections, connection, batch, replies)
                 return None
             try:
-                await wire.read(connection, len(commands), replies)
+                await self._read(connection, batch, replies)
             except asyncio.CancelledError:
                 if self._in_callers_task():
                     handed_over = True
@@ -651,6 +720,34 @@ class Store:
             # Unless every reply was read, the connection can't serve anyone as it is.
             if not handed_over and not (reusable and connections.keep(connection)):
                 await connections.put(connection, reusable=reusable)
+
+    async def _read(self, connection: AbstractConnection, batch: Sequence[_Op], replies: list[Any]) -> None:
+        """Read the batch's replies; if they don't come in time, settle it behind itself.
+
+        Redis runs one connection's commands in order, and still runs what a
+        client wrote before it closed the connection. So when the read times
+        out (Redis stalled, or slow), the door writes each command's trailer
+        right behind the batch on the same connection before it is dropped:
+        the release of an acquire, the finish or release again for those. As
+        EVAL, so a server that lost its script cache still runs them. Whenever
+        Redis gets to the batch, what it took is given back and what was asked
+        takes effect, with no new connection needed, which a stalled server
+        would not accept in time either.
+        """
+        try:
+            await wire.read(connection, len(batch), replies)
+        except rex.TimeoutError:
+            trailing = [op for op in batch if op.trailer is not None]
+            commands = [command for op in trailing if (command := op.trailing_command()) is not None]
+            if commands:
+                try:
+                    await wire.write(connection, [wire.pack(commands)])
+                except Exception:  # the connection is gone too: the TTL bounds it
+                    logger.debug("could not write the trailers of %d command(s)", len(commands))
+                else:
+                    for op in trailing:
+                        op.trailed = True
+            raise
 
     def _read_later(
         self,
@@ -675,7 +772,7 @@ class Store:
         try:
             reusable = False
             try:
-                await wire.read(connection, len(batch), replies)
+                await self._read(connection, batch, replies)
                 reusable = True
             finally:
                 await connections.put(connection, reusable=reusable)
@@ -692,11 +789,41 @@ class Store:
             self._start_lane()
 
 
+def _body_capacity(client: AnyRedis, lanes: int) -> int | None:
+    """How many task bodies can use ``client`` at once, one connection each.
+
+    That is what its pool can serve (per node, for a cluster) minus the
+    ``lanes`` connections the door may use for the library's own commands.
+    None when the client needs no limit: its pool waits for a free connection
+    by itself (``BlockingConnectionPool``), or it has a single connection.
+    """
+    if isinstance(client, RedisCluster):
+        limit = client.nodes_manager.connection_kwargs.get("max_connections")
+    else:
+        pool = getattr(client, "connection_pool", None)
+        if pool is None or isinstance(pool, BlockingConnectionPool) or client.single_connection_client:
+            return None
+        limit = pool.max_connections
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        return None
+    return max(1, limit - lanes)
+
+
+#: The stores whose body slot the current context holds: a run nested in a body needs no second one.
+_holding: contextvars.ContextVar[tuple[Store, ...]] = contextvars.ContextVar(
+    "aiotasks_body_slots", default=()
+)
+
+
 def _may_hold(op: _Op) -> bool:
-    """Whether an acquire may have taken the lock: yes if it said so, or if its outcome is unknown."""
+    """Whether an acquire may have taken the lock, and nothing gives it back yet.
+
+    Yes if it said so, or if its outcome is unknown, unless its release was
+    written right behind it (a trailer, after a timeout).
+    """
     if op.state == _DONE and not isinstance(op.reply, BaseException) and op.reply is not None:
         return int(op.reply[0]) == 1
-    return op.maybe_landed
+    return op.maybe_landed and not op.trailed
 
 
 def _settle(op: _Op) -> None:
@@ -705,8 +832,17 @@ def _settle(op: _Op) -> None:
 
 
 def _log_failed_release(lock_key: str, op: _Op) -> None:
-    if isinstance(op.reply, BaseException):
-        why = op.reply if isinstance(op.reply, Exception) else "the event loop stopped"
+    if not isinstance(op.reply, BaseException):
+        return
+    why = op.reply if isinstance(op.reply, Exception) else "the event loop stopped"
+    if op.trailed:
+        logger.warning(
+            "Redis did not confirm the release of %s (%s); it runs when Redis does, "
+            "else the lock expires within its TTL",
+            lock_key,
+            why,
+        )
+    else:
         logger.warning("could not release %s (%s); it expires within its TTL", lock_key, why)
 
 

@@ -35,7 +35,6 @@ plus what it could not:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import datetime as dt
 import functools
@@ -43,13 +42,10 @@ import inspect
 import logging
 import random
 import time
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Protocol, TypeAlias, TypeVar, overload
 
 import anyio.to_thread
-from redis.asyncio import BlockingConnectionPool
-from redis.asyncio.cluster import RedisCluster
 
 from ._boilerplate import check_success_ttl, new_result, new_task_id, ttl_ms
 from ._cancel import shielded
@@ -57,7 +53,7 @@ from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
 from ._context import report_run, resolve
 from ._errors import InvalidConfig, RedisUnavailable, TaskError
 from ._keys import TaskKeys, check_task_name, is_slot_key, parse_run_key, task_keys
-from ._store import DEFAULT_LANES, Acquired, AnyRedis, Completed, Store
+from ._store import Acquired, AnyRedis, Completed, Store
 
 __all__ = [
     "AsyncBody",
@@ -65,8 +61,6 @@ __all__ = [
     "SyncBody",
     "Task",
     "backoff",
-    "body_capacity",
-    "body_slot",
     "check_attempt_options",
     "describe_error",
     "is_cancellation",
@@ -351,7 +345,7 @@ class Task:
                     while True:
                         attempt += 1
                         run.attempt = attempt
-                        async with body_slot(store):
+                        async with store.body_slot():
                             error = await self._attempt(run)
                         if error is None or attempt > self.retries:
                             return error
@@ -480,60 +474,6 @@ async def run_in_thread(
         finally:
             del value  # no reference cycle through the traceback
     return value  # type: ignore[return-value]
-
-
-def body_capacity(client: AnyRedis) -> int | None:
-    """How many bodies can use ``client`` at once, one connection each.
-
-    That is what its pool can serve (per node, for a cluster) minus the
-    connections the door may use for the library's own commands. None when
-    the client needs no limit: its pool waits for a free connection by
-    itself (``BlockingConnectionPool``), or it has a single connection.
-    """
-    if isinstance(client, RedisCluster):
-        limit = client.nodes_manager.connection_kwargs.get("max_connections")
-    else:
-        pool = getattr(client, "connection_pool", None)
-        if pool is None or isinstance(pool, BlockingConnectionPool) or client.single_connection_client:
-            return None
-        limit = pool.max_connections
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        return None
-    return max(1, limit - DEFAULT_LANES)
-
-
-_body_slots: weakref.WeakKeyDictionary[Store, asyncio.Semaphore | None] = weakref.WeakKeyDictionary()
-#: The doors whose body slot the current context holds: a run nested in a body needs no second one.
-_holding: contextvars.ContextVar[tuple[Store, ...]] = contextvars.ContextVar(
-    "aiotasks_body_slots", default=()
-)
-
-
-@contextlib.asynccontextmanager
-async def body_slot(store: Store) -> AsyncIterator[None]:
-    """Hold one of the body slots of ``store``'s client (see :func:`body_capacity`) while the block runs.
-
-    Waits while every slot is taken. A block nested in one that holds a slot
-    of the same client (a task called from a task body, a decorated task in a
-    chain) takes none, so nesting never waits on itself.
-    """
-    held = _holding.get()
-    if store in held:
-        yield
-        return
-    if store not in _body_slots:
-        capacity = body_capacity(store.client)
-        _body_slots[store] = None if capacity is None else asyncio.Semaphore(capacity)
-    slots = _body_slots[store]
-    if slots is None:
-        yield
-        return
-    async with slots:
-        token = _holding.set((*held, store))
-        try:
-            yield
-        finally:
-            _holding.reset(token)
 
 
 def check_attempt_options(

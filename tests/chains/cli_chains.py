@@ -111,6 +111,26 @@ async def slow_after(run: Run) -> None:
 partly_slow = [logged("quick"), slow_after, logged("last", depends_on=("slow_after",))]
 
 
+def _slow(name: str) -> aiotasks.Task:
+    async def body(run: Run) -> None:
+        await log(run, "start")
+        await asyncio.Event().wait()
+
+    return aiotasks.Task(body, name=name)
+
+
+@aiotasks.task()
+def slow_thread(run: Run) -> None:
+    """A thread body that runs until asked to stop: its lock is given back after the others'."""
+    while not run.stop_requested:
+        threading.Event().wait(0.01)
+
+
+#: WIDTH async tasks that log "start" and run until cancelled, and one thread body: on a signal
+#: the async runs give their locks back at once, and the thread's run a moment later.
+wide_slow = [_slow(f"w{i}") for i in range(WIDTH)] + [slow_thread]
+
+
 @aiotasks.task()
 async def stubborn_started(run: Run) -> None:
     await log(run, "start")
