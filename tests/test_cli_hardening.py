@@ -137,7 +137,11 @@ def test_a_database_the_server_does_not_have_exits_2(redis_server: RedisServer) 
 
 @pytest.fixture
 def not_redis() -> Iterator[int]:
-    """A local TCP server that answers every connection with an HTTP error, then closes it."""
+    """A local TCP server that answers the first request of every connection with an HTTP error.
+
+    It reads the request first and closes only after the client has (or after a bound), so
+    the client always reads the garbage rather than racing a closed socket.
+    """
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -148,7 +152,11 @@ def not_redis() -> Iterator[int]:
             with contextlib.suppress(OSError):
                 connection, _ = listener.accept()
                 with connection:
+                    connection.settimeout(10)
+                    connection.recv(65536)
                     connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                    while connection.recv(65536):  # until the client closes its end
+                        pass
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -338,8 +338,11 @@ def _explain(exc: BaseException, client: AnyRedis, settings: Settings) -> BaseEx
             f"Redis at {server} has no such database (it has as many as its `databases` setting, "
             "16 by default): name another in the URL"
         )
-    # redis-py names these replies by class (MovedError is an AskError) and drops their prefix.
-    if isinstance(exc, rex.AskError | rex.TryAgainError | rex.ClusterCrossSlotError | rex.ClusterDownError):
+    # redis-py 6 and later name these replies by class (MovedError is an AskError) and drop
+    # their prefix; 5.x leaves some as a plain ResponseError with the prefix.
+    if isinstance(
+        exc, rex.AskError | rex.TryAgainError | rex.ClusterCrossSlotError | rex.ClusterDownError
+    ) or text.startswith(("MOVED ", "ASK ", "CROSSSLOT ", "TRYAGAIN ", "CLUSTERDOWN ")):
         return UsageError(
             f"Redis at {server} is a node of a Redis Cluster: add --cluster (or set AIOTASKS_REDIS_CLUSTER=1)"
         )
