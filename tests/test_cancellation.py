@@ -20,7 +20,7 @@ import aiotasks
 from aiotasks import Run, finish_task, release_lock, task_boilerplate
 from aiotasks._keys import TaskKeys
 from aiotasks._store import store_for
-from tests.support import Gate, Wire, eventually, load_scripts
+from tests.support import Gate, Wire, eventually, load_scripts, lock_and_marker_keys
 
 DATE = "20261125"
 
@@ -64,14 +64,14 @@ async def test_cancelled_while_acquire_is_queued_is_never_sent(redis_client: Red
         await release_lock(done[0], done[1], done[4])
     names = [name for batch in gate.log for name in batch]
     assert names.count("acquire") == 2  # the two blockers, never the cancelled one
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_cancelled_after_acquire_was_sent_gives_the_lock_back(redis_client: Redis, gate: Gate) -> None:
     """Cancelled while the acquire is in flight: its reply is awaited and the lock it took is released."""
     gate.after = {"acquire"}  # the script has run on Redis: the lock is taken, the reply held
     await cancel_at(gate, task_boilerplate("t", DATE, redis=redis_client))
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
     assert any("release" in batch for batch in gate.log)
 
 
@@ -79,7 +79,7 @@ async def test_cancelled_before_acquire_reaches_redis_leaves_nothing(redis_clien
     """Cancelled while the acquire is on its way (not yet run): whatever lands is given back."""
     gate.before = {"acquire"}
     await cancel_at(gate, task_boilerplate("t", DATE, redis=redis_client))
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 @pytest.mark.parametrize("parser", ["default", "python"])
@@ -170,7 +170,7 @@ async def test_cancelled_during_the_body_releases_and_writes_no_marker(
 
     await cancel(lambda: slow(DATE, redis=redis_client))
     assert body_started.is_set()
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_cancelled_while_finish_runs_records_the_success(redis_client: Redis, gate: Gate) -> None:
@@ -182,7 +182,7 @@ async def test_cancelled_while_finish_runs_records_the_success(redis_client: Red
 
     gate.after = {"finish"}
     await cancel_at(gate, done(DATE, redis=redis_client))
-    assert await redis_client.keys("*") == [f"success:done:{DATE}".encode()]
+    assert await lock_and_marker_keys(redis_client) == [f"success:done:{DATE}".encode()]
 
 
 async def test_cancelled_before_finish_reaches_redis_writes_no_marker(
@@ -196,7 +196,7 @@ async def test_cancelled_before_finish_reaches_redis_writes_no_marker(
 
     gate.before = {"finish"}
     await cancel_at(gate, done(DATE, redis=redis_client))
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_cancelled_mid_release_still_releases(redis_client: Redis, gate: Gate) -> None:
@@ -208,7 +208,7 @@ async def test_cancelled_mid_release_still_releases(redis_client: Redis, gate: G
 
     gate.before = {"release"}
     await cancel_at(gate, failing(DATE, redis=redis_client))
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_seed_style_finally_survives_cancellation(redis_client: Redis) -> None:
@@ -229,7 +229,7 @@ async def test_seed_style_finally_survives_cancellation(redis_client: Redis) -> 
     runner.cancel()
     with pytest.raises(asyncio.CancelledError):
         await runner
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_cancelled_thread_body_is_waited_for_then_released(redis_client: Redis) -> None:
@@ -251,4 +251,4 @@ async def test_cancelled_thread_body_is_waited_for_then_released(redis_client: R
     with pytest.raises(asyncio.CancelledError):
         await runner
     assert finished.is_set()  # the lock was not released while the thread still ran
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []

@@ -16,12 +16,16 @@ import aiotasks
 from aiotasks import RedisAuthError, RedisUnavailable, Run, Settings, TaskError, task_boilerplate
 from aiotasks._config import redact_url
 from tests.servers import RedisServer, TlsFiles, free_port
+from tests.support import lock_and_marker_keys
 
 DATE = "20261125"
 SECRET = "pw-Zq81-very-secret"
 #: What the library needs: its scripts, and the commands they call. Key patterns limit it to its keys.
-ACL_RULES = ["~lock:*", "~success:*", "-@all", "+evalsha", "+eval", "+ping", "+del",
-             "+get", "+set", "+exists", "+pexpire", "+pttl"]  # fmt: skip
+ACL_RULES = ["~lock:*", "~success:*", "~run:*", "~runs:*", "-@all", "+evalsha", "+eval", "+ping", "+del",
+             "+get", "+set", "+exists", "+pexpire", "+pttl",
+             # the run records (README, "Run records")
+             "+time", "+hset", "+hget", "+hmget", "+hexists", "+hincrby", "+hgetall", "+zadd",
+             "+zremrangebyscore", "+zrevrange"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -172,5 +176,5 @@ async def test_namespaces_keep_applications_apart(redis_url: str, redis_client: 
     for namespace in ("app1", "app2"):
         results = await aiotasks.run_chain([guarded], DATE, redis=redis_client, namespace=namespace)
         assert results["guarded"]["status"] == "success"
-    keys = sorted(await redis_client.keys("*"))
+    keys = await lock_and_marker_keys(redis_client)
     assert keys == [f"app1:success:guarded:{DATE}".encode(), f"app2:success:guarded:{DATE}".encode()]

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 import aiotasks
 from aiotasks import InvalidConfig, InvalidTaskName, Run, TaskError
-from tests.support import eventually
+from tests.support import eventually, lock_and_marker_keys
 
 DATE = "20261125"
 
@@ -72,7 +72,7 @@ async def test_failure_raises_task_error_and_writes_nothing(redis_client: Redis)
     assert error.result["errors"] == ["Unexpected error: ValueError: bad row 7"]
     assert error.result["processed"] == 1
     assert isinstance(error.__cause__, ValueError)
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_body_task_error_keeps_its_message(redis_client: Redis) -> None:
@@ -116,7 +116,7 @@ async def test_recurring_task_never_writes_a_marker(redis_client: Redis) -> None
     for _ in range(3):
         assert (await odds(DATE, redis=redis_client))["status"] == "success"
     assert runs == 3
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_retries_keep_the_lock_between_attempts(redis_client: Redis, redis_url: str) -> None:
@@ -161,7 +161,7 @@ async def test_timeout_fails_with_reason_and_releases(redis_client: Redis) -> No
     assert caught.value.result is not None
     assert (caught.value.result["status"], caught.value.result["reason"]) == ("failed", "timeout")
     assert cancelled
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_a_bodys_own_timeout_error_is_not_our_timeout(redis_client: Redis) -> None:
@@ -237,7 +237,7 @@ async def test_lock_deleted_by_an_operator_cancels_the_body(redis_client: Redis)
     assert body_cancelled.is_set()
     assert caught.value.result is not None
     assert (caught.value.result["status"], caught.value.result["reason"]) == ("failed", "lock_lost")
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_lock_taken_by_another_run_is_left_to_it(redis_client: Redis) -> None:
@@ -297,7 +297,7 @@ async def test_keyboard_interrupt_in_body_releases_the_lock(redis_client: Redis)
 
     with pytest.raises(KeyboardInterrupt):
         await interrupted(DATE, redis=redis_client)
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 HOLDER = textwrap.dedent(
@@ -389,4 +389,4 @@ async def test_bad_date_is_refused_before_redis(fake_redis: Redis) -> None:
 
     with pytest.raises(aiotasks.InvalidDate, match="'25/11/2026'"):
         await dated("25/11/2026", redis=fake_redis)
-    assert await fake_redis.keys("*") == []
+    assert await lock_and_marker_keys(fake_redis) == []

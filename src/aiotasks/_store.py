@@ -71,7 +71,7 @@ import re
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 import anyio
@@ -84,7 +84,8 @@ from ._cancel import settle, shielded
 from ._constants import SUCCESS_MARKER
 from ._errors import RedisAuthError, RedisUnavailable
 from ._keys import TaskKeys
-from ._scripts import ACQUIRE, FINISH, RELEASE, RENEW, STATUS, Script
+from ._records import Outcome, acquire_args, finish_args, release_args
+from ._scripts import ACQUIRE, FINISH, GRID, RELEASE, RENEW, RUNS, STATUS, Script
 
 __all__ = ["Acquired", "AnyRedis", "Completed", "Held", "LockState", "Store", "store_for"]
 
@@ -109,8 +110,17 @@ HOLD_IDLE: Final = 1.0
 _AUTH_REPLY: Final = re.compile(r"^(NOAUTH|WRONGPASS|NOPERM)\b")
 
 
-class Acquired(NamedTuple):
-    """The lock is ours."""
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    """The lock is ours.
+
+    :ivar fence: the fencing token, larger than any earlier acquisition's of
+        this (task, date); 0 when the run keeps no record (retention 0).
+    :ivar started: the start on the Redis server's clock, ms since the epoch (0 without a record).
+    """
+
+    fence: int = field(default=0, compare=False)
+    started: int = field(default=0, compare=False)
 
 
 class Completed(NamedTuple):
@@ -262,38 +272,52 @@ class Store:
     # -- the library's operations ------------------------------------------------
 
     async def acquire(
-        self, keys: TaskKeys, token: str, ttl_ms: int, *, check_success: bool
+        self, keys: TaskKeys, token: str, ttl_ms: int, *, check_success: bool, retention_ms: int = 0
     ) -> Acquired | Completed | Held:
         """Check the marker and take the lock, atomically, in one round trip.
+
+        With ``retention_ms`` > 0 the same script starts the run's record and
+        hands out its fencing token (see ``_records``).
 
         If the caller is cancelled (or the outcome is unknown because Redis
         failed) after the script was sent, the lock is given back before the
         exception propagates, so an interrupted acquire leaves nothing behind.
         """
-        op = _Op(ACQUIRE, (2, keys.lock, keys.success, token, ttl_ms, int(check_success)))
+        op = _Op(ACQUIRE, acquire_args(keys, token, ttl_ms, check_success, retention_ms))
         try:
             # Straight from this task only where a cancellation can't cut the reply short.
             reply = await self._run(op, direct=self._pool is not None)
         except BaseException:
             if op.sent and self._may_hold(op):
-                await shielded(self._give_back(keys.lock, token))
+                cancelled = Outcome(retention_ms, "failed", "cancelled") if retention_ms else None
+                await shielded(self._give_back(keys.lock, token, cancelled))
             raise
         code = int(reply[0])
         if code == 1:
-            return Acquired()
+            return Acquired(int(reply[1]), int(reply[2]))
         if code == 2:
             return Completed()
         return Held(_text(reply[1]) if reply[1] is not None else "", int(reply[2]))
 
-    async def finish(self, keys: TaskKeys, token: str, success_ttl: int) -> bool:
-        """Record success and release, in one step; False if the lock was no longer ours."""
-        return (
-            int(await self._call(FINISH, 2, keys.lock, keys.success, token, success_ttl, SUCCESS_MARKER)) != 0
-        )
+    async def finish(
+        self, keys: TaskKeys, token: str, success_ttl: int, outcome: Outcome | None = None
+    ) -> bool:
+        """Record success and release, in one step; False if the lock was no longer ours.
 
-    async def release(self, lock_key: str, token: str) -> bool:
-        """Delete the lock if it still holds ``token``; False otherwise."""
-        return int(await self._call(RELEASE, 1, lock_key, token)) == 1
+        ``outcome`` (a success) goes into the run's record; if the lock was
+        lost the record says ``failed``, ``lock_lost`` instead.
+        """
+        outcome = outcome and outcome.without(_secrets_of(self.client))
+        args = finish_args(keys, token, success_ttl, SUCCESS_MARKER, outcome)
+        return int(await self._call(FINISH, *args)) != 0
+
+    async def release(self, lock_key: str, token: str, outcome: Outcome | None = None) -> bool:
+        """Delete the lock if it still holds ``token``; False otherwise.
+
+        ``outcome`` goes into the run's record either way (unless it already has one).
+        """
+        outcome = outcome and outcome.without(_secrets_of(self.client))
+        return int(await self._call(RELEASE, *release_args(lock_key, token, outcome))) == 1
 
     async def renew(self, lock_key: str, token: str, ttl_ms: int) -> bool:
         """Reset the lock's TTL to ``ttl_ms`` if it still holds ``token``."""
@@ -303,6 +327,14 @@ class Store:
         """Read a task's marker, holder and TTL in one command."""
         exists, holder, pttl = await self._call(STATUS, 2, keys.lock, keys.success)
         return LockState(bool(exists), None if holder is None else _text(holder), int(pttl))
+
+    async def read_grid(self, keys: Sequence[str]) -> list[Any]:
+        """The GRID script's reply for one task's dates (lock, marker, state keys per date)."""
+        return list(await self._call(GRID, len(keys), *keys))
+
+    async def read_runs(self, history: str, summary: str, count: int, records: str, locks: str) -> list[Any]:
+        """The RUNS script's reply: one task's summary and newest ``count`` runs."""
+        return list(await self._call(RUNS, 2, history, summary, count, records, locks))
 
     async def delete(self, key: str) -> bool:
         """Delete one key (a success marker, for ``reset``)."""
@@ -323,9 +355,9 @@ class Store:
             return True  # unknown outcome: the lock may be ours
         return int(op.reply[0]) == 1
 
-    async def _give_back(self, lock_key: str, token: str) -> None:
+    async def _give_back(self, lock_key: str, token: str, outcome: Outcome | None) -> None:
         try:
-            await self.release(lock_key, token)
+            await self.release(lock_key, token, outcome)
         except Exception as exc:
             logger.warning(
                 "could not release %s after an interrupted acquire (%s); "

@@ -37,12 +37,15 @@ from typing import Any, Final, Protocol, TypeAlias, overload
 
 import anyio.to_thread
 
+from . import _metrics
 from ._boilerplate import check_success_ttl, new_result, new_task_id, ttl_ms
 from ._cancel import shielded
 from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
 from ._context import resolve
 from ._errors import InvalidConfig, RedisUnavailable, TaskError
+from ._hooks import report
 from ._keys import TaskKeys, check_task_name, parse_date, task_keys
+from ._records import Outcome, retention_ms
 from ._store import Acquired, AnyRedis, Completed, Store
 
 __all__ = [
@@ -73,6 +76,10 @@ class Run:
     :ivar lock_key: the lock's key.
     :ivar success_key: the success marker's key.
     :ivar attempt: 1 for the first attempt, 2 for the first retry, ...
+    :ivar fence: the fencing token: larger than that of every earlier run of
+        this (task, date), on any host. Pass it to a store the body writes to
+        so that it rejects writes of a run whose lock expired meanwhile
+        (``UPDATE ... WHERE fence < :fence``); 0 when records are off.
     """
 
     __slots__ = (
@@ -80,6 +87,7 @@ class Run:
         "_stop",
         "attempt",
         "date",
+        "fence",
         "lock_key",
         "redis",
         "result",
@@ -105,6 +113,7 @@ class Run:
         self.lock_key = keys.lock
         self.success_key = keys.success
         self.attempt = 1
+        self.fence = 0
         self._lock_lost = False
         self._stop = False
 
@@ -241,6 +250,7 @@ class Task:
         timeout: float | None = None,
         retries: int = 0,
         retry_delay: float = 1.0,
+        retention: float | str | None = None,
     ) -> None:
         if not callable(body):
             raise InvalidConfig(f"a task body must be callable, not {body!r}", body)
@@ -255,6 +265,9 @@ class Task:
             dep.name if isinstance(dep, Task) else check_task_name(dep) for dep in depends_on
         )
         self.timeout, self.retries, self.retry_delay = check_attempt_options(timeout, retries, retry_delay)
+        if retention is not None:
+            retention_ms(retention)
+        self.retention = retention
         self._body = body
         self._is_async = inspect.iscoroutinefunction(body) or inspect.iscoroutinefunction(
             getattr(body, "__call__", None)  # noqa: B004  (an object with an async __call__)
@@ -282,9 +295,10 @@ class Task:
         keys = task_keys(self.name, date, namespace=namespace, cluster=store.cluster)
         task_id = new_task_id()
         result = new_result(self.name, date, task_id)
+        keep = retention_ms(self.retention)
         try:
             outcome = await store.acquire(
-                keys, task_id, self._lock_ms, check_success=not (self.recurring or force)
+                keys, task_id, self._lock_ms, check_success=not (self.recurring or force), retention_ms=keep
             )
         except RedisUnavailable as exc:
             _fail(result, str(exc), Reason.REDIS_UNAVAILABLE)
@@ -294,21 +308,27 @@ class Task:
             reason = Reason.ALREADY_COMPLETED if isinstance(outcome, Completed) else Reason.LOCK_HELD
             result["reason"] = reason.value
             logger.debug("%s %s: skipped (%s)", self.name, date, result["reason"])
+            _metrics.observe_skip(self.name, result["reason"])
             return result
         run = Run(self.name, date, task_id, result, store.client, keys)
+        run.fence = outcome.fence
+        _metrics.observe_start(self.name)
         started = time.monotonic()
         try:
             error = await self._attempts(store, run)
             if error is None:
-                error = await self._finish(store, run, keys)
+                error = await self._finish(store, run, keys, keep)
             else:
-                await _release_quietly(store, run)
+                await _release_quietly(store, run, Outcome.of(result, keep))
         except BaseException:
             # Cancelled (or interrupted): give the lock back before propagating.
             run._request_stop()
-            await shielded(_release_quietly(store, run))
+            ending = Outcome.of(result, keep)
+            await shielded(_release_quietly(store, run, ending))
+            await report(ending.record(run, outcome.started, time.monotonic() - started), background=True)
             raise
         elapsed = time.monotonic() - started
+        await report(Outcome.of(result, keep).record(run, outcome.started, elapsed))
         if error is not None:
             logger.warning("%s %s: failed after %.3fs: %s", self.name, date, elapsed, result["errors"][-1])
             raise TaskError(Status.FAILED.value, result["errors"][-1], result) from error
@@ -376,13 +396,14 @@ class Task:
             body = functools.partial(contextvars.copy_context().run, self._body, run)
             await shielded(anyio.to_thread.run_sync(body), on_cancel=run._request_stop)
 
-    async def _finish(self, store: Store, run: Run, keys: TaskKeys) -> BaseException | None:
+    async def _finish(self, store: Store, run: Run, keys: TaskKeys, keep: int) -> BaseException | None:
         """Record success (marker and release in one step, or release only if recurring)."""
+        success = Outcome.of(run.result, keep, status=Status.SUCCESS)
         try:
             if self.recurring:
-                held = await store.release(keys.lock, run.task_id)
+                held = await store.release(keys.lock, run.task_id, success)
             else:
-                held = await store.finish(keys, run.task_id, self.success_ttl)
+                held = await store.finish(keys, run.task_id, self.success_ttl, success)
         except RedisUnavailable as exc:
             _fail(run.result, f"could not record the run's end: {exc}", Reason.REDIS_UNAVAILABLE)
             return exc
@@ -442,9 +463,9 @@ def _reset_for_retry(run: Run, attempt: int, delay: float) -> None:
     previous.update(fresh)
 
 
-async def _release_quietly(store: Store, run: Run) -> None:
+async def _release_quietly(store: Store, run: Run, outcome: Outcome) -> None:
     try:
-        await store.release(run.lock_key, run.task_id)
+        await store.release(run.lock_key, run.task_id, outcome)
     except RedisUnavailable as exc:
         logger.warning("%s: could not release the lock (%s); it expires within its TTL", run, exc)
 
@@ -464,6 +485,7 @@ def task(
     timeout: float | None = None,
     retries: int = 0,
     retry_delay: float = 1.0,
+    retention: float | str | None = None,
 ) -> Callable[[Body], Task]: ...
 
 
@@ -477,6 +499,7 @@ def task(
     timeout: float | None = None,
     retries: int = 0,
     retry_delay: float = 1.0,
+    retention: float | str | None = None,
 ) -> Task | Callable[[Body], Task]:
     """Make ``body`` a task that runs at most once per date, never twice at once.
 
@@ -506,6 +529,8 @@ def task(
     :param retries: how many times a failed attempt is retried (lock held throughout).
     :param retry_delay: the first retry's delay in seconds; doubles each retry,
         with jitter, capped at 60 s.
+    :param retention: how long the runs' records are kept: seconds or
+        ``"30d"``-style; default ``AIOTASKS_RETENTION``, else 30 days; 0 keeps none.
     """
     options: dict[str, Any] = {
         "recurring": recurring,
@@ -515,6 +540,7 @@ def task(
         "timeout": timeout,
         "retries": retries,
         "retry_delay": retry_delay,
+        "retention": retention,
     }
     if callable(name):
         return Task(name, **options)

@@ -1,0 +1,137 @@
+"""Metrics: in-process Prometheus metrics (optional), and the exposition the CLI computes from records.
+
+In-process (``pip install 'aiotasks[metrics]'``, i.e. ``prometheus_client``),
+on the default registry, so a service that already serves ``/metrics`` gets:
+
+``aiotasks_runs_total{task, outcome}``       counter; outcome ``success``, a
+    failure's reason (``error``, ``timeout``, ``lock_lost``, ``cancelled``,
+    ...) or a skip's (``already_completed``, ``lock_held``)
+``aiotasks_run_duration_seconds{task}``      histogram of finished runs
+``aiotasks_lock_wait_seconds{task}``         histogram: how long a chain waited
+    for another worker's run of the task
+``aiotasks_runs_in_progress{task}``          gauge
+
+Without ``prometheus_client`` nothing is imported and each call is one
+attribute test. The first call decides (``find_spec``), once per process.
+
+From records (``aiotasks metrics TARGET``): :func:`exposition` renders the
+Prometheus text format from every host's records, for node_exporter's
+textfile collector or a scrape of ``--serve``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable
+from typing import Any, Final
+
+from ._records import RunRecord, TaskSummary
+
+__all__ = ["exposition", "observe_run", "observe_skip", "observe_start", "observe_wait"]
+
+_BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, float("inf"))
+
+
+class _Instruments:
+    def __init__(self, client: Any) -> None:
+        self.runs = client.Counter("aiotasks_runs_total", "Runs and skips, by outcome", ["task", "outcome"])
+        self.duration = client.Histogram(
+            "aiotasks_run_duration_seconds", "Duration of finished runs", ["task"], buckets=_BUCKETS
+        )
+        self.wait = client.Histogram(
+            "aiotasks_lock_wait_seconds", "Time spent waiting for another worker's run", ["task"],
+            buckets=_BUCKETS,
+        )  # fmt: skip
+        self.in_progress = client.Gauge("aiotasks_runs_in_progress", "Runs in progress", ["task"])
+
+
+_state: dict[str, _Instruments | None] = {}
+
+
+def _instruments() -> _Instruments | None:
+    try:
+        return _state["default"]
+    except KeyError:
+        pass
+    found = None
+    if importlib.util.find_spec("prometheus_client") is not None:
+        import prometheus_client
+
+        found = _Instruments(prometheus_client)
+    _state["default"] = found
+    return found
+
+
+def observe_start(task: str) -> None:
+    """A run of ``task`` took its lock."""
+    metrics = _instruments()
+    if metrics is not None:
+        metrics.in_progress.labels(task).inc()
+
+
+def observe_run(record: RunRecord) -> None:
+    """A run of this process finished (after :func:`observe_start`)."""
+    metrics = _instruments()
+    if metrics is None:
+        return
+    metrics.in_progress.labels(record.task).dec()
+    outcome = record.status if record.status == "success" else record.reason or record.status
+    metrics.runs.labels(record.task, outcome).inc()
+    if record.duration is not None:
+        metrics.duration.labels(record.task).observe(record.duration)
+
+
+def observe_skip(task: str, reason: str) -> None:
+    """A call of ``task`` was skipped (``already_completed``, ``lock_held``)."""
+    metrics = _instruments()
+    if metrics is not None:
+        metrics.runs.labels(task, reason).inc()
+
+
+def observe_wait(task: str, seconds: float) -> None:
+    """A chain waited ``seconds`` for another worker's run of ``task``."""
+    metrics = _instruments()
+    if metrics is not None:
+        metrics.wait.labels(task).observe(seconds)
+
+
+# -- the exposition computed from records ---------------------------------------------------
+
+_FAMILIES: Final = (
+    ("aiotasks_last_success_timestamp_seconds", "End of the last successful run (server clock)."),
+    ("aiotasks_last_failure_timestamp_seconds", "End of the last failed run (server clock)."),
+    ("aiotasks_last_run_duration_seconds", "Duration of the last finished run."),
+    ("aiotasks_task_running", "Runs of the task holding their lock right now, on any host."),
+)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+
+
+def exposition(summaries: Iterable[TaskSummary]) -> str:
+    """The Prometheus text exposition (format 0.0.4) of the tasks' records.
+
+    A task that never succeeded (within the retention) has no
+    ``last_success`` sample: alert on its absence too (``absent()``).
+    """
+    rows: dict[str, list[str]] = {name: [] for name, _ in _FAMILIES}
+    for summary in summaries:
+        label = f'{{task="{_label(summary.task)}"}}'
+        values = {
+            "aiotasks_last_success_timestamp_seconds": summary.last_success and summary.last_success / 1000,
+            "aiotasks_last_failure_timestamp_seconds": summary.last_failure and summary.last_failure / 1000,
+            "aiotasks_last_run_duration_seconds": summary.last_duration,
+            "aiotasks_task_running": summary.running,
+        }
+        for name, value in values.items():
+            if value is not None:
+                rows[name].append(f"{name}{label} {_number(value)}")
+    lines = []
+    for name, help_text in _FAMILIES:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *rows[name]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,530 @@
+"""Run records: what every run leaves in Redis, and how it is read back.
+
+A run writes no extra request for its record: the scripts it already sends
+carry it (``_scripts``). The acquire notes the start, the finish or release the
+outcome, with the Redis server's clock, so hosts never disagree. Per task ``T``,
+date ``D`` and run token ``R`` (the run's ``task_id``), next to the seed's keys::
+
+    run:T:D         HASH  fence (the fencing counter), last (the latest run's token)
+    run:T:D:R       HASH  the run's record: fence, host, pid, started, and at the
+                          end status, reason, ended, attempts, error, counters
+    runs:T          ZSET  'D:R' scored by start time in ms (for history)
+    runs:T:summary  HASH  success, failure (end times in ms), duration: for metrics
+
+(An ACL user of aiotasks needs ``~run:* ~runs:*`` besides ``~lock:* ~success:*``.)
+
+On Redis Cluster ``T`` is written ``{T}``, the task's hash tag, as in its lock
+and marker: every key of one task shares one slot. A namespace prefixes them
+all. Every key gets the retention as its TTL (default 30 days,
+``AIOTASKS_RETENTION``, ``retention=``); the history index is trimmed to it on
+every acquire. A retention of 0 writes no records.
+
+A record with no outcome is ``running`` while its token holds its date's lock,
+else ``abandoned``: the worker died, or lost its lock and never came back. The
+next acquire of that (task, date) also writes ``abandoned`` into it.
+
+The record's key names (everything after the lock key's own prefix) are
+derived from the lock key, so that ``finish_task`` and ``release_lock``, which
+only get the seed's ``lock_key``, find them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+from ._constants import Reason, Status
+from ._errors import InvalidConfig
+from ._keys import TaskKeys, task_keys
+
+if TYPE_CHECKING:  # the readers take a Store; the Store imports this module's key builders
+    from ._store import Store
+
+__all__ = [
+    "DEFAULT_RETENTION",
+    "Cell",
+    "CellState",
+    "Outcome",
+    "RecordKeys",
+    "RunRecord",
+    "TaskSummary",
+    "read_grid",
+    "read_runs",
+    "record_keys",
+    "retention_ms",
+]
+
+#: Records are kept this many seconds (30 days) unless told otherwise.
+DEFAULT_RETENTION: Final = 30 * 86400
+#: The first error text is cut to this many characters.
+MAX_ERROR: Final = 500
+#: The counters' JSON is cut to this many bytes (keys dropped from the end).
+MAX_COUNTERS: Final = 4096
+#: This host, as ``socket.gethostname()`` says (no lookup).
+HOST: Final = socket.gethostname()
+#: Result-dict keys that are the library's, not the body's counters.
+_STANDARD: Final = frozenset(
+    {"task", "date", "task_id", "status", "errors", "warnings", "reason", "attempts", "fence"}
+)
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def retention_ms(value: float | str | None = None) -> int:
+    """Validate a retention and return it in ms (0: write no records).
+
+    :param value: seconds, or a string such as ``"30d"``, ``"12h"``, ``"90m"``,
+        ``"600"``; ``None`` for ``AIOTASKS_RETENTION``, else 30 days.
+    :raises InvalidConfig: naming the value.
+    """
+    source = "retention"
+    if value is None:
+        value = os.environ.get("AIOTASKS_RETENTION")
+        source = "AIOTASKS_RETENTION"
+        if value is None or value == "":
+            return DEFAULT_RETENTION * 1000
+    seconds: float
+    if isinstance(value, str):
+        text = value.strip().lower()
+        unit = _UNITS.get(text[-1:], 0)
+        try:
+            seconds = float(text[:-1] if unit else text) * (unit or 1)
+        except ValueError:
+            raise InvalidConfig(
+                f"{source} must be seconds or a number with s, m, h or d, not {value!r}", value
+            ) from None
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidConfig(f"{source} must be a number of seconds, not {value!r}", value)
+    else:
+        seconds = value
+    if not seconds >= 0 or seconds == float("inf"):
+        raise InvalidConfig(
+            f"{source} must be 0 (no records) or a positive number of seconds, not {value!r}", value
+        )
+    return round(seconds * 1000)
+
+
+class RecordKeys(NamedTuple):
+    """The record keys of one (task, date), derived from its lock key."""
+
+    task: str
+    date: str
+    #: ``run:T:D``: the fence counter and the latest run's token.
+    state: str
+    #: ``runs:T``: the task's index of runs.
+    history: str
+    #: ``runs:T:summary``: the task's summary (metrics).
+    summary: str
+    #: ``run:T:``: a record is this prefix + ``D:R``.
+    records: str
+    #: ``lock:T:``: a date's lock is this prefix + ``D``.
+    locks: str
+
+    def record(self, token: str) -> str:
+        """The key of the record of the run whose token is ``token``."""
+        return f"{self.state}:{token}"
+
+
+def record_keys(lock_key: str) -> RecordKeys | None:
+    """The record keys that go with ``lock_key`` (as ``_keys.task_keys`` builds it).
+
+    :returns: None for a lock key of another shape (a caller's own key): such
+        a run is locked as usual but leaves no record.
+    """
+    parts = lock_key.split(":")
+    if len(parts) not in (3, 4) or parts[-3] != "lock" or not parts[-2] or not parts[-1]:
+        return None
+    prefix = f"{parts[0]}:" if len(parts) == 4 else ""
+    tag, date = parts[-2], parts[-1]
+    task = tag[1:-1] if tag.startswith("{") and tag.endswith("}") else tag
+    if not task or "{" in task or "}" in task:
+        return None
+    return RecordKeys(
+        task,
+        date,
+        f"{prefix}run:{tag}:{date}",
+        f"{prefix}runs:{tag}",
+        f"{prefix}runs:{tag}:summary",
+        f"{prefix}run:{tag}:",
+        f"{prefix}lock:{tag}:",
+    )
+
+
+def task_record_keys(task: str, *, namespace: str | None, cluster: bool) -> RecordKeys | None:
+    """A task's record keys that do not depend on the date (history, summary, prefixes)."""
+    return record_keys(task_keys(task, "0", namespace=namespace, cluster=cluster).lock)
+
+
+# -- what the scripts are sent -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended, as its finish or release writes it into its record."""
+
+    retention_ms: int
+    status: str
+    reason: str = ""
+    attempts: int = 1
+    error: str = ""
+    counters: str = ""
+
+    @classmethod
+    def of(
+        cls,
+        result: Mapping[str, Any],
+        retention_ms: int,
+        *,
+        status: Status | None = None,
+        default_reason: Reason | None = None,
+    ) -> Outcome:
+        """The outcome a result dict describes.
+
+        A status other than ``success`` or ``failed`` (still ``pending``: the
+        body was interrupted) is written as ``failed`` with ``default_reason``
+        (``cancelled`` unless given); a failure with no reason (the body
+        raised) gets reason ``error``. ``status`` overrides the dict's (a
+        finish records the success the caller is about to report).
+        """
+        said: Any = status or result.get("status")
+        reason = "" if said == Status.SUCCESS else result.get("reason") or ""
+        if said not in (Status.SUCCESS, Status.FAILED):
+            said, reason = Status.FAILED.value, (default_reason or Reason.CANCELLED).value
+        elif said == Status.FAILED and not reason:
+            reason = "error"
+        errors = result.get("errors") or []
+        error = str(errors[0])[:MAX_ERROR] if errors else ""
+        attempts = result.get("attempts", 1)
+        return cls(
+            retention_ms,
+            str(said),
+            str(reason),
+            attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 1,
+            error,
+            counters_json(result),
+        )
+
+    def record(self, run: Any, started: int, seconds: float) -> RunRecord:
+        """The record this outcome completes, for hooks and metrics.
+
+        Nothing is read back: ``ended`` is ``started`` (the server's clock, from
+        the acquire) plus the run's time on this host's monotonic clock.
+
+        :param run: the run's ``task_name``, ``date``, ``task_id`` and ``fence``
+            (a :class:`aiotasks.Run`, or the boilerplate's record of one).
+        """
+        return RunRecord(
+            task=run.task_name,
+            date=run.date,
+            task_id=run.task_id,
+            status=self.status,
+            reason=self.reason or None,
+            fence=run.fence,
+            host=HOST,
+            pid=os.getpid(),
+            started=started or None,
+            ended=(started + round(seconds * 1000)) if started else None,
+            attempts=self.attempts,
+            error=self.error or None,
+            counters=json.loads(self.counters) if self.counters else {},
+        )
+
+    def without(self, secrets: Sequence[str]) -> Outcome:
+        """This outcome with every secret (a client's password) in its texts replaced by ``***``."""
+        error, counters = self.error, self.counters
+        for secret in secrets:
+            error, counters = error.replace(secret, "***"), counters.replace(secret, "***")
+        return replace(self, error=error, counters=counters)
+
+    def args(self) -> tuple[Any, ...]:
+        """The ARGV tail the FINISH and RELEASE scripts read."""
+        return (self.retention_ms, self.status, self.reason, self.attempts, self.error, self.counters)
+
+
+def counters_json(result: Mapping[str, Any]) -> str:
+    """The body's own entries of a result dict as JSON, at most ``MAX_COUNTERS`` bytes."""
+    counters = {k: v for k, v in result.items() if k not in _STANDARD and isinstance(k, str)}
+    if not counters:
+        return ""
+    text = json.dumps(counters, default=str, separators=(",", ":"))
+    while len(text.encode()) > MAX_COUNTERS and counters:
+        counters.pop(next(reversed(counters)))
+        text = json.dumps({**counters, "_truncated": True}, default=str, separators=(",", ":"))
+    return text
+
+
+def acquire_args(
+    keys: TaskKeys, token: str, ttl_ms: int, check_success: bool, retention: int
+) -> tuple[Any, ...]:
+    """numkeys, KEYS and ARGV of the ACQUIRE script (without record keys when there is no record)."""
+    found = record_keys(keys.lock) if retention > 0 else None
+    if found is None:
+        return (2, keys.lock, keys.success, token, ttl_ms, int(check_success))
+    return (
+        5, keys.lock, keys.success, found.state, found.history, found.record(token),
+        token, ttl_ms, int(check_success), retention, HOST, os.getpid(), found.date,
+    )  # fmt: skip
+
+
+def finish_args(
+    keys: TaskKeys, token: str, success_ttl: int, marker: str, outcome: Outcome | None
+) -> tuple[Any, ...]:
+    """numkeys, KEYS and ARGV of the FINISH script."""
+    found = record_keys(keys.lock) if outcome is not None and outcome.retention_ms > 0 else None
+    if found is None or outcome is None:
+        return (2, keys.lock, keys.success, token, success_ttl, marker)
+    return (
+        4, keys.lock, keys.success, found.record(token), found.summary,
+        token, success_ttl, marker, *outcome.args(),
+    )  # fmt: skip
+
+
+def release_args(lock_key: str, token: str, outcome: Outcome | None) -> tuple[Any, ...]:
+    """numkeys, KEYS and ARGV of the RELEASE script."""
+    found = record_keys(lock_key) if outcome is not None and outcome.retention_ms > 0 else None
+    if found is None or outcome is None:
+        return (1, lock_key, token)
+    return (3, lock_key, found.record(token), found.summary, token, *outcome.args())
+
+
+# -- what is read back -----------------------------------------------------------------
+
+
+class CellState(StrEnum):
+    """A (task, date) in the grid, and a run in history (``success``/``failed`` there)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RUNNING = "running"
+    ABANDONED = "abandoned"
+    PENDING = "pending"
+
+
+def iso(ms: int | None) -> str | None:
+    """Milliseconds since the epoch as ISO 8601 UTC (``2026-11-25T02:00:01.250Z``)."""
+    if ms is None:
+        return None
+    moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run as its record says, decoded once here for every reader.
+
+    ``status`` is ``success``, ``failed``, ``running`` or ``abandoned``;
+    ``started``/``ended`` are the Redis server's clock in ms since the epoch.
+    """
+
+    task: str
+    date: str
+    task_id: str
+    status: str
+    reason: str | None = None
+    fence: int = 0
+    host: str = ""
+    pid: int = 0
+    started: int | None = None
+    ended: int | None = None
+    attempts: int | None = None
+    error: str | None = None
+    counters: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, on the server's clock."""
+        if self.started is None or self.ended is None:
+            return None
+        return (self.ended - self.started) / 1000
+
+    def to_json(self) -> dict[str, Any]:
+        """The document ``history --json`` prints for one run."""
+        return {
+            "task": self.task,
+            "date": self.date,
+            "task_id": self.task_id,
+            "status": self.status,
+            "reason": self.reason,
+            "host": self.host,
+            "pid": self.pid,
+            "started": iso(self.started),
+            "ended": iso(self.ended),
+            "duration": self.duration,
+            "attempts": self.attempts,
+            "errors": [self.error] if self.error else [],
+            "fence": self.fence,
+            "counters": dict(self.counters),
+        }
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _int(value: Any) -> int | None:
+    text = _text(value)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def decode_record(task: str, date: str, token: str, fields: Mapping[str, Any], holder: Any) -> RunRecord:
+    """A record from its hash fields; no outcome reads ``running`` or ``abandoned`` by its lock."""
+    status = _text(fields.get("status"))
+    if status is None:
+        status = CellState.RUNNING.value if _text(holder) == token else CellState.ABANDONED.value
+    counters: Mapping[str, Any] = {}
+    raw = _text(fields.get("counters"))
+    if raw:
+        try:
+            loaded = json.loads(raw)
+        except ValueError:
+            loaded = None
+        counters = loaded if isinstance(loaded, dict) else {}
+    return RunRecord(
+        task=task,
+        date=date,
+        task_id=token,
+        status=status,
+        reason=_text(fields.get("reason")),
+        fence=_int(fields.get("fence")) or 0,
+        host=_text(fields.get("host")) or "",
+        pid=_int(fields.get("pid")) or 0,
+        started=_int(fields.get("started")),
+        ended=_int(fields.get("ended")),
+        attempts=_int(fields.get("attempts")),
+        error=_text(fields.get("error")),
+        counters=counters,
+    )
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
+    return {str(_text(flat[i])): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One (task, date) of the grid: its state and the latest run behind it."""
+
+    state: CellState
+    reason: str | None = None
+    holder: str | None = None
+    ttl_ms: int | None = None
+    run: RunRecord | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The grid's JSON cell: ``state`` and whatever else is known."""
+        cell: dict[str, Any] = {"state": self.state.value}
+        if self.reason:
+            cell["reason"] = self.reason
+        if self.holder is not None:
+            cell["holder"] = self.holder
+            cell["ttl_s"] = round((self.ttl_ms or 0) / 1000, 1)
+        if self.run is not None:
+            run = self.run
+            cell.update(task_id=run.task_id, host=run.host, pid=run.pid, started=iso(run.started))
+            if run.ended is not None:
+                cell.update(ended=iso(run.ended), duration=run.duration)
+            if run.error:
+                cell["error"] = run.error
+        return cell
+
+
+_GRID_FIELDS: Final = ("status", "reason", "host", "pid", "started", "ended", "error", "attempts", "fence")
+
+
+def decode_cell(task: str, date: str, reply: Sequence[Any]) -> Cell:
+    """A grid cell from the GRID script's reply for one date.
+
+    The lock wins (``running``), then the marker (``completed``: markers are
+    written by success only, also by hand in seed-style code), then the latest
+    run's record (a recurring task shows its last run), else ``pending``.
+    """
+    exists, holder, pttl = int(reply[0]), _text(reply[1]), int(reply[2])
+    token = _text(reply[3]) if len(reply) > 3 else None
+    run = None
+    if token is not None:
+        fields = dict(zip(_GRID_FIELDS, reply[4:13], strict=False))
+        run = decode_record(task, date, token, {k: v for k, v in fields.items() if v is not None}, holder)
+    if holder is not None:
+        mine = run if run is not None and run.task_id == holder else None
+        return Cell(CellState.RUNNING, holder=holder, ttl_ms=pttl, run=mine)
+    if exists:
+        return Cell(CellState.COMPLETED, run=run if run and run.status == Status.SUCCESS else None)
+    if run is None:
+        return Cell(CellState.PENDING)
+    if run.status == Status.SUCCESS:
+        return Cell(CellState.COMPLETED, run=run)
+    if run.status == CellState.ABANDONED or run.status == CellState.RUNNING:
+        return Cell(CellState.ABANDONED, run=run)
+    return Cell(CellState.FAILED, reason=run.reason, run=run)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """One task's recent runs and its last success/failure, as metrics need them."""
+
+    task: str
+    last_success: int | None
+    last_failure: int | None
+    last_duration: float | None
+    runs: list[RunRecord]
+
+    @property
+    def running(self) -> int:
+        return sum(1 for run in self.runs if run.status == CellState.RUNNING)
+
+
+async def read_grid(
+    store: Store, tasks: Sequence[str], dates: Sequence[str], *, namespace: str | None
+) -> dict[str, dict[str, Cell]]:
+    """Every (task, date) cell: one GRID script per task, sent together (one coalesced batch)."""
+
+    def keys_of(task: str) -> list[str]:
+        keys: list[str] = []
+        for date in dates:
+            lock, success = task_keys(task, date, namespace=namespace, cluster=store.cluster)
+            found = record_keys(lock)
+            keys += [lock, success, found.state if found else lock]
+        return keys
+
+    replies = await asyncio.gather(*(store.read_grid(keys_of(task)) for task in tasks))
+    return {
+        task: {date: decode_cell(task, date, cell) for date, cell in zip(dates, reply, strict=True)}
+        for task, reply in zip(tasks, replies, strict=True)
+    }
+
+
+async def read_runs(
+    store: Store, tasks: Sequence[str], *, namespace: str | None, last: int
+) -> dict[str, TaskSummary]:
+    """Each task's ``last`` newest runs and summary: one RUNS script per task, sent together."""
+    found = {task: task_record_keys(task, namespace=namespace, cluster=store.cluster) for task in tasks}
+    replies = await asyncio.gather(
+        *(store.read_runs(k.history, k.summary, last, k.records, k.locks) for k in found.values() if k)
+    )
+    summaries: dict[str, TaskSummary] = {}
+    for task, reply in zip([t for t, k in found.items() if k], replies, strict=True):
+        summary = _pairs(reply[0])
+        runs = []
+        for member, holder, flat in reply[1:]:
+            date, _, token = str(_text(member)).rpartition(":")
+            runs.append(decode_record(task, date, token, _pairs(flat), holder))
+        duration = _int(summary.get("duration"))
+        summaries[task] = TaskSummary(
+            task,
+            _int(summary.get("success")),
+            _int(summary.get("failure")),
+            None if duration is None else duration / 1000,
+            runs,
+        )
+    return summaries

@@ -1,0 +1,384 @@
+"""Run records (issue 13): a record per run, written by the scripts a run already sends.
+
+Every test runs against a real ``redis-server``; waits are for conditions, never durations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+import aiotasks
+from aiotasks import Run, TaskError, finish_task, release_lock, task_boilerplate
+from aiotasks._keys import task_keys
+from aiotasks._records import RunRecord, read_grid, read_runs, record_keys, retention_ms
+from aiotasks._store import Acquired, store_for
+from tests.servers import LocalCluster, RedisServer
+from tests.support import eventually
+from tests.test_cli import ROOT, child_env
+
+DATE = "20261125"
+
+
+async def history(client: Redis | RedisCluster, task: str, last: int = 20) -> list[RunRecord]:
+    summaries = await read_runs(store_for(client), [task], namespace=None, last=last)
+    return summaries[task].runs
+
+
+async def latest(client: Redis | RedisCluster, task: str) -> RunRecord:
+    runs = await history(client, task, 1)
+    assert runs, f"no record of {task}"
+    return runs[0]
+
+
+async def test_a_success_leaves_a_record(redis_client: Redis) -> None:
+    """A successful run's record: status, host:pid, server times, attempts, the body's counters."""
+
+    @aiotasks.task()
+    async def counted(run: Run) -> None:
+        run.result["items"] = 3
+
+    result = await counted(DATE, redis=redis_client)
+    record = await latest(redis_client, "counted")
+    assert (record.task, record.date, record.task_id) == ("counted", DATE, result["task_id"])
+    assert (record.status, record.reason, record.attempts) == ("success", None, 1)
+    assert record.host
+    assert record.pid > 0
+    assert record.started is not None
+    assert record.ended is not None
+    assert record.ended >= record.started
+    assert dict(record.counters) == {"items": 3}
+    assert record.fence > 0
+
+
+@pytest.mark.parametrize("kind", ["error", "timeout", "lock_lost"])
+async def test_a_failure_leaves_its_reason(redis_client: Redis, kind: str) -> None:
+    """A failed run's record says failed with its reason (error, timeout, lock_lost) and the first error."""
+
+    async def body(run: Run) -> None:
+        if kind == "error":
+            raise ValueError("bad row 7")
+        if kind == "timeout":
+            await asyncio.Event().wait()
+        await run.redis.delete(run.lock_key)  # the lock is gone before the finish: lock_lost
+
+    task = aiotasks.Task(body, name=f"fails_{kind}", timeout=0.05 if kind == "timeout" else None)
+    with pytest.raises(TaskError):
+        await task(DATE, redis=redis_client)
+    record = await latest(redis_client, task.name)
+    assert (record.status, record.reason) == ("failed", kind)
+    assert record.error
+    if kind == "error":
+        assert record.error == "Unexpected error: ValueError: bad row 7"
+
+
+async def test_a_cancelled_run_leaves_cancelled(redis_client: Redis) -> None:
+    """A run cancelled mid-body is recorded as failed, reason cancelled (its lock released)."""
+    started = asyncio.Event()
+
+    @aiotasks.task()
+    async def waits(run: Run) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    running = asyncio.create_task(waits(DATE, redis=redis_client))
+    await started.wait()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    record = await latest(redis_client, "waits")
+    assert (record.status, record.reason) == ("failed", "cancelled")
+    assert await redis_client.exists(f"lock:waits:{DATE}") == 0
+
+
+async def test_seed_style_runs_are_recorded(redis_client: Redis) -> None:
+    """task_boilerplate + finish_task records a success; + release_lock records a failure or recurring run."""
+
+    async def seed(name: str, *, fail: bool, recurring: bool = False) -> None:
+        conn, lock_key, success_key, result, task_id = await task_boilerplate(
+            name, DATE, skip_success_check=recurring, redis=redis_client
+        )
+        try:
+            if fail:
+                result["status"] = "failed"
+                result["errors"].append("all items failed")
+                return
+            result["status"] = "success"
+            if not recurring:
+                await finish_task(conn, lock_key, success_key, task_id)
+        finally:
+            await release_lock(conn, lock_key, task_id)
+
+    await seed("seed_ok", fail=False)
+    await seed("seed_bad", fail=True)
+    await seed("seed_again", fail=False, recurring=True)
+    ok, bad, again = [await latest(redis_client, n) for n in ("seed_ok", "seed_bad", "seed_again")]
+    assert (ok.status, bad.status, bad.reason, bad.error) == (
+        "success",
+        "failed",
+        "error",
+        "all items failed",
+    )
+    assert again.status == "success"
+
+
+async def test_skips_write_nothing(redis_client: Redis) -> None:
+    """A skip (already_completed) writes no record: one run, one record."""
+
+    @aiotasks.task()
+    async def once(run: Run) -> None:
+        pass
+
+    await once(DATE, redis=redis_client)
+    skipped = await once(DATE, redis=redis_client)
+    assert skipped["reason"] == "already_completed"
+    assert len(await history(redis_client, "once")) == 1
+
+
+async def test_fence_grows_across_acquisitions_and_expired_locks(redis_client: Redis) -> None:
+    """run.fence grows strictly with every acquisition of a (task, date), also after a lock expired."""
+    fences: list[int] = []
+
+    @aiotasks.task(recurring=True)
+    async def fenced(run: Run) -> None:
+        fences.append(run.fence)
+
+    for _ in range(3):
+        await fenced(DATE, redis=redis_client)
+    store = store_for(redis_client)
+    keys = task_keys("fenced", DATE, namespace=None, cluster=False)
+    keep = retention_ms()
+    expiring = await store.acquire(keys, "expiring", 50, check_success=False, retention_ms=keep)
+    assert isinstance(expiring, Acquired)
+    fences.append(expiring.fence)
+
+    async def lock_gone() -> bool:
+        return await redis_client.exists(keys.lock) == 0
+
+    await eventually(lock_gone, "the 50 ms lock expired")
+    after = await store.acquire(keys, "after", 10_000, check_success=False, retention_ms=keep)
+    assert isinstance(after, Acquired)
+    fences.append(after.fence)
+    assert fences == sorted(set(fences))
+    assert len(fences) == 5
+    # A retried acquire (same token) hands back the same fence, it doesn't take a new one.
+    again = await store.acquire(keys, "after", 10_000, check_success=False, retention_ms=keep)
+    assert isinstance(again, Acquired)
+    assert again.fence == after.fence
+
+
+async def start_holder(url: str, task: str, mode: str) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+    """A worker process (tests/workers/holder.py) that took the lock; what its body printed."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.workers.holder", url, task, DATE, mode,
+        cwd=ROOT, env=child_env(), stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 60)
+    return process, json.loads(line)
+
+
+async def test_fence_grows_across_processes(redis_url: str, redis_client: Redis) -> None:
+    """Acquisitions from two processes and this one: every fence is larger than the one before."""
+    fences = []
+
+    @aiotasks.task(name="shared", recurring=True)
+    async def here(run: Run) -> None:
+        fences.append(run.fence)
+
+    for _ in range(2):
+        process, seen = await start_holder(redis_url, "shared", "once")
+        assert await process.wait() == 0
+        fences.append(seen["fence"])
+        await here(DATE, redis=redis_client)
+    assert fences == sorted(set(fences))
+    assert len(fences) == 4
+
+
+async def test_a_killed_worker_shows_abandoned(redis_url: str, redis_client: Redis) -> None:
+    """A worker SIGKILLed mid-body: running while its lock lives, abandoned once it expired."""
+    process, seen = await start_holder(redis_url, "killed", "hang")
+    record = await latest(redis_client, "killed")
+    assert (record.task_id, record.status, record.fence) == (seen["task_id"], "running", seen["fence"])
+    assert record.pid == process.pid
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+
+    async def abandoned() -> bool:
+        return (await latest(redis_client, "killed")).status == "abandoned"
+
+    await eventually(abandoned, "the killed worker's record reads abandoned")
+    grid = await read_grid(store_for(redis_client), ["killed"], [DATE], namespace=None)
+    assert grid["killed"][DATE].state == "abandoned"
+
+    # The next run of that (task, date) writes the mark, and gets a larger fence.
+    fences = []
+
+    @aiotasks.task(name="killed", recurring=True)
+    async def next_run(run: Run) -> None:
+        fences.append(run.fence)
+
+    await next_run(DATE, redis=redis_client)
+    stored = await redis_client.hget(f"run:killed:{DATE}:{seen['task_id']}", "status")
+    assert stored == b"abandoned"
+    assert fences[0] > seen["fence"]
+
+
+async def test_records_expire_with_their_retention(redis_client: Redis) -> None:
+    """Every record key gets the retention as TTL, and is gone once it passed."""
+
+    @aiotasks.task(retention=0.5)
+    async def brief(run: Run) -> None:
+        pass
+
+    await brief(DATE, redis=redis_client)
+    record_keys_found = [k for k in await redis_client.keys("run*")]
+    assert len(record_keys_found) == 4  # state, record, index, summary
+    for key in record_keys_found:
+        assert 0 < await redis_client.pttl(key) <= 500
+
+    async def gone() -> bool:
+        return not await redis_client.keys("run*")
+
+    await eventually(gone, "the records expired")
+
+
+async def test_retention_zero_writes_no_record(redis_client: Redis) -> None:
+    """retention=0 turns records off: only the seed's keys are written."""
+
+    @aiotasks.task(retention=0)
+    async def unrecorded(run: Run) -> None:
+        assert run.fence == 0
+
+    await unrecorded(DATE, redis=redis_client)
+    assert await redis_client.keys("*") == [f"success:unrecorded:{DATE}".encode()]
+
+
+@pytest.mark.parametrize("bad", ["-1", "soon", "inf", "nan", True])
+def test_a_bad_retention_is_refused(bad: Any) -> None:
+    """A retention that is not a duration raises InvalidConfig naming it."""
+    with pytest.raises(aiotasks.InvalidConfig, match="retention"):
+        retention_ms(bad)
+
+
+def test_retention_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retentions read as seconds or with a unit; the default is AIOTASKS_RETENTION, else 30 days."""
+    assert [retention_ms(v) for v in ("90", "2m", "1h", "1d", 1.5)] == [
+        90_000,
+        120_000,
+        3_600_000,
+        86_400_000,
+        1500,
+    ]
+    monkeypatch.delenv("AIOTASKS_RETENTION", raising=False)
+    assert retention_ms() == 30 * 86_400_000
+    monkeypatch.setenv("AIOTASKS_RETENTION", "7d")
+    assert retention_ms() == 7 * 86_400_000
+
+
+def test_record_keys_follow_the_lock_key() -> None:
+    """Record keys are derived from any lock key task_keys builds (namespace, cluster tag)."""
+    found = record_keys("app:lock:{t}:20261125")
+    assert found is not None
+    assert (found.task, found.date, found.state, found.history) == (
+        "t",
+        DATE,
+        "app:run:{t}:20261125",
+        "app:runs:{t}",
+    )
+    assert found.record("abc") == "app:run:{t}:20261125:abc"
+    assert record_keys("my-own-lock") is None
+
+
+async def test_a_password_never_reaches_a_record() -> None:
+    """A body error quoting the client's password is stored with *** (records, grid, history)."""
+    secret = "pw-Rec0rd-s3cret"
+    with RedisServer(password=secret) as server:
+        client = Redis.from_url(f"redis://:{secret}@127.0.0.1:{server.port}/0")
+
+        @aiotasks.task()
+        async def leaky(run: Run) -> None:
+            run.result["url"] = f"redis://:{secret}@db"
+            raise RuntimeError(f"cannot reach redis://:{secret}@db")
+
+        try:
+            with pytest.raises(TaskError):
+                await leaky(DATE, redis=client)
+            dump = []
+            for key in await client.keys("*"):
+                kind = await client.type(key)
+                if kind == b"hash":
+                    value: Any = await client.hgetall(key)
+                else:
+                    value = await (client.zrange(key, 0, -1) if kind == b"zset" else client.get(key))
+                dump.append(repr((key, value)))
+            runs = await history(client, "leaky")
+            grid = await read_grid(store_for(client), ["leaky"], [DATE], namespace=None)
+        finally:
+            await client.aclose()
+    assert runs
+    assert runs[0].error == "Unexpected error: RuntimeError: cannot reach redis://:***@db"
+    texts = [*dump, json.dumps(runs[0].to_json()), json.dumps(grid["leaky"][DATE].to_json())]
+    assert not [text for text in texts if secret in text]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster() as started:
+        yield started
+
+
+@pytest.fixture
+async def cluster_client(cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
+    for node in cluster.nodes:
+        with redis.Redis.from_url(node.url) as sync:
+            sync.flushall()
+    client = RedisCluster.from_url(cluster.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_records_on_a_cluster(cluster_client: RedisCluster) -> None:
+    """On a 3-master cluster every record script is single-slot: runs, history, grid and fences work."""
+    names = [f"c{i}" for i in range(12)]  # spread over the masters
+    fences: dict[str, list[int]] = {}
+
+    def make(name: str) -> aiotasks.Task:
+        async def body(run: Run) -> None:
+            fences.setdefault(run.task_name, []).append(run.fence)
+            if run.date == "20261126":
+                raise ValueError("bad day")
+
+        return aiotasks.Task(body, name=name, recurring=True)
+
+    tasks = [make(name) for name in names]
+    for date in (DATE, "20261126", DATE):
+        results = await asyncio.gather(
+            *(t(date, redis=cluster_client) for t in tasks), return_exceptions=True
+        )
+        assert len(results) == len(names)
+    slots = {cluster_client.keyslot(f"{{{name}}}") for name in names}
+    assert len({cluster_client.nodes_manager.get_node_from_slot(s).name for s in slots}) > 1
+    summaries = await read_runs(store_for(cluster_client), names, namespace=None, last=10)
+    for name in names:
+        statuses = [run.status for run in summaries[name].runs]
+        assert statuses == ["success", "failed", "success"]
+        assert fences[name][0] < fences[name][2]
+    grid = await read_grid(store_for(cluster_client), names, [DATE, "20261126", "20261127"], namespace=None)
+    for name in names:
+        assert [grid[name][d].state for d in (DATE, "20261126", "20261127")] == [
+            "completed",
+            "failed",
+            "pending",
+        ]
