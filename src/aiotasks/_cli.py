@@ -38,6 +38,8 @@ from ._chain import Chain, ChainRun, Node, check_run_options, prepare_run
 from ._config import Settings, in_process_client
 from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisUnavailable
 from ._keys import date_range, parse_date, task_keys
+from ._metrics import exposition, serve_metrics
+from ._records import TaskSummary, read_grid, read_runs
 from ._store import AnyRedis, LockState, store_for
 from ._task import Task
 from ._views import (
@@ -47,13 +49,16 @@ from ._views import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EXIT_USAGE,
+    cell_rows,
     exit_code,
+    grid_json,
+    grid_text,
+    history_text,
     live_frame,
     plan_dot,
     plan_mermaid,
     plan_text,
-    status_rows,
-    status_text,
+    status_cells_text,
     summarize,
     summary_line,
     task_lines,
@@ -127,11 +132,29 @@ def _parser() -> argparse.ArgumentParser:
     target(plan)
     plan.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
 
-    status = commands.add_parser("status", help="show each task as completed, running or pending")
+    status = commands.add_parser(
+        "status", help="each task (x each date) as completed, failed, running, abandoned or pending"
+    )
     target(status)
-    status.add_argument("--date", help="YYYYMMDD (default: today)")
+    day = status.add_mutually_exclusive_group()
+    day.add_argument("--date", help="YYYYMMDD (default: today)")
+    day.add_argument("--from", dest="date_from", metavar="YYYYMMDD", help="first date of a grid")
+    status.add_argument("--to", dest="date_to", metavar="YYYYMMDD", help="last date of a grid (with --from)")
     redis_options(status)
     status.add_argument("--json", action="store_true", help="print one JSON document")
+
+    history = commands.add_parser("history", help="the recorded runs, newest first, from every host")
+    target(history)
+    history.add_argument("--task", action="append", metavar="TASK", help="only this task (repeatable)")
+    history.add_argument("--last", type=int, default=20, metavar="N", help="how many runs (default 20)")
+    redis_options(history)
+    history.add_argument("--json", action="store_true", help="print one JSON document")
+
+    metrics = commands.add_parser("metrics", help="Prometheus text exposition computed from the records")
+    target(metrics)
+    metrics.add_argument("--serve", type=int, metavar="PORT", help="serve it over HTTP instead of printing")
+    metrics.add_argument("--bind", default="127.0.0.1", help="address for --serve (default 127.0.0.1)")
+    redis_options(metrics)
 
     reset = commands.add_parser("reset", help="remove success markers so tasks run again")
     target(reset)
@@ -326,11 +349,94 @@ async def _lock_states(
 
 async def _status(args: argparse.Namespace) -> int:
     chain = load_chain(args.target)
-    date = parse_date(args.date)
-    _, client, states = await _lock_states(args, list(chain), date)
-    await client.aclose()
-    rows = status_rows(states)
-    _echo(to_json({"date": date, "tasks": rows}) if args.json else status_text(date, rows))
+    dates = _dates(args)
+    settings = _settings(args)
+    client = _client(settings, need_redis=args.command)
+    try:
+        store = store_for(client)
+        await store.ping()
+        nodes = list(chain)
+        cells = await read_grid(store, [n.task_name for n in nodes], dates, namespace=settings.namespace)
+    finally:
+        await client.aclose()
+    grid = {node.id: cells[node.task_name] for node in nodes}
+    color = sys.stdout.isatty() and not args.json
+    if args.date_from is None:
+        date = dates[0]
+        day = {name: by_date[date] for name, by_date in grid.items()}
+        document: Any = {"date": date, "tasks": cell_rows(day)}
+        _echo(to_json(document) if args.json else status_cells_text(date, day, color=color))
+    else:
+        _echo(to_json(grid_json(dates, grid)) if args.json else grid_text(dates, grid, color=color))
+    return EXIT_OK
+
+
+def _chosen(chain: Chain, only: list[str] | None) -> list[Node]:
+    if only:
+        unknown = [name for name in only if name not in chain.nodes]
+        if unknown:
+            raise InvalidChain(f"no task {unknown[0]!r} in the chain", unknown[0])
+        return [node for node in chain if node.id in only]
+    return list(chain)
+
+
+async def _read_runs(args: argparse.Namespace, nodes: list[Node], last: int) -> dict[str, TaskSummary]:
+    settings = _settings(args)
+    client = _client(settings, need_redis=args.command)
+    try:
+        store = store_for(client)
+        await store.ping()
+        names = list(dict.fromkeys(node.task_name for node in nodes))
+        return await read_runs(store, names, namespace=settings.namespace, last=last)
+    finally:
+        await client.aclose()
+
+
+async def _history(args: argparse.Namespace) -> int:
+    nodes = _chosen(load_chain(args.target), args.task)
+    if args.last < 1:
+        raise UsageError(f"--last must be at least 1, not {args.last}")
+    summaries = await _read_runs(args, nodes, args.last)
+    runs = sorted(
+        (run for summary in summaries.values() for run in summary.runs),
+        key=lambda run: (run.started or 0, run.task),
+        reverse=True,
+    )[: args.last]
+    _echo(to_json({"runs": [run.to_json() for run in runs]}) if args.json else history_text(runs))
+    return EXIT_OK
+
+
+#: How many recent runs per task ``metrics`` reads to count those running.
+METRICS_RECENT = 50
+
+
+async def _metrics(args: argparse.Namespace) -> int:
+    nodes = list(load_chain(args.target))
+    if args.serve is None:
+        _echo(exposition((await _read_runs(args, nodes, METRICS_RECENT)).values()).rstrip("\n"))
+        return EXIT_OK
+    if not 0 <= args.serve <= 65535:
+        raise UsageError(f"--serve must be a port from 0 to 65535, not {args.serve}")
+    settings = _settings(args)
+    client = _client(settings, need_redis=args.command)
+    store = store_for(client)
+    names = list(dict.fromkeys(node.task_name for node in nodes))
+
+    async def scrape() -> bytes:
+        summaries = await read_runs(store, names, namespace=settings.namespace, last=METRICS_RECENT)
+        return exposition(summaries.values()).encode()
+
+    try:
+        await store.ping()
+        server = await serve_metrics(scrape, args.bind, args.serve)
+        port = server.sockets[0].getsockname()[1]
+        _echo(f"aiotasks: serving metrics on http://{args.bind}:{port}/metrics", sys.stderr)
+        async with server:
+            await server.serve_forever()
+    except OSError as exc:
+        raise UsageError(f"cannot serve metrics on {args.bind}:{args.serve}: {exc.strerror or exc}") from None
+    finally:
+        await client.aclose()
     return EXIT_OK
 
 
@@ -416,6 +522,10 @@ async def _main_async(args: argparse.Namespace) -> int:
             return await _run(args)
         if args.command == "status":
             return await _status(args)
+        if args.command == "history":
+            return await _history(args)
+        if args.command == "metrics":
+            return await _metrics(args)
         return await _reset(args)
     except asyncio.CancelledError:
         if not received:

@@ -21,13 +21,17 @@ textfile collector or a scrape of ``--serve``.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
-from collections.abc import Iterable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 from ._records import RunRecord, TaskSummary
 
-__all__ = ["exposition", "observe_run", "observe_skip", "observe_start", "observe_wait"]
+__all__ = ["exposition", "observe_run", "observe_skip", "observe_start", "observe_wait", "serve_metrics"]
+
+logger = logging.getLogger("aiotasks.metrics")
 
 _BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, float("inf"))
 
@@ -135,3 +139,45 @@ def exposition(summaries: Iterable[TaskSummary]) -> str:
     for name, help_text in _FAMILIES:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *rows[name]]
     return "\n".join(lines) + "\n"
+
+
+#: The content type of the text exposition.
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+#: The longest request head ``serve_metrics`` reads.
+MAX_REQUEST: Final = 8192
+
+
+async def serve_metrics(scrape: Callable[[], Awaitable[bytes]], host: str, port: int) -> asyncio.Server:
+    """An HTTP server answering ``GET /metrics`` (and ``/``) with ``await scrape()``.
+
+    One response per connection, computed at each scrape. A failed read
+    answers 503 with the error's one line (Redis errors are already free of
+    credentials); anything else 404 or 405.
+    """
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            method, path, *_ = [*head[:MAX_REQUEST].decode("latin-1").split(" ", 2), "", ""]
+            if method not in ("GET", "HEAD"):
+                status, body = "405 Method Not Allowed", b"use GET\n"
+            elif path.split("?")[0] not in ("/", "/metrics"):
+                status, body = "404 Not Found", b"see /metrics\n"
+            else:
+                try:
+                    status, body = "200 OK", await scrape()
+                except Exception as exc:
+                    logger.warning("metrics scrape failed: %s", exc)
+                    status, body = "503 Service Unavailable", f"{exc}\n".encode()
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {CONTENT_TYPE}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + (body if method != "HEAD" else b"")
+            )
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, host, port, limit=MAX_REQUEST)
