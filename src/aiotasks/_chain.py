@@ -57,6 +57,7 @@ from typing import Any, Final
 
 import anyio.to_thread
 
+from . import _metrics
 from ._boilerplate import new_result
 from ._cancel import shielded
 from ._config import env_namespace
@@ -313,6 +314,7 @@ class ChainRun:
             result = outcome
         if started_wait is not None:
             result["wait_seconds"] = round(time.monotonic() - started_wait, 3)
+            _metrics.observe_wait(node.task_name, result["wait_seconds"])
         self._settle(node, result)
 
     async def _attempt(self, node: Node) -> dict[str, Any]:

@@ -58,7 +58,11 @@ def _instruments() -> _Instruments | None:
     except KeyError:
         pass
     found = None
-    if importlib.util.find_spec("prometheus_client") is not None:
+    try:
+        installed = importlib.util.find_spec("prometheus_client") is not None
+    except ValueError:  # sys.modules says it is not importable
+        installed = False
+    if installed:
         import prometheus_client
 
         found = _Instruments(prometheus_client)
