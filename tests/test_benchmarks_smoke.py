@@ -28,12 +28,13 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
         "Lock contention, coroutines in one process",
         "Lock contention, 4 OS processes",
         "Chain overhead and makespan",
+        "Run records: memory and the date grid",
     ]
     text = report.read_text()
     assert results["machine"]["redis-server"] in text
     for benchmark in results["benchmarks"][:2]:
         rows = benchmark["result"]["rows"]
-        ours = [r for r in rows if r["contender"] in ("aiotasks", "tuple")]
+        ours = [r for r in rows if r["contender"] in ("aiotasks", "norecords", "tuple")]
         assert ours, "aiotasks was not measured"
         # Correctness, not speed: aiotasks never ran a body twice nor failed an attempt.
         assert all(r["duplicates"] == 0 and r["errors"] == 0 for r in ours), ours
@@ -49,3 +50,6 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert {row["shape"] for row in chain["overhead"]} == {"wide", "deep", "random"}
     assert chain["makespan"]
     assert all("aiotasks_ratio" in row and "baseline_ratio" in row for row in chain["makespan"])
+    recorded = results["benchmarks"][3]["result"]
+    assert recorded["memory"]["runs"] == recorded["memory"]["tasks"] * recorded["memory"]["days"]
+    assert recorded["grid"]["commands_per_read"] == recorded["grid"]["tasks"]  # one script per task

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import os
 import socket
@@ -69,6 +70,9 @@ MAX_ERROR: Final = 500
 MAX_COUNTERS: Final = 4096
 #: This host, as ``socket.gethostname()`` says (no lookup).
 HOST: Final = socket.gethostname()
+#: This process's id, kept current across fork() (``os.getpid()`` is a system call per run).
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 #: Result-dict keys that are the library's, not the body's counters.
 _STANDARD: Final = frozenset(
     {"task", "date", "task_id", "status", "errors", "warnings", "reason", "attempts", "fence"}
@@ -131,6 +135,7 @@ class RecordKeys(NamedTuple):
         return f"{self.state}:{token}"
 
 
+@functools.lru_cache(maxsize=4096)  # a run's acquire and its finish/release derive the same keys
 def record_keys(lock_key: str) -> RecordKeys | None:
     """The record keys that go with ``lock_key`` (as ``_keys.task_keys`` builds it).
 
@@ -227,7 +232,7 @@ class Outcome:
             reason=self.reason or None,
             fence=run.fence,
             host=HOST,
-            pid=os.getpid(),
+            pid=_pid[0],
             started=started or None,
             ended=(started + round(seconds * 1000)) if started else None,
             attempts=self.attempts,
@@ -237,6 +242,8 @@ class Outcome:
 
     def without(self, secrets: Sequence[str]) -> Outcome:
         """This outcome with every secret (a client's password) in its texts replaced by ``***``."""
+        if not secrets or not (self.error or self.counters):
+            return self
         error, counters = self.error, self.counters
         for secret in secrets:
             error, counters = error.replace(secret, "***"), counters.replace(secret, "***")
@@ -268,7 +275,7 @@ def acquire_args(
         return (2, keys.lock, keys.success, token, ttl_ms, int(check_success))
     return (
         5, keys.lock, keys.success, found.state, found.history, found.record(token),
-        token, ttl_ms, int(check_success), retention, HOST, os.getpid(), found.date,
+        token, ttl_ms, int(check_success), retention, HOST, _pid[0], found.date,
     )  # fmt: skip
 
 

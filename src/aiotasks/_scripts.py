@@ -117,27 +117,25 @@ _WRITE_OUTCOME: Final = """
 -- never create one without its TTL) or already has an outcome (a retried call,
 -- or the seed's release after a finish); an 'abandoned' mark is overwritten.
 local function write_outcome(record, summary, at, status, reason, error)
-    local started = redis.call('hget', record, 'started')
-    if not started then
-        return
-    end
-    local current = redis.call('hget', record, 'status')
-    if current and current ~= 'abandoned' then
+    local found = redis.call('hmget', record, 'started', 'status')
+    local started, current = found[1], found[2]
+    if not started or (current and current ~= 'abandoned') then
         return
     end
     local time = redis.call('time')
     local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
     local ended = string.format('%d', now)
-    redis.call('hset', record, 'status', status, 'ended', ended, 'attempts', ARGV[at + 3])
+    local fields = {'status', status, 'ended', ended, 'attempts', ARGV[at + 3]}
     if reason ~= '' then
-        redis.call('hset', record, 'reason', reason)
+        fields[#fields + 1], fields[#fields + 2] = 'reason', reason
     end
     if error ~= '' then
-        redis.call('hset', record, 'error', error)
+        fields[#fields + 1], fields[#fields + 2] = 'error', error
     end
     if ARGV[at + 5] ~= '' then
-        redis.call('hset', record, 'counters', ARGV[at + 5])
+        fields[#fields + 1], fields[#fields + 2] = 'counters', ARGV[at + 5]
     end
+    redis.call('hset', record, unpack(fields))
     local last = status == 'success' and 'success' or 'failure'
     redis.call('hset', summary, last, ended, 'duration', now - tonumber(started))
     redis.call('pexpire', summary, ARGV[at])
