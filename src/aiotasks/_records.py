@@ -525,7 +525,9 @@ async def read_runs(
         runs = []
         for member, holder, flat in reply[1:]:
             date, _, token = str(_text(member)).rpartition(":")
-            runs.append(decode_record(task, date, token, _pairs(flat), holder))
+            fields = _pairs(flat)
+            if fields:  # else the record expired before the index entry was trimmed
+                runs.append(decode_record(task, date, token, fields, holder))
         duration = _int(summary.get("duration"))
         summaries[task] = TaskSummary(
             task,
