@@ -61,14 +61,10 @@ async def memory(url: str, tasks: int, days: int) -> dict[str, Any]:
         filled = time.perf_counter() - started
         after = int((await client.info("memory"))["used_memory"])
         first, last = "task_000", dates(days)[0]
-        found = await client.hget(f"run:{first}:{last}", "last")
-        token = found.decode() if isinstance(found, bytes) else str(found)
         sizes = {
-            "record run:T:D:R": await client.memory_usage(f"run:{first}:{last}:{token}"),
-            "state run:T:D": await client.memory_usage(f"run:{first}:{last}"),
+            "runs hash run:T:D (one run)": await client.memory_usage(f"run:{first}:{last}"),
             "marker success:T:D": await client.memory_usage(f"success:{first}:{last}"),
             f"index runs:T ({days} entries)": await client.memory_usage(f"runs:{first}"),
-            "summary runs:T:summary": await client.memory_usage(f"runs:{first}:summary"),
         }
         runs = tasks * days
         markers = sizes["marker success:T:D"] or 0

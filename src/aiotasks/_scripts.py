@@ -43,14 +43,12 @@ ACQUIRE: Final = Script(
     """
 -- KEYS[1] - the lock key
 -- KEYS[2] - the success-marker key
--- KEYS[3..5] - optional, all three or none (no run record): the (task, date)'s
---   state hash (fence counter, latest run's token), the task's history index
---   (ZSET of 'date:token' scored by start time in ms) and this run's record
---   (HASH; its key is the state key .. ':' .. token)
+-- KEYS[3], KEYS[4] - optional, both or none (no run record): the (task, date)'s
+--   runs hash and the task's history index (see _records for their layout)
 -- ARGV[1] - the run's token (its task_id)
 -- ARGV[2] - the lock's TTL in milliseconds
 -- ARGV[3] - '1' to skip when the marker exists, '0' to ignore the marker
--- ARGV[4..7] - with the record keys: retention in ms, host, pid, date
+-- ARGV[4..6] - with the record keys: retention in ms, 'pid|host', date
 -- return {1, fence, started ms} the lock is ours (also when it already held
 --            this token: a retried acquire is idempotent, resets the TTL, never
 --            stretches it, and hands back the first attempt's fence);
@@ -65,80 +63,61 @@ if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
         return {3, holder, redis.call('pttl', KEYS[1])}
     end
     redis.call('pexpire', KEYS[1], ARGV[2])
-    if #KEYS < 5 then
+    if #KEYS < 4 then
         return {1, 0, 0}
     end
-    local first = redis.call('hmget', KEYS[5], 'fence', 'started')
-    return {1, tonumber(first[1]) or 0, tonumber(first[2]) or 0}
+    local fence, started = string.match(redis.call('hget', KEYS[3], ARGV[1]) or '', '^(%d+)|(%d+)|')
+    return {1, tonumber(fence) or 0, tonumber(started) or 0}
 end
-if #KEYS < 5 then
+if #KEYS < 4 then
     return {1, 0, 0}
 end
 local time = redis.call('time')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local keep = tonumber(ARGV[4])
--- The fence only grows: +1 per acquisition while the state hash lives (it
--- outlives locks by the retention), and a new state hash starts from the
--- server's clock in ms, above any fence handed out before it expired.
-local fence = redis.call('hincrby', KEYS[3], 'fence', 1)
+local started = string.format('%d', now)
+-- The fence only grows: +1 per acquisition while the runs hash lives (it
+-- outlives locks by the retention), and a new hash starts from the server's
+-- clock in ms, above any fence handed out before it expired. A new hash is
+-- also the date's first run: the one time the history index is trimmed.
+local fence = redis.call('hincrby', KEYS[3], 'f', 1)
+local start = started .. '|' .. ARGV[5]
 if fence == 1 then
     fence = now
-    redis.call('hset', KEYS[3], 'fence', string.format('%d', now))
+    redis.call('hset', KEYS[3], 'f', started, 'l', ARGV[1], ARGV[1], started .. '|' .. start)
+    redis.call('zremrangebyscore', KEYS[4], '-inf', now - tonumber(ARGV[4]))
+else
+    redis.call('hset', KEYS[3], 'l', ARGV[1], ARGV[1], string.format('%d|', fence) .. start)
 end
--- The previous run of this (task, date) wrote no outcome and its lock is gone
--- (we just took it): its worker died, or it lost the lock and is still
--- paused. Say so now; its own late outcome, if any, overwrites this.
-local previous = redis.call('hget', KEYS[3], 'last')
-if previous and previous ~= ARGV[1] then
-    local old = string.sub(KEYS[5], 1, #KEYS[5] - #ARGV[1]) .. previous
-    if redis.call('hexists', old, 'status') == 0 and redis.call('exists', old) == 1 then
-        redis.call('hset', old, 'status', 'abandoned')
-    end
-end
-redis.call('hset', KEYS[3], 'last', ARGV[1])
-redis.call('pexpire', KEYS[3], keep)
-local started = string.format('%d', now)
-redis.call('hset', KEYS[5], 'fence', fence, 'host', ARGV[5], 'pid', ARGV[6], 'started', started)
-redis.call('pexpire', KEYS[5], keep)
-redis.call('zadd', KEYS[4], now, ARGV[7] .. ':' .. ARGV[1])
-redis.call('zremrangebyscore', KEYS[4], '-inf', now - keep)
-redis.call('pexpire', KEYS[4], keep)
+redis.call('pexpire', KEYS[3], ARGV[4])
+redis.call('zadd', KEYS[4], now, ARGV[6] .. ':' .. ARGV[1])
+redis.call('pexpire', KEYS[4], ARGV[4])
 return {1, fence, now}
 """,
 )
 
 # Shared by FINISH and RELEASE: write a run's outcome into its record, once.
 _WRITE_OUTCOME: Final = """
--- record, summary: the run's record and the task's summary hash (last success,
--- last failure, last duration: what metrics read); the outcome comes from
--- ARGV[at ..]: retention ms, status, reason, attempts, first error, counters
--- JSON ('' for none); status and reason may be overridden by the caller.
+-- runs, index: the run's (task, date) runs hash and its task's history index;
+-- token: the run's; outcome: 'status|reason|attempts|error'; counters: JSON or ''.
 -- Writes nothing when the record does not exist (never started, or expired:
--- never create one without its TTL) or already has an outcome (a retried call,
--- or the seed's release after a finish); an 'abandoned' mark is overwritten.
-local function write_outcome(record, summary, at, status, reason, error)
-    local found = redis.call('hmget', record, 'started', 'status')
-    local started, current = found[1], found[2]
-    if not started or (current and current ~= 'abandoned') then
+-- never create a key without its TTL; the index lives at least as long as the
+-- runs hash) or already has an outcome (a retried call, or the seed's release
+-- after a finish). The index's '~s'/'~f' members, scored by end time, are the
+-- task's last success and last failure.
+local function write_outcome(runs, index, token, outcome, counters)
+    local found = redis.call('hmget', runs, token, token .. ':o')
+    if not found[1] or found[2] then
         return
     end
     local time = redis.call('time')
     local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-    local ended = string.format('%d', now)
-    local fields = {'status', status, 'ended', ended, 'attempts', ARGV[at + 3]}
-    if reason ~= '' then
-        fields[#fields + 1], fields[#fields + 2] = 'reason', reason
+    local ended = string.format('%d|', now) .. outcome
+    if counters == '' then
+        redis.call('hset', runs, token .. ':o', ended)
+    else
+        redis.call('hset', runs, token .. ':o', ended, token .. ':c', counters)
     end
-    if error ~= '' then
-        fields[#fields + 1], fields[#fields + 2] = 'error', error
-    end
-    if ARGV[at + 5] ~= '' then
-        fields[#fields + 1], fields[#fields + 2] = 'counters', ARGV[at + 5]
-    end
-    redis.call('hset', record, unpack(fields))
-    local last = status == 'success' and 'success' or 'failure'
-    redis.call('hset', summary, last, ended, 'duration', now - tonumber(started))
-    redis.call('pexpire', summary, ARGV[at])
+    redis.call('zadd', index, now, string.sub(outcome, 1, 8) == 'success|' and '~s' or '~f')
 end
 """
 
@@ -148,11 +127,11 @@ FINISH: Final = Script(
     + """
 -- KEYS[1] - the lock key
 -- KEYS[2] - the success-marker key
--- KEYS[3], KEYS[4] - optional, both or none: this run's record, the task's summary hash
+-- KEYS[3], KEYS[4] - optional, both or none: the runs hash, the history index
 -- ARGV[1] - the run's token
 -- ARGV[2] - the marker's TTL in seconds
 -- ARGV[3] - the marker's value
--- ARGV[4..9] - with the record keys: retention ms, 'success', '', attempts, '', counters
+-- ARGV[4], ARGV[5] - with the record keys: the outcome ('success|...'), counters
 -- return 1 the lock was ours: marker written and lock deleted, in one step;
 --        2 the lock is not ours but the marker exists (a retried finish whose
 --          first attempt landed): nothing written;
@@ -168,12 +147,13 @@ elseif redis.call('exists', KEYS[2]) == 1 then
     code = 2
 end
 if #KEYS >= 4 then
+    local outcome = ARGV[4]
     if code == 0 then
-        local lost = 'lock lost before the run could be recorded: it expired or was taken'
-        write_outcome(KEYS[3], KEYS[4], 4, 'failed', 'lock_lost', lost)
-    else
-        write_outcome(KEYS[3], KEYS[4], 4, ARGV[5], ARGV[6], ARGV[8])
+        local attempts = string.match(outcome, '^[^|]*|[^|]*|([^|]*)') or '1'
+        outcome = 'failed|lock_lost|' .. attempts
+            .. '|lock lost before the run could be recorded: it expired or was taken'
     end
+    write_outcome(KEYS[3], KEYS[4], ARGV[1], outcome, ARGV[5])
 end
 return code
 """,
@@ -184,18 +164,17 @@ RELEASE: Final = Script(
     _WRITE_OUTCOME
     + """
 -- KEYS[1] - the lock key
--- KEYS[2], KEYS[3] - optional, both or none: this run's record, the task's summary hash
+-- KEYS[2], KEYS[3] - optional, both or none: the runs hash, the history index
 -- ARGV[1] - the run's token
--- ARGV[2..7] - with the record keys: retention ms, status, reason, attempts,
---              first error, counters; status '' writes no outcome
+-- ARGV[2], ARGV[3] - with the record keys: the outcome ('status|reason|attempts|error'), counters
 -- return 1 the lock was ours and is deleted; 0 it is not ours: lock untouched
 -- The record gets the outcome either way (keyed by this run's own token).
 local code = 0
 if redis.call('get', KEYS[1]) == ARGV[1] then
     code = redis.call('del', KEYS[1])
 end
-if #KEYS >= 3 and ARGV[3] ~= '' then
-    write_outcome(KEYS[2], KEYS[3], 2, ARGV[3], ARGV[4], ARGV[6])
+if #KEYS >= 3 then
+    write_outcome(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])
 end
 return code
 """,
@@ -233,23 +212,18 @@ GRID: Final = Script(
     "grid",
     """
 -- KEYS - for each date of one task, three keys: its lock, its success marker,
---        its state hash (whose 'last' names the latest run's token)
+--        its runs hash (whose 'l' names the latest run's token)
 -- return for each date {marker exists, lock holder, lock TTL ms, latest token,
---        that run's status, reason, host, pid, started, ended, error, attempts, fence}
--- Read-only. One task per call (on a cluster its keys share one slot); the
--- record's key is the state key .. ':' .. token.
+--        that run's start, outcome and counters fields}
+-- Read-only. One task per call (on a cluster its keys share one slot).
 local cells = {}
 for i = 1, #KEYS, 3 do
     local holder = redis.call('get', KEYS[i])
     local cell = {redis.call('exists', KEYS[i + 1]), holder, holder and redis.call('pttl', KEYS[i]) or -2}
-    local last = redis.call('hget', KEYS[i + 2], 'last')
-    cell[4] = last
+    local last = redis.call('hget', KEYS[i + 2], 'l')
     if last then
-        local fields = redis.call('hmget', KEYS[i + 2] .. ':' .. last,
-            'status', 'reason', 'host', 'pid', 'started', 'ended', 'error', 'attempts', 'fence')
-        for j = 1, 9 do
-            cell[4 + j] = fields[j]
-        end
+        local run = redis.call('hmget', KEYS[i + 2], last, last .. ':o', last .. ':c')
+        cell[4], cell[5], cell[6], cell[7] = last, run[1], run[2], run[3]
     end
     cells[#cells + 1] = cell
 end
@@ -260,19 +234,26 @@ return cells
 RUNS: Final = Script(
     "runs",
     """
--- KEYS[1] - one task's history index (ZSET of 'date:token', score = start ms)
--- KEYS[2] - the task's summary hash (last success, last failure, last duration)
+-- KEYS[1] - one task's history index (ZSET of 'date:token' by start ms, and
+--           '~s'/'~f' by the end ms of the last success/failure)
 -- ARGV[1] - how many runs, newest first
--- ARGV[2] - the records' key prefix: a record is ARGV[2] .. date .. ':' .. token
+-- ARGV[2] - the runs hashes' key prefix: a date's is ARGV[2] .. date
 -- ARGV[3] - the locks' key prefix: a date's lock is ARGV[3] .. date
--- return {summary as field, value, ...; then per run {member, holder of its
---        date's lock, its record as field, value, ...}}
--- Read-only. The records and locks are named, not passed: they share the
+-- return {last success ms, last failure ms; then per run {member, holder of
+--        its date's lock, its start, outcome and counters fields}}
+-- Read-only. The hashes and locks are named, not passed: they share the
 -- task's hash slot on a cluster, and are only known once the index is read.
-local out = {redis.call('hgetall', KEYS[2])}
-for _, member in ipairs(redis.call('zrevrange', KEYS[1], 0, tonumber(ARGV[1]) - 1)) do
-    local date = string.match(member, '^(.*):[^:]*$')
-    out[#out + 1] = {member, redis.call('get', ARGV[3] .. date), redis.call('hgetall', ARGV[2] .. member)}
+local out = {redis.call('zscore', KEYS[1], '~s'), redis.call('zscore', KEYS[1], '~f')}
+local wanted = tonumber(ARGV[1]) + 2
+for _, member in ipairs(redis.call('zrevrange', KEYS[1], 0, wanted - 1)) do
+    if #out >= wanted then
+        break
+    end
+    local date, token = string.match(member, '^(.*):([^:]*)$')
+    if date then
+        local run = redis.call('hmget', ARGV[2] .. date, token, token .. ':o', token .. ':c')
+        out[#out + 1] = {member, redis.call('get', ARGV[3] .. date), run[1], run[2], run[3]}
+    end
 end
 return out
 """,

@@ -307,7 +307,8 @@ class Store:
         ``outcome`` (a success) goes into the run's record; if the lock was
         lost the record says ``failed``, ``lock_lost`` instead.
         """
-        outcome = outcome and outcome.without(_secrets_of(self.client))
+        if outcome is not None and (outcome.error or outcome.counters):
+            outcome = outcome.without(_secrets_of(self.client))
         args = finish_args(keys, token, success_ttl, SUCCESS_MARKER, outcome)
         return int(await self._call(FINISH, *args)) != 0
 
@@ -316,7 +317,8 @@ class Store:
 
         ``outcome`` goes into the run's record either way (unless it already has one).
         """
-        outcome = outcome and outcome.without(_secrets_of(self.client))
+        if outcome is not None and (outcome.error or outcome.counters):
+            outcome = outcome.without(_secrets_of(self.client))
         return int(await self._call(RELEASE, *release_args(lock_key, token, outcome))) == 1
 
     async def renew(self, lock_key: str, token: str, ttl_ms: int) -> bool:
@@ -332,9 +334,9 @@ class Store:
         """The GRID script's reply for one task's dates (lock, marker, state keys per date)."""
         return list(await self._call(GRID, len(keys), *keys))
 
-    async def read_runs(self, history: str, summary: str, count: int, records: str, locks: str) -> list[Any]:
-        """The RUNS script's reply: one task's summary and newest ``count`` runs."""
-        return list(await self._call(RUNS, 2, history, summary, count, records, locks))
+    async def read_runs(self, history: str, count: int, records: str, locks: str) -> list[Any]:
+        """The RUNS script's reply: one task's last success and failure, and newest ``count`` runs."""
+        return list(await self._call(RUNS, 1, history, count, records, locks))
 
     async def delete(self, key: str) -> bool:
         """Delete one key (a success marker, for ``reset``)."""
