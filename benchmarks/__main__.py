@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from redis.utils import HIREDIS_AVAILABLE
 
-from benchmarks import chain_overhead, lock_contention, records
+from benchmarks import chain_overhead, lock_contention, records, scheduling
 
 HERE = Path(__file__).parent
 
@@ -41,6 +41,7 @@ SUITE: list[tuple[str, Any, list[str]]] = [
     ),
     ("Chain overhead and makespan", chain_overhead, []),
     ("Run records: memory and the date grid", records, []),
+    ("Scheduling: fire latency, idle cost, windowed backfill", scheduling, []),
 ]
 
 

@@ -52,6 +52,8 @@ class RedisServer:
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="aiotasks-redis-")))
     process: subprocess.Popen[bytes] | None = None
     tls: TlsFiles | None = None
+    #: Also listen on a unix socket, :attr:`socket_path` in the server's directory.
+    unix_socket: bool = False
 
     def command(self) -> list[str]:
         port_args = (
@@ -60,6 +62,7 @@ class RedisServer:
             else ["--port", str(self.port)]
         )
         auth = ["--requirepass", self.password] if self.password else []
+        unix = ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"] if self.unix_socket else []
         return [
             redis_server_binary(),
             *port_args,
@@ -70,6 +73,7 @@ class RedisServer:
             "--logfile", str(self.directory / "redis.log"),
             "--protected-mode", "no",
             *auth,
+            *unix,
             *self.args,
         ]  # fmt: skip
 
@@ -117,9 +121,22 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
+    def socket_path(self) -> Path:
+        """Where the unix socket is, when the server was started with ``unix_socket=True``."""
+        return self.directory / "redis.sock"
+
+    @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def asleep(self) -> bool:
+        """The server's main thread is in a sleep system call (``DEBUG SLEEP``), not waiting for clients.
+
+        Read from ``/proc/<pid>/wchan`` (Linux): an observable, where a PING that goes unanswered
+        for a while would only be a guess.
+        """
+        return "nanosleep" in Path(f"/proc/{self.pid}/wchan").read_text()
 
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): it keeps its sockets but answers nothing."""
@@ -173,6 +190,9 @@ class TlsFiles:
     ca: Path
     cert: Path
     key: Path
+    #: A client certificate the CA signed, for servers started with ``--tls-auth-clients yes``.
+    client_cert: Path
+    client_key: Path
 
     @classmethod
     def make(cls, directory: Path) -> TlsFiles:
@@ -209,9 +229,20 @@ class TlsFiles:
         (directory / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
         openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
                 "-out", "server.crt", "-days", "2", "-extfile", "san.cnf")  # fmt: skip
-        return cls(directory / "ca.crt", directory / "server.crt", directory / "server.key")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr",
+                "-subj", "/CN=aiotasks-test-client")  # fmt: skip
+        openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", "client.crt", "-days", "2")  # fmt: skip
+        return cls(
+            directory / "ca.crt",
+            directory / "server.crt",
+            directory / "server.key",
+            directory / "client.crt",
+            directory / "client.key",
+        )
 
     def server_args(self) -> list[str]:
+        """TLS on, clients not asked for a certificate (add ``--tls-auth-clients yes`` to ask)."""
         return ["--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key),
                 "--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "no"]  # fmt: skip
 

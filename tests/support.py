@@ -62,13 +62,17 @@ class Wire:
                 super().__init__(**kwargs)
                 wire.connections += 1
 
-            async def on_connect_check_health(self, check_health: bool = True) -> None:
-                await super().on_connect_check_health(check_health)
-                wire.connects += 1
-                self._writer.__class__ = CountingWriter
+        async def handshake(connection: Connection) -> None:
+            # redis-py's public hook, called (in every supported version) once the socket is open.
+            await connection.on_connect()
+            wire.connects += 1
+            connection._writer.__class__ = CountingWriter
 
         # from_pool: closing the client closes its connections too.
-        client = Redis.from_pool(ConnectionPool.from_url(url, connection_class=Counting, **options))
+        pool = ConnectionPool.from_url(
+            url, connection_class=Counting, redis_connect_func=handshake, **options
+        )
+        client = Redis.from_pool(pool)
         self.clients.append(client)
         return client
 

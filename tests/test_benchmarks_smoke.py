@@ -29,6 +29,7 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
         "Lock contention, 4 OS processes",
         "Chain overhead and makespan",
         "Run records: memory and the date grid",
+        "Scheduling: fire latency, idle cost, windowed backfill",
     ]
     text = report.read_text()
     assert results["machine"]["redis-server"] in text
@@ -50,6 +51,13 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert {row["shape"] for row in chain["overhead"]} == {"wide", "deep", "random"}
     assert chain["makespan"]
     assert all("aiotasks_ratio" in row and "baseline_ratio" in row for row in chain["makespan"])
+    scheduling = results["benchmarks"][4]["result"]
+    # Correctness, not speed: no slot's body ran twice across the replicas; an idle scheduler sent nothing.
+    assert [row["duplicates"] for row in scheduling["fire_latency"] if "duplicates" in row] == [0]
+    assert scheduling["idle"][0]["redis_cmds"] == 0, scheduling["idle"]
+    contenders = [row["contender"] for row in scheduling["backfill"]]
+    assert contenders == ["baseline: date by date", "window 1", "window 4"]
+    assert all(row["makespan_s"] > 0 and row["target_s"] > 0 for row in scheduling["backfill"])
     recorded = results["benchmarks"][3]["result"]
     assert recorded["memory"]["runs"] == recorded["memory"]["tasks"] * recorded["memory"]["days"]
     assert recorded["grid"]["commands_per_read"] == recorded["grid"]["tasks"]  # one script per task

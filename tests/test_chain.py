@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,9 +13,9 @@ import pytest
 from redis.asyncio import Redis
 
 import aiotasks
-from aiotasks import InvalidChain, TaskError, finish_task, release_lock, run_chain, task_boilerplate
+from aiotasks import InvalidChain, TaskError, _chain, finish_task, release_lock, run_chain, task_boilerplate
 from aiotasks._chain import Chain, ChainRun, State, prepare_run
-from tests.support import lock_and_marker_keys
+from tests.support import Gate, Wire, eventually, load_scripts, lock_and_marker_keys
 
 DATE = "20261125"
 SeedFunc = Callable[[str | None], Awaitable[dict[str, Any]]]
@@ -76,6 +79,7 @@ def noop_func(date_string: str | None = None) -> dict[str, Any]:
         pytest.param([{"id": "a", "func": noop_func, "retries": -1}], "-1", id="bad-retries"),
         pytest.param([{"id": "a", "func": noop_func, "recurring": "yes"}], "'yes'", id="bad-recurring"),
         pytest.param(["a"], "'a'", id="not-a-dict"),
+        pytest.param([], "the chain has no tasks", id="empty"),
     ],
 )
 def test_invalid_chain_names_the_culprit(chain: list[Any], named: str) -> None:
@@ -435,17 +439,31 @@ async def test_waits_for_a_holder_then_counts_its_success(redis_client: Redis) -
         ]
     )
     run = prepare_run(chain, DATE, redis=redis_client)
+    began = time.monotonic()
     runner = asyncio.create_task(run.run())
     await wait_for_state(run, "a", State.WAITING)
+    seen_waiting = time.monotonic()
     assert run.progress["a"].holder == "other123"
     assert 0 < (run.progress["a"].holder_ttl_ms or 0) <= 30_000
+    # Let it poll the holder twice more (each poll reads a smaller TTL): a wait long enough to measure.
+    ttls = {run.progress["a"].holder_ttl_ms}
+    for _ in range(2000):
+        if len(ttls) >= 3:
+            break
+        await asyncio.sleep(0.005)
+        ttls.add(run.progress["a"].holder_ttl_ms)
+    assert len(ttls) >= 3, "the waiting worker stopped polling the holder"
     assert ran == []  # the dependent does not start while its dependency runs elsewhere
     # The other worker finishes: marker written, lock released, in one step (as its finish would).
+    holder_done = time.monotonic()
     await finish_task(redis_client, f"lock:a:{DATE}", f"success:a:{DATE}", "other123")
     results = await asyncio.wait_for(runner, timeout=10)
+    ended = time.monotonic()
     assert (results["a"]["status"], results["a"]["reason"]) == ("skipped", "already_completed")
     assert results["a"]["waited_for"] == "other123"
-    assert results["a"]["wait_seconds"] >= 0
+    # The wait it reports (rounded to ms) covers at least the span the test watched it wait,
+    # and at most the whole run.
+    assert holder_done - seen_waiting - 0.001 <= results["a"]["wait_seconds"] <= ended - began + 0.001
     assert results["b"]["status"] == "success"
     assert ran == ["b"]
 
@@ -463,11 +481,11 @@ async def test_holder_that_failed_leaves_the_task_to_us(redis_client: Redis) -> 
     assert await redis_client.exists(f"success:a:{DATE}") == 1
 
 
-async def test_wait_timeout_blocks_dependents(fake_redis: Redis) -> None:
+async def test_wait_timeout_blocks_dependents(redis_client: Redis) -> None:
     """A wait longer than wait_timeout ends as skipped/wait_timeout and blocks the dependents."""
-    await fake_redis.set(f"lock:a:{DATE}", "other123", px=60_000)
+    await redis_client.set(f"lock:a:{DATE}", "other123", px=60_000)
     chain = [{"id": "a", "func": seed_task("a")}, {"id": "b", "func": seed_task("b"), "depends_on": ["a"]}]
-    results = await run_chain(chain, DATE, redis=fake_redis, wait_timeout=0.05)
+    results = await run_chain(chain, DATE, redis=redis_client, wait_timeout=0.05)
     assert (results["a"]["status"], results["a"]["reason"], results["a"]["waited_for"]) == (
         "skipped",
         "wait_timeout",
@@ -499,3 +517,245 @@ async def test_prepare_run_refuses_bad_options(fake_redis: Redis) -> None:
         prepare_run(chain, DATE, redis=fake_redis, wait_timeout=-1)
     with pytest.raises(aiotasks.InvalidConfig, match="'a b'"):
         prepare_run(chain, DATE, redis=fake_redis, namespace="a b")
+
+
+# -- what the function really used, and how a wait paces itself -------------------------------------
+
+
+class Stepper:
+    """Stands in for the chain's pause between polls: records each pause and holds it until resumed."""
+
+    def __init__(self, *, hold: bool = True) -> None:
+        self.pauses: list[float] = []
+        self.hold = hold
+        self._requested: asyncio.Queue[float] = asyncio.Queue()
+        self._allowed: asyncio.Queue[None] = asyncio.Queue()
+
+    async def __call__(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        if self.hold:
+            self._requested.put_nowait(seconds)
+            await self._allowed.get()
+        else:
+            await asyncio.sleep(0)
+
+    async def paused(self) -> float:
+        """Wait until the chain pauses (it stays paused); return the pause it asked for."""
+        return await asyncio.wait_for(self._requested.get(), timeout=20)
+
+    def resume(self) -> None:
+        """Let the paused chain go on."""
+        self._allowed.put_nowait(None)
+
+
+@pytest.fixture
+def stepper(monkeypatch: pytest.MonkeyPatch) -> Stepper:
+    """Replace the chain's pause between polls with a :class:`Stepper`."""
+    stepper = Stepper()
+    monkeypatch.setattr(_chain, "_pause", stepper)
+    return stepper
+
+
+async def test_an_entry_whose_id_is_not_its_task_name_waits_on_the_real_lock(
+    wire: Wire, redis_url: str, redis_client: Redis, gate: Gate, stepper: Stepper
+) -> None:
+    """Regression (53,000 commands in 1.5 s: entry "alias" whose function locks "real" polled
+    lock:alias, found it free, ran again, got lock_held, and so on): the chain learns the name from
+    task_boilerplate, polls lock:real only, with a pause before every poll but the first, and
+    counts the other worker's success."""
+    client = wire.client(redis_url)
+    await load_scripts(client)
+    await redis_client.set(f"lock:real:{DATE}", "other123", px=60_000)
+    wire.reset()
+    run = prepare_run(Chain([{"id": "alias", "func": seed_task("real")}]), DATE, redis=client)
+    runner = asyncio.ensure_future(run.run())
+    for _ in range(3):
+        assert 0 < await stepper.paused() <= 60
+        assert run.progress["alias"].holder == "other123"
+        stepper.resume()
+    await stepper.paused()
+    await finish_task(redis_client, f"lock:real:{DATE}", f"success:real:{DATE}", "other123")
+    stepper.resume()
+    results = await asyncio.wait_for(runner, timeout=20)
+    assert (results["alias"]["status"], results["alias"]["reason"]) == ("skipped", "already_completed")
+    assert (results["alias"]["task"], results["alias"]["waited_for"]) == ("real", "other123")
+    polls = [args for name, args in gate.commands if name == "status"]
+    assert [name for name, _ in gate.commands].count("acquire") == 1
+    assert {args[1] for args in polls} == {f"lock:real:{DATE}"}
+    assert len(polls) == len(stepper.pauses) + 1  # every poll but the first came after a pause
+    assert wire.commands == 1 + len(polls)  # nothing else was sent
+
+
+async def test_every_retry_of_a_wait_comes_after_a_longer_pause(
+    redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task whose holder keeps vanishing between its acquire and the chain's poll is retried
+    after a pause each time (growing), never in a tight loop."""
+    stepper = Stepper(hold=False)
+    monkeypatch.setattr(_chain, "_pause", stepper)
+    calls = 0
+
+    async def flapping(date_string: str | None = None) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls < 5:  # another worker holds it during our acquire, and fails right after
+            await redis_client.set(f"lock:flap:{DATE}", "other123", px=60_000)
+        result = await seed_task("flap")(date_string)
+        await release_lock(redis_client, f"lock:flap:{DATE}", "other123")
+        return result
+
+    results = await run_chain([{"id": "flap", "func": flapping}], DATE, redis=redis_client)
+    assert results["flap"]["status"] == "success"
+    assert calls == 5
+    assert len(stepper.pauses) == calls - 2  # the first retry follows the first poll at once
+    assert stepper.pauses == sorted(stepper.pauses)
+    assert stepper.pauses[0] < stepper.pauses[-1]
+
+
+async def test_a_function_claiming_lock_held_with_nothing_to_wait_for_fails(redis_client: Redis) -> None:
+    """A function that returns lock_held without starting a run through task_boilerplate, while no
+    lock of its id is held, fails with a clear error (rather than being called again and again)."""
+    calls = 0
+
+    async def liar(date_string: str | None = None) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return {"status": "skipped", "reason": "lock_held"}
+
+    chain = [
+        {"id": "liar", "func": liar},
+        {"id": "after", "func": seed_task("after"), "depends_on": ["liar"]},
+    ]
+    results = await run_chain(chain, DATE, redis=redis_client)
+    assert results["liar"]["status"] == "failed"
+    assert "nothing to wait for" in results["liar"]["errors"][-1]
+    assert calls == 1
+    assert (results["after"]["reason"], results["after"]["blocked_by"]) == ("dependency_failed", "liar")
+
+
+async def test_a_poll_never_waits_past_the_holders_ttl(
+    redis_client: Redis, stepper: Stepper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the poll interval set far above the holder's TTL, the pause is the TTL left (and a lock
+    without a TTL gets the interval, not a tight loop); once the lock is gone the chain runs it."""
+    monkeypatch.setattr(_chain, "_POLL_FIRST", 600.0)
+    monkeypatch.setattr(_chain, "_POLL_MAX", 600.0)
+    await redis_client.set(f"lock:a:{DATE}", "other123", px=30_000)
+    run = prepare_run(Chain([{"id": "a", "func": seed_task("a")}]), DATE, redis=redis_client)
+    runner = asyncio.ensure_future(run.run())
+    seconds = await stepper.paused()
+    seen_ttl = run.progress["a"].holder_ttl_ms
+    assert seen_ttl is not None
+    assert 0 < seconds <= seen_ttl / 1000 <= 30.0
+    await redis_client.persist(f"lock:a:{DATE}")  # no TTL at all: the interval applies
+    stepper.resume()
+    assert await stepper.paused() == 600.0
+    assert run.progress["a"].holder_ttl_ms == -1
+    await release_lock(redis_client, f"lock:a:{DATE}", "other123")
+    stepper.resume()
+    results = await asyncio.wait_for(runner, timeout=20)
+    assert results["a"]["status"] == "success"
+
+
+# -- whatever a task raises -------------------------------------------------------------------------
+
+RAISED: dict[str, Callable[[], BaseException]] = {
+    "SystemExit": lambda: SystemExit(7),
+    "KeyboardInterrupt": KeyboardInterrupt,
+    "own-CancelledError": asyncio.CancelledError,
+}
+NAMED = {
+    "SystemExit": "Unexpected error: SystemExit: 7",
+    "KeyboardInterrupt": "Unexpected error: KeyboardInterrupt",
+    "own-CancelledError": "Unexpected error: CancelledError",
+}
+
+
+@pytest.mark.parametrize("raised", list(RAISED))
+async def test_a_base_exception_fails_its_task_and_the_chain_goes_on(
+    redis_client: Redis, raised: str
+) -> None:
+    """Regression (sys.exit(7) in a body ended the CLI with 7 or 4, KeyboardInterrupt gave a
+    traceback, a body's own CancelledError left {} and a dependent without blocked_by): from a
+    decorated task, a seed-style async function or a plain sync one, the task fails naming the
+    exception, its dependent is blocked by it, and the rest of the chain runs."""
+
+    @aiotasks.task()
+    async def deco(run: aiotasks.Run) -> None:
+        raise RAISED[raised]()
+
+    async def seed_body() -> None:
+        raise RAISED[raised]()
+
+    def plain(date_string: str | None = None) -> dict[str, Any]:
+        raise RAISED[raised]()
+
+    chain: list[Any] = [
+        deco,
+        {"id": "seed", "func": seed_task("seed", seed_body)},
+        {"id": "plain", "func": plain},
+        {"id": "fine", "func": seed_task("fine")},
+    ]
+    chain += [
+        {"id": f"after_{n}", "func": seed_task(f"after_{n}"), "depends_on": [n]}
+        for n in ("deco", "seed", "plain")
+    ]
+    results = await run_chain(chain, DATE, redis=redis_client)
+    for name in ("deco", "seed", "plain"):
+        assert (results[name]["status"], results[name]["errors"][-1]) == ("failed", NAMED[raised]), name
+        assert (results[f"after_{name}"]["reason"], results[f"after_{name}"]["blocked_by"]) == (
+            "dependency_failed",
+            name,
+        )
+    assert results["fine"]["status"] == "success"
+    assert await redis_client.keys("lock:*") == []
+
+
+async def test_a_seed_task_that_raises_keeps_its_runs_result(redis_client: Redis) -> None:
+    """Regression (a seed-style TaskError was recorded in a fresh dict: task_id None, counters lost):
+    the chain keeps the result dict task_boilerplate made for that run, marked failed."""
+    made: list[dict[str, Any]] = []
+
+    async def counted(date_string: str | None = None) -> dict[str, Any]:
+        conn, lock_key, _, result, task_id = await task_boilerplate("counted", date_string)
+        made.append(result)
+        try:
+            result["items_processed"] = 3
+            result["errors"].append("item 4 failed")
+            raise TaskError("failed", "All items failed: 1 errors")
+        finally:
+            await release_lock(conn, lock_key, task_id)
+
+    results = await run_chain([{"id": "counted", "func": counted}], DATE, redis=redis_client)
+    result = results["counted"]
+    assert result is made[0]
+    assert result["task_id"] is not None
+    assert (result["status"], result["items_processed"]) == ("failed", 3)
+    assert result["errors"] == ["item 4 failed", "All items failed: 1 errors"]
+
+
+async def test_a_plain_sync_function_past_its_timeout_says_it_was_waited_for(fake_redis: Redis) -> None:
+    """A plain def past its chain timeout fails with reason timeout, saying its thread was waited for."""
+    release = threading.Event()
+
+    def slow(date_string: str | None = None) -> dict[str, Any]:
+        release.wait(20)
+        return {"status": "success"}
+
+    runner = asyncio.ensure_future(
+        run_chain([{"id": "slow", "func": slow, "timeout": 0.05}], DATE, redis=fake_redis)
+    )
+
+    async def timed_out() -> bool:  # the timeout cancelled the task running the function
+        return any(t.get_name() == "aiotasks:slow" and t.cancelling() for t in asyncio.all_tasks())
+
+    try:
+        await eventually(timed_out, "the function's timeout fired")
+    finally:
+        release.set()
+    results = await runner
+    assert results["slow"]["reason"] == "timeout"
+    assert re.fullmatch(
+        r"timed out after 0\.05s \(the thread function returned after \d+\.\ds; it was waited for\)",
+        results["slow"]["errors"][-1],
+    )

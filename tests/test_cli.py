@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ def test_example_runs_without_redis_and_says_so() -> None:
     assert len(notice) == 1
     assert "in-process store" in notice[0]
     assert "coordinates nothing across processes" in notice[0]
-    assert done.stdout.startswith(f"{DATE}: 3 tasks: 3 success")
+    assert done.stdout.startswith(f"{DATE}: 3 tasks: 3 succeeded, 0 already done")
     for task in ("task_contributions_analysis", "task_rag_indexing", "task_odds"):
         assert task in done.stdout
 
@@ -206,7 +206,7 @@ def test_password_never_shown_on_success() -> None:
 
 @pytest.mark.parametrize(
     ("fmt", "expected"),
-    [("text", "2. b  after a"), ("mermaid", "a --> b"), ("dot", '"a" -> "b";')],
+    [("text", "2. b  after a"), ("mermaid", 'n2["b"]'), ("dot", '"a" -> "b";')],
 )
 def test_plan_touches_no_redis(fmt: str, expected: str) -> None:
     """plan prints the order in text, Mermaid or DOT, even with AIOTASKS_REDIS_URL pointing nowhere."""
@@ -291,12 +291,21 @@ def test_force_reruns_completed_tasks(redis_url: str, sync_redis: redis.Redis) -
 # -- signals ---------------------------------------------------------------------------------------------
 
 
-def wait_for_log(client: redis.Redis, entry: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while entry.encode() not in client.lrange("log", 0, -1):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"{entry} never logged"
+#: Longest a test waits for a child to reach a point (a bound on a wait, not a timing assumption).
+PATIENCE = 60.0
+
+
+def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str], what: str) -> None:
+    """Poll ``condition`` until it holds; fail if the child exits first or PATIENCE runs out."""
+    deadline = time.monotonic() + PATIENCE
+    while not condition():
+        assert process.poll() is None, (f"the CLI exited before {what}", process.communicate())
+        assert time.monotonic() < deadline, f"{what} never happened"
         time.sleep(0.02)
+
+
+def wait_for_log(client: redis.Redis, entry: str, process: subprocess.Popen[str]) -> None:
+    wait_until(lambda: entry.encode() in client.lrange("log", 0, -1), process, f"{entry} logged")
 
 
 @pytest.mark.parametrize(
@@ -333,8 +342,8 @@ def test_signal_cancels_and_releases_locks(
     try:
         wait_for_log(sync_redis, started, process)
         if target == "slow_sync_chain":
-            while not sync_redis.exists(f"lock:slow_sync:{DATE}"):
-                time.sleep(0.02)
+            lock = f"lock:slow_sync:{DATE}"
+            wait_until(lambda: bool(sync_redis.exists(lock)), process, "slow_sync took its lock")
         assert sync_redis.keys("lock:*")
         process.send_signal(signum)
         _, err = process.communicate(timeout=30)

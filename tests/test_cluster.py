@@ -137,4 +137,6 @@ def test_cli_runs_a_chain_on_a_cluster(cluster: LocalCluster) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["summary"]["success"] == 3
     with redis.RedisCluster.from_url(cluster.url) as sync:
-        assert sync.exists(f"success:{{task_rag_indexing}}:{DATE}") == 1
+        # GET, not EXISTS: redis-py 6.0-6.2's sync cluster splits EXISTS through a pipeline that
+        # warns about its own deprecated argument (and warnings are errors here).
+        assert sync.get(f"success:{{task_rag_indexing}}:{DATE}") is not None

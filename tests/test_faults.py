@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis
 from redis.asyncio import Redis
 
 import aiotasks
 from aiotasks import RedisUnavailable, Run, Settings, TaskError, task_boilerplate
 from aiotasks._keys import TaskKeys
 from aiotasks._store import Acquired, Completed, Held, store_for
-from tests.servers import RedisServer
+from tests.servers import RedisServer, redis_server_binary
 from tests.support import Gate, eventually, load_scripts, lock_and_marker_keys
+from tests.test_cli import ROOT, child_env
 
 DATE = "20261125"
 
@@ -181,3 +186,189 @@ async def test_scripts_are_safe_to_retry(redis_client: Redis) -> None:
     assert await store.release(keys.lock, "tok") is False
     assert await store.acquire(keys, "tok", 10_000, check_success=True) == Completed()
     assert await redis_client.keys("lock:*") == []
+
+
+# -- a read-only replica ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def replica() -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A primary and a replica of it (``--replicaof``), the link up."""
+    with (
+        RedisServer() as primary,
+        RedisServer(["--replicaof", "127.0.0.1", str(primary.port)]) as follower,
+        redis.Redis.from_url(follower.url) as sync,
+    ):
+        deadline = time.monotonic() + 20
+        while sync.info("replication")["master_link_status"] != "up":
+            assert time.monotonic() < deadline, "the replica never linked to its primary"
+            time.sleep(0.02)
+        yield primary, follower
+
+
+async def test_read_only_replica_is_a_clear_error_and_locks_nothing(
+    replica: tuple[RedisServer, RedisServer],
+) -> None:
+    """Pointed at a read-only replica: RedisUnavailable saying so, the body never runs, no key written."""
+    primary, follower = replica
+    client = Settings.from_url(follower.url, retries=0).create_client()
+    ran: list[str] = []
+
+    @aiotasks.task()
+    async def on_replica(run: Run) -> None:
+        ran.append(run.task_id)
+
+    try:
+        with pytest.raises(RedisUnavailable, match="read-only replica") as caught:
+            await task_boilerplate("t", DATE, redis=client)
+        assert f"127.0.0.1:{follower.port}" in str(caught.value)
+        with pytest.raises(TaskError) as failed:
+            await on_replica(DATE, redis=client)
+    finally:
+        await client.aclose()
+    assert failed.value.result is not None
+    assert (failed.value.result["status"], failed.value.result["reason"]) == ("failed", "redis_unavailable")
+    assert "read-only replica" in failed.value.message
+    assert ran == []
+    for server in (primary, follower):
+        with redis.Redis.from_url(server.url) as sync:
+            assert sync.keys("*") == []
+
+
+def test_cli_on_a_read_only_replica_exits_3(replica: tuple[RedisServer, RedisServer]) -> None:
+    """The CLI against a replica: exit 3 (Redis trouble), saying it is a read-only replica."""
+    _, follower = replica
+    done = subprocess.run(
+        [sys.executable, "-m", "aiotasks", "run", "tests/chains/cli_chains.py:chain", "--date", DATE,
+         "--redis-url", follower.url],
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert "read-only replica" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+# -- a stalled server: DEBUG SLEEP --------------------------------------------------------------------
+
+#: Seconds Redis sleeps: far longer than the client's socket_timeout, so a run that waited for
+#: Redis to wake, instead of failing, finds it awake.
+STALL = 3.0
+STALLED_CLIENT_TIMEOUT = 0.2
+
+
+def _debug_command_args() -> list[str]:
+    """Redis 7 refuses DEBUG unless enabled; Redis 6 has no such option."""
+    version = subprocess.run(
+        [redis_server_binary(), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    major = int(version.split("v=", 1)[1].split(".", 1)[0])
+    return ["--enable-debug-command", "yes"] if major >= 7 else []
+
+
+@pytest.fixture
+async def sleepy() -> AsyncIterator[tuple[RedisServer, Redis]]:
+    """A server that accepts DEBUG SLEEP, and an admin client (not the library's) to send it."""
+    with RedisServer(_debug_command_args()) as server:
+        admin = Redis.from_url(server.url)
+        try:
+            yield server, admin
+        finally:
+            await admin.aclose()
+
+
+async def stall(server: RedisServer, admin: Redis) -> asyncio.Future[object]:
+    """Send ``DEBUG SLEEP`` and return once Redis is asleep; the future completes when it wakes."""
+    command = admin.execute_command("DEBUG", "SLEEP", STALL)  # type: ignore[no-untyped-call]
+    sleeper: asyncio.Future[object] = asyncio.ensure_future(command)
+
+    async def asleep() -> bool:
+        return server.asleep()
+
+    await eventually(asleep, "Redis is inside DEBUG SLEEP")
+    return sleeper
+
+
+async def locks(server: RedisServer) -> list[bytes]:
+    client = Redis.from_url(server.url)
+    try:
+        return [key for key in await client.keys("lock:*") if isinstance(key, bytes)]
+    finally:
+        await client.aclose()
+
+
+async def test_debug_sleep_mid_run_fails_while_redis_sleeps_and_leaves_no_lock(
+    sleepy: tuple[RedisServer, Redis],
+) -> None:
+    """Redis stalls (DEBUG SLEEP) as the run ends: it fails with redis_unavailable while Redis still
+    sleeps (bounded by socket_timeout, not by the stall); once Redis wakes, nothing is locked."""
+    server, admin = sleepy
+    client = Settings.from_url(server.url, retries=0, socket_timeout=STALLED_CLIENT_TIMEOUT).create_client()
+    stalls: list[asyncio.Future[object]] = []
+
+    # A long lock: the lock can't simply expire while the test looks at it.
+    @aiotasks.task(lock_timeout=60)
+    async def stalled(run: Run) -> None:
+        stalls.append(await stall(server, admin))
+
+    try:
+        # Cached scripts, as on any server that ran them before: the finish Redis finds when it
+        # wakes is an EVALSHA it can run (a NOSCRIPT then would have no connection to retry on).
+        await load_scripts(admin)
+        with pytest.raises(TaskError) as caught:
+            await stalled(DATE, redis=client)
+        assert server.asleep(), "the run waited for Redis to wake instead of failing"
+        assert caught.value.result is not None
+        assert (caught.value.result["status"], caught.value.result["reason"]) == (
+            "failed",
+            "redis_unavailable",
+        )
+        await stalls[0]  # Redis is awake
+        # The finish was written before the stall, so Redis runs it when it wakes: the lock goes
+        # (and the marker the finished body earned appears, although the run reported a failure).
+
+        async def unlocked() -> bool:
+            return await locks(server) == []
+
+        await eventually(unlocked, "the lock is gone after Redis woke", within=10)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="door bug: an acquire that timed out against a stalled Redis is given back on a new "
+    "connection, whose handshake times out too; the acquire runs when Redis wakes and its lock "
+    "stays for the whole lock_timeout",
+)
+async def test_debug_sleep_during_the_acquire_leaves_no_lock(
+    sleepy: tuple[RedisServer, Redis],
+) -> None:
+    """Regression: Redis stalls (DEBUG SLEEP) with an acquire in flight: the run fails with
+    redis_unavailable while Redis sleeps, and once Redis wakes the lock taken for it is given back
+    (not left for lock_timeout)."""
+    server, admin = sleepy
+    client = Settings.from_url(server.url, retries=0, socket_timeout=STALLED_CLIENT_TIMEOUT).create_client()
+    ran: list[str] = []
+
+    @aiotasks.task(lock_timeout=60)
+    async def never(run: Run) -> None:
+        ran.append(run.task_id)
+
+    try:
+        await load_scripts(admin)
+        await client.ping()  # a connection, open and idle: the acquire is written at once
+        sleeper = await stall(server, admin)
+        with pytest.raises(TaskError) as caught:
+            await never(DATE, redis=client)
+        assert server.asleep(), "the run waited for Redis to wake instead of failing"
+        assert caught.value.result is not None
+        assert caught.value.result["reason"] == "redis_unavailable"
+        assert ran == []
+        await sleeper
+
+        async def unlocked() -> bool:
+            return await locks(server) == []
+
+        await eventually(unlocked, "the lock is given back after Redis woke", within=3)
+    finally:
+        await client.aclose()

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 import string
+import tracemalloc
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from aiotasks import InvalidDate, InvalidTaskName
-from aiotasks._keys import check_task_name, date_range, parse_date, task_keys, today
+from aiotasks._clock import FakeClock, use_clock
+from aiotasks._keys import (
+    check_task_name,
+    date_range,
+    is_slot_key,
+    parse_date,
+    parse_run_key,
+    task_keys,
+    today,
+)
 
 NAME_ALPHABET = string.ascii_letters + string.digits + "_.-"
 
@@ -79,23 +89,50 @@ def test_malformed_dates_are_refused(date: str) -> None:
 
 
 def test_dates_accept_date_objects_and_default_to_today() -> None:
-    """None means today (local clock); date objects are formatted as YYYYMMDD; leap days are real."""
-    assert parse_date(None) == today() == dt.date.today().strftime("%Y%m%d")
+    """None means today in the host's zone, read from the replaceable clock (immune to midnight)."""
+    instant = dt.datetime(2031, 7, 14, 12, 0, tzinfo=dt.UTC)
+    with use_clock(FakeClock(instant)):
+        assert parse_date(None) == today() == instant.astimezone().strftime("%Y%m%d")
     assert parse_date(dt.date(2028, 2, 29)) == "20280229"
     assert parse_date("20280229") == "20280229"
 
 
 @given(st.dates(min_value=dt.date(1, 1, 1)))
 def test_every_real_day_round_trips(day: dt.date) -> None:
-    """Every real calendar day, written as YYYYMMDD, is accepted unchanged."""
-    text = day.strftime("%Y%m%d").rjust(8, "0")
+    """Every real calendar day, as YYYYMMDD text or as a date object, comes back as the same 8 digits."""
+    text = f"{day.year:04d}{day.month:02d}{day.day:02d}"
     assert parse_date(text) == text
+    assert parse_date(day) == text
+
+
+def test_dates_before_year_1000_keep_eight_digits() -> None:
+    """Regression: years before 1000 were formatted with strftime's %Y, giving '9991230' (7 digits),
+    which the run then refused as an invalid date although --date 09991230 is accepted."""
+    assert list(date_range("09991230", "10000102")) == ["09991230", "09991231", "10000101", "10000102"]
+    assert parse_date(dt.date(999, 1, 2)) == "09990102"
+    assert parse_date(dt.date(1, 1, 1)) == "00010101"
+    assert list(date_range("99991230", "99991231")) == ["99991230", "99991231"]
+
+
+def test_a_long_date_range_is_not_built_up_front() -> None:
+    """Regression: --from 00010101 --to 99991231 built 3.6 million strings (hundreds of MB) before the
+    first task; the range now knows its length and makes each date only when asked."""
+    tracemalloc.start()
+    try:
+        dates = date_range("00010101", "99991231")
+        assert len(dates) == (dt.date(9999, 12, 31) - dt.date(1, 1, 1)).days + 1
+        assert (dates[0], dates[1], dates[-1]) == ("00010101", "00010102", "99991231")
+        assert next(iter(dates)) == "00010101"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100_000
 
 
 def test_date_range_is_inclusive_and_ordered() -> None:
     """A backfill range includes both ends, across a month end, and refuses a reversed range."""
-    assert date_range("20260227", "20260302") == ["20260227", "20260228", "20260301", "20260302"]
-    assert date_range("20261125", "20261125") == ["20261125"]
+    assert list(date_range("20260227", "20260302")) == ["20260227", "20260228", "20260301", "20260302"]
+    assert list(date_range("20261125", "20261125")) == ["20261125"]
     with pytest.raises(InvalidDate, match="20261124"):
         date_range("20261125", "20261124")
 
@@ -118,3 +155,39 @@ def test_key_formats() -> None:
         "app:lock:{t}:20261125",
         "app:success:{t}:20261125",
     )
+
+
+@pytest.mark.parametrize(
+    "key", ["20261125", "20261125T0000", "20261125T2359", "20280229T1230", "20261125T235959"]
+)
+def test_run_keys_are_dates_or_slots(key: str) -> None:
+    """A run key is a date or a slot YYYYMMDDTHHMM[SS]; only the longer form is a slot."""
+    assert parse_run_key(key) == key
+    assert is_slot_key(key) == (len(key) > 8)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "20261125T2400",
+        "20261125T1260",
+        "20261125T120060",
+        "20250229T1200",
+        "20261125T12",
+        "20261125 1200",
+        "20261125T1200Z",
+        "2026112T12000",
+        "20261125t1200",
+    ],
+)
+def test_malformed_slots_are_refused(key: str) -> None:
+    """A slot must name a real day and a real time of day; the error names the value."""
+    with pytest.raises(InvalidDate) as caught:
+        parse_run_key(key)
+    assert repr(key) in str(caught.value)
+
+
+def test_dates_stay_dates() -> None:
+    """parse_date (used for --from/--to) still refuses a slot: a range is of dates."""
+    with pytest.raises(InvalidDate):
+        parse_date("20261125T1200")

@@ -49,7 +49,7 @@ async def test_status_grid_from_another_process(redis_url: str, redis_client: Re
     assert states == {
         "ok": ["completed", "completed", "pending"],
         "bad": ["failed", "failed", "pending"],
-        "odds": ["completed", "completed", "pending"],  # recurring: its last run, not pending forever
+        "odds": ["completed", "completed", "recurring"],  # its last run; "recurring" where it has none
     }
     failed = grid["tasks"]["bad"][DATES[0]]
     assert failed["reason"] == "error"

@@ -48,10 +48,14 @@ def url_for(server: RedisServer, userinfo: str) -> str:
 
 
 async def test_right_password_works(secured: RedisServer) -> None:
-    """requirepass with the right password: tasks run."""
+    """requirepass with the right password: a task runs and records its marker."""
     client = Redis.from_url(url_for(secured, f":{SECRET}"))
+    # Its own name: the module's server is shared, and another test may have run `guarded` on it.
+    right_password = aiotasks.Task(guarded.__wrapped__, name="right_password")  # type: ignore[attr-defined]
     try:
-        assert (await guarded(DATE, redis=client))["status"] in ("success", "skipped")
+        result = await right_password(DATE, redis=client)
+        assert (result["status"], result["ok"]) == ("success", True)
+        assert await client.get(f"success:right_password:{DATE}") is not None
     finally:
         await client.aclose()
 
@@ -88,6 +92,42 @@ async def test_acl_user_limited_to_the_library_keys(secured: RedisServer) -> Non
         await client.aclose()
 
 
+#: README's rules for a namespace ns: the same commands, on ns's keys only.
+NAMESPACED_ACL_RULES = ["~ns:lock:*", "~ns:success:*", "~ns:run:*", "~ns:runs:*", *ACL_RULES[4:]]
+
+
+async def test_acl_user_limited_to_a_namespace(secured: RedisServer) -> None:
+    """An ACL user with README's namespaced rules (~ns:lock:* ... ~ns:runs:*) runs a chain with
+    namespace ns; outside it every run is refused with RedisAuthError naming the key permission."""
+    with redis.Redis.from_url(secured.url) as admin:
+        admin.execute_command(
+            "ACL", "SETUSER", "ns_worker", "on", f">{SECRET}", "resetkeys", *NAMESPACED_ACL_RULES
+        )
+        before = set(admin.keys("*"))
+    client = Redis.from_url(url_for(secured, f"ns_worker:{SECRET}"))
+    namespaced = aiotasks.Task(guarded.__wrapped__, name="namespaced")  # type: ignore[attr-defined]
+    try:
+        inside = await aiotasks.run_chain([namespaced], DATE, redis=client, namespace="ns")
+        assert inside["namespaced"]["status"] == "success"
+        for namespace in (None, "other"):
+            outside = await aiotasks.run_chain([namespaced], DATE, redis=client, namespace=namespace)
+            assert (outside["namespaced"]["status"], outside["namespaced"]["reason"]) == (
+                "failed",
+                "redis_unavailable",
+            )
+            assert "no permissions to access one of the keys" in outside["namespaced"]["errors"][0]
+        with pytest.raises(RedisAuthError, match="no permissions to access one of the keys"):
+            await task_boilerplate("namespaced", DATE, redis=client)
+    finally:
+        await client.aclose()
+    with redis.Redis.from_url(secured.url) as admin:
+        assert set(admin.keys("*")) - before == {
+            f"ns:success:namespaced:{DATE}".encode(),
+            f"ns:run:namespaced:{DATE}".encode(),  # the run's record and its index
+            b"ns:runs:namespaced",
+        }
+
+
 async def test_acl_user_without_script_rights_gets_an_auth_error(secured: RedisServer) -> None:
     """Regression: a NOPERM reply (redis-py's NoPermissionError) becomes RedisAuthError, not a raw error."""
     with redis.Redis.from_url(secured.url) as admin:
@@ -121,6 +161,30 @@ async def test_tls_with_a_throwaway_ca() -> None:
                 await task_boilerplate("t", DATE, redis=plain)
         finally:
             await plain.aclose()
+
+
+async def test_tls_client_certificates(tmp_path: Path) -> None:
+    """A server that requires client certificates: a rediss:// URL naming ssl_certfile/ssl_keyfile
+    runs tasks; without them the run fails with RedisUnavailable naming the server."""
+    tls = TlsFiles.make(tmp_path)
+    # Later options win: this one overrides server_args()'s "--tls-auth-clients no".
+    with RedisServer(tls=tls, args=["--tls-auth-clients", "yes"]) as server:
+        with_certificate = f"{server.url}&ssl_certfile={tls.client_cert}&ssl_keyfile={tls.client_key}"
+        client = Settings.from_url(with_certificate).create_client()
+        try:
+            assert (await guarded(DATE, redis=client))["status"] == "success"
+            assert await client.get(f"success:guarded:{DATE}") is not None
+        finally:
+            await client.aclose()
+        anonymous = Settings.from_url(server.url, retries=0).create_client()
+        try:
+            with pytest.raises(RedisUnavailable) as caught:
+                await task_boilerplate("t", DATE, redis=anonymous)
+        finally:
+            await anonymous.aclose()
+        # Only the server is certain to be named: TLS 1.3 refuses the client after the handshake,
+        # so the client reads either the server's "certificate required" alert or a reset.
+        assert f"127.0.0.1:{server.port}" in str(caught.value)
 
 
 async def test_password_never_reaches_logs(secured: RedisServer, caplog: pytest.LogCaptureFixture) -> None:

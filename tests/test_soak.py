@@ -7,6 +7,7 @@ The default run is short (CI); set ``AIOTASKS_SOAK_RUNS`` (runs per process, e.g
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -23,7 +24,8 @@ KEYS = 100
 @pytest.mark.slow
 @pytest.mark.timeout(max(120, RUNS // 10))
 async def test_soak_with_failures_and_cancellations_everywhere(redis_client: Redis, redis_url: str) -> None:
-    """No overlap, no body after its marker, no leaked lock; each marker is the last body's success."""
+    """No overlap, no body after its marker, no leaked lock; each marker is the last body's success;
+    every call ends in exactly one outcome, and every reported success is its key's marker."""
     workers = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -39,16 +41,21 @@ async def test_soak_with_failures_and_cancellations_everywhere(redis_client: Red
         for seed in range(PROCESSES)
     ]
     await redis_client.rpush("go", *range(PROCESSES))
-    reports = [(await worker.communicate())[0].decode() for worker in workers]
-    assert [worker.returncode for worker in workers] == [0] * PROCESSES, reports
-    assert all("cancelled=" in report for report in reports), reports
+    outputs = [(await worker.communicate())[0].decode() for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * PROCESSES, outputs
+    reports = [json.loads(output) for output in outputs]
+    calls = (RUNS // 8) * 8  # each worker: 8 coroutines of RUNS // 8 calls
+    assert [sum(report["outcomes"].values()) for report in reports] == [calls] * PROCESSES, reports
+    totals = {kind: sum(report["outcomes"][kind] for report in reports) for kind in reports[0]["outcomes"]}
+    # Every path was exercised: runs succeeded, skipped, failed in their bodies, and were cancelled.
+    assert all(totals.values()), totals
 
     assert await redis_client.get("violations:overlap") is None
     assert await redis_client.get("violations:after_marker") is None
     assert await redis_client.keys("lock:*") == []
     assert await redis_client.keys("running:*") == []
     markers = await redis_client.keys("success:*")
-    assert markers, "no run ever succeeded: the soak did not exercise success"
+    last_started: dict[str, str] = {}
     for marker in markers:
         key = (marker.decode() if isinstance(marker, bytes) else marker).removeprefix("success:")
         started = await redis_client.lrange(f"started:{key}", 0, -1)
@@ -56,3 +63,11 @@ async def test_soak_with_failures_and_cancellations_everywhere(redis_client: Red
         # No body starts once the marker exists, so the marker is the last started body's, which completed.
         assert started
         assert started[-1] in completed
+        last = started[-1]
+        last_started[key] = last.decode() if isinstance(last, bytes) else last
+    # A success is reported once per key, by the run whose body wrote the marker. (There can be
+    # more markers than reported successes: a timeout may land after the finish took effect.)
+    successes = [(key, task_id) for report in reports for key, task_id in report["successes"]]
+    assert len(successes) == totals["success"]
+    assert len({key for key, _ in successes}) == len(successes), "a key was reported done twice"
+    assert all(last_started.get(key) == task_id for key, task_id in successes), (successes, last_started)

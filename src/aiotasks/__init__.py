@@ -39,6 +39,9 @@ from ._errors import TaskError as TaskError
 from ._hooks import add_run_hook as add_run_hook
 from ._hooks import remove_run_hook as remove_run_hook
 from ._records import RunRecord as RunRecord
+from ._schedule import InvalidSchedule as InvalidSchedule
+from ._schedule import Schedule as Schedule
+from ._scheduler import Scheduler as Scheduler
 from ._task import Run as Run
 from ._task import Task as Task
 from ._task import task as task
@@ -56,12 +59,15 @@ __all__ = [
     "InvalidConfig",
     "InvalidDate",
     "InvalidInput",
+    "InvalidSchedule",
     "InvalidTaskName",
     "Reason",
     "RedisAuthError",
     "RedisUnavailable",
     "Run",
     "RunRecord",
+    "Schedule",
+    "Scheduler",
     "Settings",
     "Status",
     "Task",

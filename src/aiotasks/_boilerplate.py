@@ -24,12 +24,12 @@ from typing import Any, Final
 
 from . import _metrics
 from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
-from ._context import resolve
+from ._context import report_run, resolve, store_of
 from ._errors import InvalidConfig
 from ._hooks import report
-from ._keys import TaskKeys, check_task_name, parse_date, task_keys
+from ._keys import TaskKeys, check_task_name, parse_run_key, task_keys
 from ._records import Outcome, retention_ms
-from ._store import Acquired, AnyRedis, Completed, store_for
+from ._store import Acquired, AnyRedis, Completed
 
 __all__ = [
     "check_success_ttl",
@@ -116,7 +116,8 @@ async def task_boilerplate(
     renews the lock and does all of the above for you.
 
     :param task_name: the task's name, from ``[A-Za-z0-9_.-]``.
-    :param date_string: ``YYYYMMDD`` (or a ``datetime.date``); today when omitted.
+    :param date_string: ``YYYYMMDD`` (or a ``datetime.date``), or a schedule's
+        slot ``YYYYMMDDTHHMM[SS]``; today when omitted.
     :param skip_success_check: for recurring tasks: ignore the marker, still respect the lock.
     :param redis: any ``redis.asyncio`` client; else the enclosing chain's, else the default.
     :param lock_timeout: the lock's TTL in seconds (``REDIS_LOCK_TIMEOUT`` = 300).
@@ -128,18 +129,25 @@ async def task_boilerplate(
     recurring task's success; one while it is ``pending`` was interrupted).
     The result dict keeps exactly the seed's keys; the fencing token is
     :attr:`aiotasks.Run.fence`, for decorated tasks.
-    :raises InvalidTaskName, InvalidDate, InvalidConfig: before anything is sent.
+
+    Inside a chain, the chain learns the name, keys, ``task_id`` and result
+    dict used here (see :class:`~aiotasks._context.NodeReport`), whatever the
+    chain entry's ``id``.
+
+    :raises InvalidTaskName, InvalidDate, InvalidConfig: before anything is
+        sent (InvalidConfig also when no asyncio event loop runs: trio).
     :raises RedisUnavailable: Redis could not be reached; nothing is left locked
         (or, if Redis vanished mid-acquire, the lock expires within ``lock_timeout``).
     """
     name = check_task_name(task_name)
-    date = parse_date(date_string)
+    date = parse_run_key(date_string)
     lock_ms = ttl_ms(lock_timeout, REDIS_LOCK_TIMEOUT)
     keep = retention_ms(retention)
     store, namespace, force = resolve(redis)
     keys = task_keys(name, date, namespace=namespace, cluster=store.cluster)
     task_id = new_task_id()
     result = new_result(name, date, task_id)
+    report_run(name, keys, task_id, result)
     outcome = await store.acquire(
         keys, task_id, lock_ms, check_success=not (skip_success_check or force), retention_ms=keep
     )
@@ -203,7 +211,7 @@ async def release_lock(conn: AnyRedis, lock_key: str, task_id: str) -> bool:
     """
     run = _open_runs.get(task_id)
     outcome = Outcome.of(run.result, run.retention_ms) if run is not None else None
-    released = await store_for(conn).release(lock_key, task_id, outcome)
+    released = await store_of(conn).release(lock_key, task_id, outcome)
     await _ended(task_id, outcome)
     return released
 
@@ -226,7 +234,7 @@ async def finish_task(
     keys = TaskKeys(lock_key, success_key)
     run = _open_runs.get(task_id)
     outcome = Outcome.of(run.result, run.retention_ms, status=Status.SUCCESS) if run is not None else None
-    finished = await store_for(conn).finish(keys, task_id, check_success_ttl(success_ttl), outcome)
+    finished = await store_of(conn).finish(keys, task_id, check_success_ttl(success_ttl), outcome)
     if outcome is not None and not finished:
         outcome = Outcome(outcome.retention_ms, Status.FAILED.value, Reason.LOCK_LOST.value, outcome.attempts)
     await _ended(task_id, outcome)

@@ -5,8 +5,15 @@ inside plain asyncio code: a native ``Task.cancel()`` (``asyncio.wait_for``,
 ``asyncio.timeout``, a ``TaskGroup`` whose sibling failed) still interrupts an
 await inside the shield. Here the work runs as its own future, and the caller
 waits for it through any number of cancellations, then re-delivers the
-cancellation. The anyio shield is kept as well so that an anyio cancel scope
-does not re-deliver its cancellation on every loop iteration while we wait.
+cancellation.
+
+anyio cancel scopes need two more things. A scope re-sends its cancellation on
+every loop iteration until it lands, so once the first one is received an anyio
+shield keeps the repeats out while we wait; it is entered only then, because a
+shield entered from the start would hide the cancellation altogether (the
+caller would never learn it, nor tell a worker thread to stop, and would wait
+forever for a thread that waits to be told). And a scope only swallows the
+cancellation it sent, so the caller re-raises that very exception, not a new one.
 """
 
 from __future__ import annotations
@@ -22,32 +29,43 @@ __all__ = ["settle", "shielded"]
 T = TypeVar("T")
 
 
-async def settle(future: asyncio.Future[T], on_cancel: Callable[[], object] | None = None) -> bool:
+async def settle(
+    future: asyncio.Future[T], on_cancel: Callable[[], object] | None = None
+) -> asyncio.CancelledError | None:
     """Wait until ``future`` is done, whatever cancellations the caller receives meanwhile.
 
     The future's result or exception is left on it for the caller to read.
 
     :param on_cancel: called on each cancellation received while waiting (for
         example to ask a worker thread to stop early).
-    :returns: whether the caller was cancelled while waiting; the caller must
-        then re-raise ``CancelledError`` itself once it has done its cleanup.
+    :returns: the first cancellation the caller received while waiting, or
+        None; the caller must re-raise it (that exception, not a new one) once
+        it has done its cleanup.
     """
-    cancelled = False
-    with anyio.CancelScope(shield=True):
+    received: asyncio.CancelledError | None = None
+    shield: anyio.CancelScope | None = None
+    try:
         while not future.done():
             try:
                 await asyncio.shield(future)
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
                 if future.done():
                     # The future itself was cancelled (its owner shut down): nothing to wait for.
-                    cancelled = cancelled or not future.cancelled()
+                    if not future.cancelled():
+                        received = received or exc
                     break
-                cancelled = True
+                received = received or exc
                 if on_cancel is not None:
                     on_cancel()
+                if shield is None:
+                    shield = anyio.CancelScope(shield=True)
+                    shield.__enter__()
             except BaseException:
                 break  # the future failed: its exception stays on it for the caller
-    return cancelled
+    finally:
+        if shield is not None:
+            shield.__exit__(None, None, None)
+    return received
 
 
 async def shielded(work: Awaitable[T], on_cancel: Callable[[], object] | None = None) -> T:
@@ -59,8 +77,9 @@ async def shielded(work: Awaitable[T], on_cancel: Callable[[], object] | None = 
     result of ``work`` (or its exception).
     """
     future = asyncio.ensure_future(work)
-    if await settle(future, on_cancel):
+    cancelled = await settle(future, on_cancel)
+    if cancelled is not None:
         if not future.cancelled() and future.exception() is not None:
             future.exception()  # retrieved: the cancellation wins, not this error
-        raise asyncio.CancelledError
+        raise cancelled
     return future.result()

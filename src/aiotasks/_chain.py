@@ -20,32 +20,46 @@ Dependency semantics
     ``dependency_blocked`` and ``blocked_by`` naming the dependency.
 
 Another worker running a task (``lock_held``)
-    The chain waits for it: it polls the task's lock (first after 50 ms, then
-    less often, at most every second and never later than the lock's TTL) until
-    the lock is gone, then looks again. A success marker satisfies the
+    The chain waits for it: it polls the task's lock (at once, then after 50 ms,
+    then less often, at most every second and never later than the lock's TTL)
+    until the lock is gone, then looks again. The lock is the one the task's
+    function really used: ``task_boilerplate`` (or a decorated task) tells the
+    chain the name it was given, whatever the entry's ``id`` (which should be
+    that name: ``status`` looks tasks up by ``id``). A success marker satisfies the
     dependents (the result says ``already_completed`` with ``waited_for``, the
     other run's ``task_id``, and ``wait_seconds``); a free lock without a
     marker means the other worker failed or died, so this worker tries the task
-    itself (and may wait again if yet another worker holds it). A lock is only
-    held while its holder renews it, so a dead holder frees it within its
-    ``lock_timeout``; ``wait_timeout`` additionally caps the total wait per
-    task (reason ``wait_timeout``). Recurring tasks keep the seed's semantics:
+    itself (and may wait again if yet another worker holds it). The pauses
+    between polls keep growing across those retries, so no wait polls Redis
+    without pausing. A lock is only held while its holder renews it, so a dead
+    holder frees it within its ``lock_timeout``; ``wait_timeout`` additionally
+    caps the total wait per task (reason ``wait_timeout``). A function that
+    says ``lock_held`` without having started its run through aiotasks, while
+    no lock of its ``id`` is held, fails: there is nothing to wait for.
+    Recurring tasks keep the seed's semantics:
     one held elsewhere is skipped (``lock_held``) and its dependents in this
     run are blocked (``dependency_lock_held``).
 
 Failures are contained
-    A task that raises (``TaskError`` or anything else) is recorded as
-    ``failed`` with the error text; it never takes other tasks down.
-    Cancelling the chain cancels running bodies; every lock they held is
-    released before the cancellation propagates.
+    A task that raises (``TaskError`` or anything else: ``SystemExit``,
+    ``KeyboardInterrupt`` and a ``CancelledError`` of its own too) is recorded
+    as ``failed`` with the error text, in the result dict its
+    ``task_boilerplate`` made when it made one (its ``task_id`` and counters
+    kept); it never takes other tasks down.
+    Only a real cancellation (of the chain, by a signal or a cancelled parent)
+    cancels running bodies; every lock they held is released before the
+    cancellation propagates.
+
+Connections
+    Seed-style functions (which use the client the chain lends them) run
+    within the client's body slots, as decorated bodies do (see
+    :mod:`aiotasks._task`): never more at once than its pool can serve.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import datetime as dt
-import functools
 import graphlib
 import inspect
 import logging
@@ -55,18 +69,24 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-import anyio.to_thread
-
 from . import _metrics
 from ._boilerplate import new_result
-from ._cancel import shielded
 from ._config import env_namespace
 from ._constants import Reason, Status
-from ._context import Binding, current, default_client
+from ._context import Binding, NodeReport, current, default_client, reporting_to, store_of
 from ._errors import InvalidChain, InvalidConfig, InvalidInput, RedisUnavailable, TaskError
-from ._keys import check_namespace, check_task_name, parse_date, task_keys
-from ._store import AnyRedis, Store, store_for
-from ._task import Task, backoff, check_attempt_options, describe_error
+from ._keys import TaskKeys, check_namespace, check_task_name, parse_run_key, task_keys
+from ._store import AnyRedis, Store
+from ._task import (
+    Task,
+    backoff,
+    body_slot,
+    check_attempt_options,
+    describe_error,
+    is_cancellation,
+    run_in_thread,
+    timeout_message,
+)
 
 __all__ = ["Chain", "ChainRun", "Node", "Progress", "State", "run_chain"]
 
@@ -75,6 +95,8 @@ logger = logging.getLogger("aiotasks.chain")
 _DICT_KEYS: Final = frozenset({"id", "func", "depends_on", "recurring", "timeout", "retries", "retry_delay"})
 _POLL_FIRST: Final = 0.05
 _POLL_MAX: Final = 1.0
+#: The shortest pause between two polls, even when the holder's lock is about to expire.
+_POLL_MIN: Final = 0.01
 
 
 class State(StrEnum):
@@ -96,7 +118,8 @@ class Node:
     func: Callable[..., Any]
     depends_on: tuple[str, ...]
     #: The name its keys use: the decorated task's name, else the id (which a
-    #: seed-style function is expected to pass to ``task_boilerplate``).
+    #: seed-style function is expected to pass to ``task_boilerplate``; if it
+    #: passes another, a run learns it, see :class:`~aiotasks._context.NodeReport`).
     task_name: str
     recurring: bool = False
     timeout: float | None = None
@@ -111,7 +134,7 @@ class Node:
 class Chain:
     """A validated chain: no duplicate ids, no unknown dependencies, no cycles.
 
-    :param entries: the seed's list of dicts and/or decorated tasks.
+    :param entries: the seed's list of dicts and/or decorated tasks, at least one.
     :raises InvalidChain: naming the culprit, before anything runs.
     """
 
@@ -127,6 +150,8 @@ class Chain:
             if node.id in nodes:
                 raise InvalidChain(f"duplicate task id {node.id!r} in the chain", node.id)
             nodes[node.id] = node
+        if not nodes:
+            raise InvalidChain("the chain has no tasks", entries)
         for node in nodes.values():
             for dep in node.depends_on:
                 if dep not in nodes:
@@ -273,16 +298,23 @@ class ChainRun:
     force: bool = False
     max_concurrency: int | None = None
     wait_timeout: float | None = None
+    #: A semaphore shared with other runs (a windowed backfill), used instead of
+    #: one of this run's own: ``max_concurrency`` then bounds bodies across all of them.
+    limit: asyncio.Semaphore | None = None
     progress: dict[str, Progress] = field(init=False)
 
     def __post_init__(self) -> None:
         self.progress = {name: Progress() for name in self.chain.nodes}
-        self._limit = asyncio.Semaphore(self.max_concurrency) if self.max_concurrency else None
+        self._limit = self.limit
+        if self._limit is None and self.max_concurrency:
+            self._limit = asyncio.Semaphore(self.max_concurrency)
         self._waiting_on = {name: len(node.depends_on) for name, node in self.chain.nodes.items()}
         self._dependents: dict[str, list[str]] = {name: [] for name in self.chain.nodes}
         for node in self.chain:
             for dep in node.depends_on:
                 self._dependents[dep].append(node.id)
+        #: Per task: the latest run its function started, as it reported it.
+        self._learned: dict[str, NodeReport] = {}
 
     async def run(self) -> dict[str, dict[str, Any]]:
         """Run every task; map each task id to its result dict, in chain order."""
@@ -304,16 +336,16 @@ class ChainRun:
         progress = self.progress[node.id]
         progress.started = time.monotonic()
         result = await self._attempt(node)
-        started_wait: float | None = None
+        wait: _Wait | None = None
         while _held_elsewhere(result) and not node.recurring:
-            started_wait = started_wait or time.monotonic()
-            outcome = await self._wait_for_holder(node, progress, started_wait)
+            wait = wait or _Wait(time.monotonic(), _POLL_FIRST)
+            outcome = await self._wait_for_holder(node, progress, wait)
             if outcome is None:  # the lock is free and there is no marker: try it ourselves
                 result = await self._attempt(node)
                 continue
             result = outcome
-        if started_wait is not None:
-            result["wait_seconds"] = round(time.monotonic() - started_wait, 3)
+        if wait is not None:
+            result["wait_seconds"] = round(time.monotonic() - wait.started, 3)
             _metrics.observe_wait(node.task_name, result["wait_seconds"])
         self._settle(node, result)
 
@@ -327,51 +359,87 @@ class ChainRun:
             return await self._call(node)
 
     async def _call(self, node: Node) -> dict[str, Any]:
-        if isinstance(node.func, Task):
-            try:
-                return await node.func(self.date)
-            except TaskError as exc:
-                return exc.result if exc.result is not None else self._failed(node, exc.message)
-            except Exception as exc:
-                return self._failed(node, describe_error(exc), exc)
         attempt = 0
         while True:
             attempt += 1
-            result = await self._call_plain(node)
+            result = await self._call_once(node)
+            # A decorated task retries by itself (node.retries is 0 for it).
             if result["status"] != Status.FAILED or attempt > node.retries:
                 if attempt > 1:
                     result["attempts"] = attempt
                 return result
             await asyncio.sleep(backoff(node.retry_delay, attempt))
 
-    async def _call_plain(self, node: Node) -> dict[str, Any]:
+    async def _call_once(self, node: Node) -> dict[str, Any]:
+        """Call the task's function once: its result dict, or a failed one whatever it raised.
+
+        Only a real cancellation of the chain propagates.
+        """
+        report = NodeReport()
         limit = asyncio.timeout(node.timeout)
+        is_async = node.is_task or inspect.iscoroutinefunction(node.func)
+        started = time.monotonic()
         try:
-            async with limit:
-                if inspect.iscoroutinefunction(node.func):
-                    returned = await node.func(self.date)
-                else:
-                    call = functools.partial(contextvars.copy_context().run, node.func, self.date)
-                    returned = await shielded(anyio.to_thread.run_sync(call))
+            with reporting_to(report):
+                async with limit:
+                    if node.is_task:  # it takes its own body slot, around its body only
+                        returned = await node.func(self.date)
+                    else:
+                        async with body_slot(self.store):
+                            if is_async:
+                                returned = await node.func(self.date)
+                            else:
+                                returned = await run_in_thread(node.func, self.date)
         except TaskError as exc:
-            if isinstance(exc.result, dict):
+            if isinstance(exc.result, dict):  # a decorated task's: complete already
                 exc.result["status"] = Status.FAILED.value
                 return exc.result
-            return self._failed(node, exc.message)
+            return self._failed(node, exc.message, report=report)
         except TimeoutError as exc:
             if limit.expired():
-                return self._failed(node, f"timed out after {node.timeout}s", reason=Reason.TIMEOUT)
-            return self._failed(node, describe_error(exc), exc)
-        except Exception as exc:
-            return self._failed(node, describe_error(exc), exc)
+                waited = None if is_async else time.monotonic() - started
+                message = timeout_message(node.timeout, waited, "function")
+                return self._failed(node, message, reason=Reason.TIMEOUT, report=report)
+            return self._failed(node, describe_error(exc), exc, report=report)
+        except BaseException as exc:
+            if is_cancellation(exc):
+                raise
+            return self._failed(node, describe_error(exc), exc, report=report)
+        finally:
+            self._learn(node, report)
         if not isinstance(returned, dict):
-            return self._failed(node, f"task returned {type(returned).__name__}, not a result dict")
+            message = f"task returned {type(returned).__name__}, not a result dict"
+            return self._failed(node, message, report=report)
         if returned.get("status") not in (Status.SUCCESS, Status.SKIPPED, Status.FAILED):
             return self._failed(
                 node,
                 f"task returned status {returned.get('status')!r}: expected success, skipped or failed",
+                report=report,
             )
         return returned
+
+    def _learn(self, node: Node, report: NodeReport) -> None:
+        if report.task_name is None:
+            return
+        if report.task_name != node.task_name and node.id not in self._learned:
+            logger.warning(
+                "chain entry %r runs task %r (the name its function gives task_boilerplate): "
+                "waiting uses that name, but status looks tasks up by id: name the entry %r",
+                node.id,
+                report.task_name,
+                report.task_name,
+            )
+        self._learned[node.id] = report
+
+    def _task_name(self, node: Node) -> str:
+        learned = self._learned.get(node.id)
+        return learned.task_name if learned is not None and learned.task_name else node.task_name
+
+    def _keys(self, node: Node) -> TaskKeys:
+        learned = self._learned.get(node.id)
+        if learned is not None and learned.keys is not None:
+            return learned.keys
+        return task_keys(node.task_name, self.date, namespace=self.namespace, cluster=self.store.cluster)
 
     def _failed(
         self,
@@ -380,57 +448,69 @@ class ChainRun:
         exc: BaseException | None = None,
         *,
         reason: Reason | None = None,
+        report: NodeReport | None = None,
     ) -> dict[str, Any]:
-        result = new_result(node.task_name, self.date, None)
+        """A failed result: the dict of the run the function started, if any, else a new one."""
+        if report is not None and report.result is not None:
+            result = report.result
+        else:
+            result = new_result(self._task_name(node), self.date, None)
         result["status"] = Status.FAILED.value
-        result["errors"].append(message)
+        if message not in result["errors"]:
+            result["errors"].append(message)
         if reason is None and isinstance(exc, RedisUnavailable):
             reason = Reason.REDIS_UNAVAILABLE
-        result["reason"] = reason.value if reason is not None else None
+        if reason is not None:
+            result["reason"] = reason.value
         return result
 
-    async def _wait_for_holder(self, node: Node, progress: Progress, started: float) -> dict[str, Any] | None:
+    def _skipped(self, node: Node, reason: Reason, waited_for: str | None) -> dict[str, Any]:
+        result = new_result(self._task_name(node), self.date, None)
+        result["status"] = Status.SKIPPED.value
+        result["reason"] = reason.value
+        result["waited_for"] = waited_for
+        return result
+
+    async def _wait_for_holder(self, node: Node, progress: Progress, wait: _Wait) -> dict[str, Any] | None:
         """Wait until the other worker's lock is gone.
 
         :returns: the final result when the wait settles the task (completed
             elsewhere, or waited too long), or None when the lock is free and
             there is no marker, so this worker should try the task itself.
         """
-        keys = task_keys(node.task_name, self.date, namespace=self.namespace, cluster=self.store.cluster)
-        interval = _POLL_FIRST
-        holder: str | None = None
+        keys = self._keys(node)
         while True:
+            if wait.polls:  # every poll of a wait but its first follows a pause, retries included
+                await _pause(wait.pause(self.wait_timeout, time.monotonic()))
+            wait.polls += 1
             try:
                 state = await self.store.status(keys)
             except RedisUnavailable as exc:
                 return self._failed(node, str(exc), exc)
             if state.completed and not self.force:
-                result = new_result(node.task_name, self.date, None)
-                result["status"] = Status.SKIPPED.value
-                result["reason"] = Reason.ALREADY_COMPLETED.value
-                result["waited_for"] = holder
-                return result
+                return self._skipped(node, Reason.ALREADY_COMPLETED, wait.holder)
             if state.holder is None:
+                wait.ttl_ms = None
+                if wait.holder is None and node.id not in self._learned and not node.is_task:
+                    return self._failed(
+                        node,
+                        f"its function returned lock_held, but it started no run through "
+                        f"task_boilerplate and no worker holds {keys.lock!r}: nothing to wait for",
+                    )
                 return None
-            holder = state.holder
+            wait.holder, wait.ttl_ms = state.holder, state.ttl_ms
             progress.state, progress.holder, progress.holder_ttl_ms = (
                 State.WAITING,
-                holder,
+                state.holder,
                 state.ttl_ms,
             )
-            waited = time.monotonic() - started
+            waited = time.monotonic() - wait.started
             if self.wait_timeout is not None and waited >= self.wait_timeout:
-                result = new_result(node.task_name, self.date, None)
-                result["status"] = Status.SKIPPED.value
-                result["reason"] = Reason.WAIT_TIMEOUT.value
-                result["waited_for"] = holder
-                result["errors"].append(f"another worker ({holder}) still held the task after {waited:.1f}s")
+                result = self._skipped(node, Reason.WAIT_TIMEOUT, state.holder)
+                result["errors"].append(
+                    f"another worker ({state.holder}) still held the task after {waited:.1f}s"
+                )
                 return result
-            pause = min(interval, max(state.ttl_ms, 10) / 1000)
-            if self.wait_timeout is not None:
-                pause = min(pause, max(self.wait_timeout - waited, 0.01))
-            await asyncio.sleep(pause)
-            interval = min(interval * 1.5, _POLL_MAX)
 
     def _settle(self, node: Node, result: dict[str, Any]) -> None:
         progress = self.progress[node.id]
@@ -467,6 +547,34 @@ class ChainRun:
         logger.info("%s %s: not run, dependency %s: %s", name, self.date, blocked_by, reason.value)
         for dependent in self._dependents[name]:
             self._block(dependent, name, Reason.DEPENDENCY_BLOCKED)
+
+
+@dataclass(slots=True)
+class _Wait:
+    """One task's wait for other workers' runs of it, across every retry it makes meanwhile."""
+
+    started: float
+    interval: float
+    polls: int = 0
+    #: The other run's task_id, at the last poll that found one.
+    holder: str | None = None
+    #: That run's lock TTL in ms at the last poll (None: the lock was free).
+    ttl_ms: int | None = None
+
+    def pause(self, wait_timeout: float | None, now: float) -> float:
+        """The next pause: the growing interval, never past the lock's TTL nor the wait's end."""
+        pause = self.interval
+        self.interval = min(self.interval * 1.5, _POLL_MAX)
+        if self.ttl_ms is not None and self.ttl_ms >= 0:  # -1: a lock without TTL
+            pause = min(pause, max(self.ttl_ms / 1000, _POLL_MIN))
+        if wait_timeout is not None:
+            pause = min(pause, max(wait_timeout - (now - self.started), _POLL_MIN))
+        return pause
+
+
+async def _pause(seconds: float) -> None:
+    """Every pause of a wait for another worker (tests replace it to step through a wait)."""
+    await asyncio.sleep(seconds)
 
 
 def _satisfies(result: Mapping[str, Any]) -> bool:
@@ -561,9 +669,13 @@ def prepare_run(
     namespace: str | None = None,
     force: bool = False,
     wait_timeout: float | None = None,
+    limit: asyncio.Semaphore | None = None,
 ) -> ChainRun:
-    """Validate a run's options and build its :class:`ChainRun` (nothing is sent yet)."""
-    date = parse_date(date_string)
+    """Validate a run's options and build its :class:`ChainRun` (nothing is sent yet).
+
+    :param limit: a semaphore shared with other runs instead of one per run.
+    """
+    date = parse_run_key(date_string)
     check_run_options(max_concurrency, wait_timeout)
     binding = current.get()
     if namespace is not None:
@@ -576,9 +688,10 @@ def prepare_run(
     return ChainRun(
         chain,
         date,
-        store_for(client),
+        store_of(client),
         namespace=namespace,
         force=force,
         max_concurrency=max_concurrency,
         wait_timeout=wait_timeout,
+        limit=limit,
     )

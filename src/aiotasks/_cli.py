@@ -2,17 +2,25 @@
 
 This is the only module that knows about terminals, signals and exit codes.
 Errors are one line on stderr (``aiotasks: error: ...``), never a traceback,
-and never contain a Redis password. Exit codes:
+and never contain any part of a Redis password. Exit codes:
 
 * 0 - every task succeeded, or was skipped as already completed (or, for a
   recurring task, because another worker is running it right now);
 * 1 - some task failed, or was not run because a dependency did not succeed;
-* 2 - bad usage or input: a bad date, a target that can't be imported or is
-  not a chain, an invalid chain, a bad option;
-* 3 - Redis unreachable, too slow, or refusing our credentials;
+* 2 - what the command says is wrong: a bad date or range (or one longer than
+  ``--max-dates``), a target that can't be imported or is not a chain, an
+  invalid chain, a bad option or Redis URL (unknown option, a database the
+  server does not have, a cluster node without ``--cluster``, a missing TLS
+  file);
+* 3 - what Redis said: unreachable, too slow, not speaking Redis, refusing our
+  credentials or a command, keys of the wrong type, or failing mid-run;
 * 130 / 143 - interrupted by SIGINT / SIGTERM: running tasks were cancelled and
-  their locks released. A second signal exits at once (a sync body still
+  their locks released (``--json`` still prints the document: what finished,
+  the rest ``cancelled``). A second signal exits at once (a sync body still
   running in a thread then keeps its lock until its ``lock_timeout``).
+
+Targets are imported before the event loop starts, so a module that calls
+``asyncio.run()`` at import works.
 """
 
 from __future__ import annotations
@@ -27,20 +35,23 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, TypeVar, cast
 
-import anyio.to_thread
+from redis import exceptions as rex
 
 from . import __version__
+from ._backfill import check_window, run_window
 from ._chain import Chain, ChainRun, Node, check_run_options, prepare_run
 from ._config import Settings, in_process_client
-from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisUnavailable
-from ._keys import date_range, parse_date, task_keys
+from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisAuthError, RedisUnavailable
+from ._keys import TaskKeys, date_range, parse_date, parse_run_key, task_keys
 from ._metrics import exposition, serve_metrics
-from ._records import TaskSummary, read_grid, read_runs
-from ._store import AnyRedis, LockState, store_for
+from ._records import Cell, CellState, TaskSummary, read_grid, read_runs
+from ._schedule import Schedule
+from ._scheduler import Scheduler
+from ._store import AnyRedis, LockState, describe, store_for
 from ._task import Task
 from ._views import (
     EXIT_FAILED,
@@ -54,6 +65,7 @@ from ._views import (
     grid_json,
     grid_text,
     history_text,
+    interrupted_results,
     live_frame,
     plan_dot,
     plan_mermaid,
@@ -74,6 +86,10 @@ IN_PROCESS_NOTICE = (
     "which coordinates nothing across processes"
 )
 LIVE_INTERVAL = 0.2
+#: Most dates ``run --from/--to`` accepts without ``--max-dates`` (about ten years).
+MAX_DATES = 3660
+
+T = TypeVar("T")
 
 
 def _echo(text: str, stream: IO[str] | None = None) -> None:
@@ -83,8 +99,34 @@ def _echo(text: str, stream: IO[str] | None = None) -> None:
     out.flush()
 
 
-class UsageError(Exception):
+class CliError(Exception):
+    """An error the CLI reports as one line, with its exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UsageError(CliError):
     """Bad usage detected by the CLI itself (exit code 2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_USAGE)
+
+
+class ServerError(CliError):
+    """What the Redis server said makes the command impossible (exit code 3)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_REDIS)
+
+
+class Interrupted(Exception):
+    """A signal cancelled the command; ``code`` is 130 or 143 (the message was printed already)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="aiotasks",
         description="Run chains of once-a-day tasks safely from many processes and machines.",
         epilog="Exit codes: 0 ok, 1 a task failed or was blocked, 2 bad usage or input, "
-        "3 Redis unavailable, 130/143 interrupted. See README.md.",
+        "3 Redis unavailable or refusing, 130/143 interrupted. See README.md.",
     )
     parser.add_argument("--version", action="version", version=f"aiotasks {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -119,8 +161,18 @@ def _parser() -> argparse.ArgumentParser:
     when.add_argument("--date", help="YYYYMMDD (default: today)")
     when.add_argument("--from", dest="date_from", metavar="YYYYMMDD", help="first date of a backfill")
     run.add_argument("--to", dest="date_to", metavar="YYYYMMDD", help="last date of a backfill (with --from)")
+    run.add_argument(
+        "--max-dates",
+        type=int,
+        default=MAX_DATES,
+        metavar="N",
+        help=f"refuse a backfill of more than N dates (default {MAX_DATES}, about 10 years)",
+    )
     redis_options(run)
     run.add_argument("--max-concurrency", type=int, help="how many tasks may run at once")
+    run.add_argument(
+        "--window", type=int, default=1, help="dates of a backfill in flight at once, oldest first (1)"
+    )
     run.add_argument(
         "--only", action="append", metavar="TASK", help="run TASK and what it needs (repeatable)"
     )
@@ -137,9 +189,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     target(status)
     day = status.add_mutually_exclusive_group()
-    day.add_argument("--date", help="YYYYMMDD (default: today)")
+    day.add_argument("--date", help="YYYYMMDD or a slot YYYYMMDDTHHMM[SS] (default: today)")
     day.add_argument("--from", dest="date_from", metavar="YYYYMMDD", help="first date of a grid")
     status.add_argument("--to", dest="date_to", metavar="YYYYMMDD", help="last date of a grid (with --from)")
+    status.add_argument(
+        "--max-dates",
+        type=int,
+        default=MAX_DATES,
+        metavar="N",
+        help=f"refuse a grid of more than N dates ({MAX_DATES})",
+    )
     redis_options(status)
     status.add_argument("--json", action="store_true", help="print one JSON document")
 
@@ -156,6 +215,13 @@ def _parser() -> argparse.ArgumentParser:
     metrics.add_argument("--bind", default="127.0.0.1", help="address for --serve (default 127.0.0.1)")
     redis_options(metrics)
 
+    serve = commands.add_parser("serve", help="fire schedules until stopped (run it on every replica)")
+    serve.add_argument("target", help="a Schedule or a list of them: package.module:attr or file.py:attr")
+    redis_options(serve)
+    serve.add_argument("--grace", type=float, default=30.0, help="seconds running chains get on SIGTERM (30)")
+    serve.add_argument("--max-concurrency", type=int, help="how many task bodies may run at once")
+    serve.add_argument("--window", type=int, default=1, help="slots of a catch-up in flight at once (1)")
+
     reset = commands.add_parser("reset", help="remove success markers so tasks run again")
     target(reset)
     reset.add_argument("--date", help="YYYYMMDD (default: today)")
@@ -171,6 +237,31 @@ def load_chain(target: str) -> Chain:
     :raises UsageError: the target can't be imported or does not name a chain.
     :raises InvalidChain: the chain is invalid.
     """
+    found = _import_target(target)
+    if isinstance(found, Chain):
+        return found
+    if isinstance(found, Task):
+        return Chain([found])
+    if not isinstance(found, list | tuple):
+        raise UsageError(f"{target!r} is a {type(found).__name__}, not a chain (a list of tasks)")
+    return Chain(found)
+
+
+def load_schedules(target: str) -> list[Schedule]:
+    """Import the :class:`Schedule` (or list of them) that ``target`` names.
+
+    :raises UsageError: the target can't be imported or holds no Schedule.
+    """
+    found = _import_target(target)
+    if isinstance(found, Schedule):
+        return [found]
+    if isinstance(found, list | tuple) and found and all(isinstance(item, Schedule) for item in found):
+        return list(found)
+    raise UsageError(f"{target!r} holds no Schedule (a Schedule or a list of them): {found!r}"[:300])
+
+
+def _import_target(target: str) -> Any:
+    """Import ``package.module:attr`` or ``path/to/file.py:attr`` and return the attribute."""
     module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:
         raise UsageError(f"target {target!r} must be package.module:attr or path/to/file.py:attr")
@@ -203,23 +294,17 @@ def load_chain(target: str) -> Chain:
         if not hasattr(found, part):
             raise UsageError(f"{module_name!r} has no attribute {attr!r}")
         found = getattr(found, part)
-    if isinstance(found, Chain):
-        return found
-    if isinstance(found, Task):
-        return Chain([found])
-    if not isinstance(found, list | tuple):
-        raise UsageError(f"{target!r} is a {type(found).__name__}, not a chain (a list of tasks)")
-    return Chain(found)
+    return found
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
     changes: dict[str, Any] = {}
-    if args.redis_url:
+    if args.redis_url is not None:
         changes["redis_url"] = args.redis_url
     if args.cluster:
         changes["cluster"] = True
-    if args.namespace:
+    if args.namespace is not None:  # --namespace= is refused, not ignored
         changes["namespace"] = args.namespace
     return settings.with_options(**changes) if changes else settings
 
@@ -228,23 +313,79 @@ def _client(settings: Settings, *, need_redis: str | None = None) -> AnyRedis:
     if settings.redis_url is None:
         if need_redis:
             raise UsageError(f"{need_redis} needs a Redis: pass --redis-url or set AIOTASKS_REDIS_URL")
+        client = in_process_client()  # may say that fakeredis is missing: before announcing it
         _echo(IN_PROCESS_NOTICE, sys.stderr)
-        return in_process_client()
+        return client
     return settings.create_client()
 
 
-async def _ping(client: AnyRedis) -> None:
-    await store_for(client).ping()
-
-
-def _dates(args: argparse.Namespace) -> list[str]:
+def _dates(args: argparse.Namespace) -> Sequence[str]:
+    """The run's dates (made one at a time), refusing a range longer than ``--max-dates``."""
     if args.date_to and not args.date_from:
         raise UsageError("--to needs --from")
+    if args.max_dates < 1:
+        raise UsageError(f"--max-dates must be at least 1, not {args.max_dates}")
     if args.date_from:
         if not args.date_to:
             raise UsageError("--from needs --to")
-        return date_range(parse_date(args.date_from), parse_date(args.date_to))
-    return [parse_date(args.date)]
+        dates = date_range(parse_date(args.date_from), parse_date(args.date_to))
+        if len(dates) > args.max_dates:
+            raise UsageError(
+                f"--from {args.date_from} --to {args.date_to} is {len(dates):,} dates, more than "
+                f"--max-dates {args.max_dates:,}: pass --max-dates {len(dates)} to run them all"
+            )
+        return dates
+    return [parse_run_key(args.date)]
+
+
+def _explain(exc: BaseException, client: AnyRedis, settings: Settings) -> BaseException:
+    """What a redis-py error met before any task ran means for the user, with a hint.
+
+    Errors about what the command says (a database the server does not have, a
+    cluster node addressed as a plain server) become :class:`UsageError`; what
+    the server itself says becomes :class:`ServerError`. Anything else is
+    returned unchanged.
+    """
+    if isinstance(exc, RedisUnavailable) and "cluster mode is not enabled" in str(exc).lower():
+        return UsageError(
+            f"Redis at {settings.redacted_url} is not a cluster node: "
+            "drop --cluster (and AIOTASKS_REDIS_CLUSTER)"
+        )
+    if isinstance(exc, RedisAuthError) and "'select' command" in str(exc):
+        return ServerError(
+            f"{exc}: the URL names a database other than 0, which needs +select in the user's ACL rules"
+        )
+    if not isinstance(exc, rex.ResponseError):
+        return exc
+    server = describe(client)
+    text = str(exc)
+    if "DB index is out of range" in text:
+        return UsageError(
+            f"Redis at {server} has no such database (it has as many as its `databases` setting, "
+            "16 by default): name another in the URL"
+        )
+    # redis-py names these replies by class (MovedError is an AskError) and drops their prefix.
+    if isinstance(exc, rex.AskError | rex.TryAgainError | rex.ClusterCrossSlotError | rex.ClusterDownError):
+        return UsageError(
+            f"Redis at {server} is a node of a Redis Cluster: add --cluster (or set AIOTASKS_REDIS_CLUSTER=1)"
+        )
+    return ServerError(f"Redis at {server} replied with an error: {text}")
+
+
+async def _check_server(client: AnyRedis, settings: Settings, keys: TaskKeys | None) -> None:
+    """Ping, then read one task's keys (as ``status`` would): a server that can't serve
+    aiotasks (no such database, a cluster node without ``--cluster``, missing script
+    permissions) is reported once, before anything runs, instead of by every task."""
+    store = store_for(client)
+    try:
+        await store.ping()
+        if keys is not None:  # None: an empty chain, no keys to read
+            await store.status(keys)
+    except Exception as exc:
+        explained = _explain(exc, client, settings)
+        if explained is exc:
+            raise
+        raise explained from exc
 
 
 class _Live:
@@ -274,50 +415,107 @@ class _Live:
             self.drawn = 0
 
 
-async def _run(args: argparse.Namespace) -> int:
-    chain = load_chain(args.target)
+class _Signals:
+    """The signals received while a command runs (the first one cancels it)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        #: What the first signal does instead of cancelling the command: (what to say, what to call).
+        self.first: tuple[str, Callable[[], object]] | None = None
+
+    @property
+    def exit_code(self) -> int | None:
+        """130 or 143 once a signal arrived, else None."""
+        if not self.received:
+            return None
+        return EXIT_SIGINT if self.received[0] == signal.SIGINT else EXIT_SIGTERM
+
+
+def _run(args: argparse.Namespace, chain: Chain) -> int:
     if args.only:
         chain = chain.select(args.only)
     dates = _dates(args)
     check_run_options(args.max_concurrency, args.wait_timeout)
+    check_window(args.window)
     settings = _settings(args)
+    return _in_loop(lambda signals: _run_chain(args, chain, dates, settings, signals))
+
+
+async def _run_chain(
+    args: argparse.Namespace, chain: Chain, dates: Sequence[str], settings: Settings, signals: _Signals
+) -> int:
     client = _client(settings)
     runs: list[dict[str, Any]] = []
+    in_flight: dict[str, ChainRun] = {}
+    started: dict[str, float] = {}
     try:
         if settings.redis_url is not None:
-            await _ping(client)
-        live = _Live(sys.stdout) if sys.stdout.isatty() and not args.json else None
-        for date in dates:
-            run = prepare_run(
-                chain,
-                date,
-                redis=client,
-                max_concurrency=args.max_concurrency,
-                namespace=settings.namespace,
-                force=args.force,
-                wait_timeout=args.wait_timeout,
-            )
-            started = time.monotonic()
-            follower = asyncio.create_task(live.follow(run)) if live else None
-            try:
-                results = await run.run()
-            finally:
-                if follower is not None and live is not None:
-                    follower.cancel()
-                    live.clear()
-            summary = summarize(results, time.monotonic() - started)
-            runs.append({"date": date, "tasks": results, "summary": summary})
+            first = next(iter(chain), None)
+            keys = _keys_of(first, dates[0], settings, client) if first is not None else None
+            await _check_server(client, settings, keys)
+        live = _Live(sys.stdout) if sys.stdout.isatty() and not args.json and args.window == 1 else None
+        # One semaphore for every date in flight: --max-concurrency bounds bodies overall.
+        limit = asyncio.Semaphore(args.max_concurrency) if args.max_concurrency else None
+        followers: dict[str, asyncio.Task[None]] = {}
+
+        def prepared() -> Iterator[ChainRun]:
+            for date in dates:
+                run = prepare_run(
+                    chain,
+                    date,
+                    redis=client,
+                    max_concurrency=args.max_concurrency,
+                    namespace=settings.namespace,
+                    force=args.force,
+                    wait_timeout=args.wait_timeout,
+                    limit=limit,
+                )
+                started[date] = time.monotonic()
+                in_flight[date] = run
+                if live is not None:
+                    followers[date] = asyncio.create_task(live.follow(run))
+                yield run
+
+        def finished(run: ChainRun, results: dict[str, dict[str, Any]]) -> None:
+            del in_flight[run.date]
+            follower = followers.pop(run.date, None)
+            if follower is not None and live is not None:
+                follower.cancel()
+                live.clear()
+            summary = summarize(results, time.monotonic() - started[run.date])
+            runs.append({"date": run.date, "tasks": results, "summary": summary})
             if not args.json:
-                _echo("\n".join([summary_line(date, summary), *task_lines(run)]))
+                _echo("\n".join([summary_line(run.date, summary), *task_lines(run)]))
+
+        try:
+            await run_window(prepared(), args.window, finished)
+        finally:
+            for follower in followers.values():
+                follower.cancel()
+            if followers and live is not None:
+                live.clear()
+    except asyncio.CancelledError:
+        code = signals.exit_code
+        if args.json and code is not None:
+            for run in in_flight.values():  # the dates that were running: what finished, the rest cancelled
+                results = interrupted_results(run)
+                summary = summarize(results, time.monotonic() - started[run.date])
+                runs.append({"date": run.date, "tasks": results, "summary": summary})
+            _print_document(runs, settings, code)
+        raise
     finally:
         await client.aclose()
     code = exit_code([entry["summary"] for entry in runs])
     if args.json:
-        document: dict[str, Any] = dict(runs[0]) if len(runs) == 1 else {"runs": runs}
-        document["store"] = store_for_display(settings)
-        document["exit_code"] = code
-        _echo(to_json(document))
+        _print_document(runs, settings, code)
     return code
+
+
+def _print_document(runs: list[dict[str, Any]], settings: Settings, code: int) -> None:
+    document: dict[str, Any] = dict(runs[0]) if len(runs) == 1 else {"runs": runs}
+    document["store"] = store_for_display(settings)
+    document["exit_code"] = code
+    _echo(to_json(document))
 
 
 def store_for_display(settings: Settings) -> str:
@@ -327,39 +525,67 @@ def store_for_display(settings: Settings) -> str:
     return settings.redacted_url
 
 
+def _keys_of(node: Node, date: str, settings: Settings, client: AnyRedis) -> TaskKeys:
+    cluster = store_for(client).cluster
+    return task_keys(node.task_name, date, namespace=settings.namespace, cluster=cluster)
+
+
 async def _lock_states(
-    args: argparse.Namespace, nodes: Sequence[Node], date: str
-) -> tuple[Settings, AnyRedis, dict[str, LockState]]:
+    settings: Settings, client: AnyRedis, nodes: Sequence[Node], date: str
+) -> dict[str, LockState]:
     """Read the marker, holder and TTL of each task (one coalesced batch)."""
+    keys = {node.id: _keys_of(node, date, settings, client) for node in nodes}
+    await _check_server(client, settings, next(iter(keys.values()), None))
+    store = store_for(client)
+    states = await asyncio.gather(*(store.status(k) for k in keys.values()), return_exceptions=True)
+    for name, state in zip(keys, states, strict=True):
+        if isinstance(state, rex.ResponseError) and str(state).startswith("WRONGTYPE"):
+            raise ServerError(
+                f"task {name!r} for {date}: {keys[name].lock} or {keys[name].success} holds another "
+                "kind of value: another application uses these keys (give aiotasks a --namespace)"
+            )
+        if isinstance(state, BaseException):
+            raise state
+    return dict(zip(keys, cast("list[LockState]", states), strict=True))
+
+
+def _status(args: argparse.Namespace, chain: Chain) -> int:
+    dates = list(_dates(args))
     settings = _settings(args)
-    client = _client(settings, need_redis=args.command)
-    try:
-        store = store_for(client)
-        await store.ping()
-        keys = {
-            node.id: task_keys(node.task_name, date, namespace=settings.namespace, cluster=store.cluster)
-            for node in nodes
+    nodes = list(chain)
+
+    async def read(signals: _Signals) -> dict[str, dict[str, Cell]]:
+        client = _client(settings, need_redis="status")
+        try:
+            first = _keys_of(nodes[0], dates[0], settings, client) if nodes else None
+            await _check_server(client, settings, first)
+            store = store_for(client)
+            try:
+                return await read_grid(
+                    store, [n.task_name for n in nodes], dates, namespace=settings.namespace
+                )
+            except rex.ResponseError as exc:
+                if not str(exc).startswith("WRONGTYPE"):
+                    raise
+                # Only when it went wrong: find the task whose lock or marker it is (one more batch).
+                for date in dates:
+                    await _lock_states(settings, client, nodes, date)
+                raise ServerError(
+                    "a run record key of these tasks holds another kind of value: another application "
+                    "uses these keys (give aiotasks a --namespace)"
+                ) from None
+        finally:
+            await client.aclose()
+
+    cells = _in_loop(read)
+    # A recurring task never writes a marker: with no record of a run, say so, not "pending".
+    grid = {
+        node.id: {
+            date: Cell(CellState.RECURRING) if node.recurring and cell.state is CellState.PENDING else cell
+            for date, cell in cells[node.task_name].items()
         }
-        states = await asyncio.gather(*(store.status(k) for k in keys.values()))
-    except BaseException:
-        await client.aclose()
-        raise
-    return settings, client, dict(zip(keys, states, strict=True))
-
-
-async def _status(args: argparse.Namespace) -> int:
-    chain = load_chain(args.target)
-    dates = _dates(args)
-    settings = _settings(args)
-    client = _client(settings, need_redis=args.command)
-    try:
-        store = store_for(client)
-        await store.ping()
-        nodes = list(chain)
-        cells = await read_grid(store, [n.task_name for n in nodes], dates, namespace=settings.namespace)
-    finally:
-        await client.aclose()
-    grid = {node.id: cells[node.task_name] for node in nodes}
+        for node in nodes
+    }
     color = sys.stdout.isatty() and not args.json
     if args.date_from is None:
         date = dates[0]
@@ -380,23 +606,24 @@ def _chosen(chain: Chain, only: list[str] | None) -> list[Node]:
     return list(chain)
 
 
-async def _read_runs(args: argparse.Namespace, nodes: list[Node], last: int) -> dict[str, TaskSummary]:
-    settings = _settings(args)
-    client = _client(settings, need_redis=args.command)
+async def _read_runs(
+    settings: Settings, nodes: list[Node], last: int, command: str
+) -> dict[str, TaskSummary]:
+    client = _client(settings, need_redis=command)
     try:
-        store = store_for(client)
-        await store.ping()
+        await _check_server(client, settings, None)
         names = list(dict.fromkeys(node.task_name for node in nodes))
-        return await read_runs(store, names, namespace=settings.namespace, last=last)
+        return await read_runs(store_for(client), names, namespace=settings.namespace, last=last)
     finally:
         await client.aclose()
 
 
-async def _history(args: argparse.Namespace) -> int:
-    nodes = _chosen(load_chain(args.target), args.task)
+def _history(args: argparse.Namespace, chain: Chain) -> int:
+    nodes = _chosen(chain, args.task)
     if args.last < 1:
         raise UsageError(f"--last must be at least 1, not {args.last}")
-    summaries = await _read_runs(args, nodes, args.last)
+    settings = _settings(args)
+    summaries = _in_loop(lambda signals: _read_runs(settings, nodes, args.last, "history"))
     runs = sorted(
         (run for summary in summaries.values() for run in summary.runs),
         key=lambda run: (run.started or 0, run.task),
@@ -410,38 +637,44 @@ async def _history(args: argparse.Namespace) -> int:
 METRICS_RECENT = 50
 
 
-async def _metrics(args: argparse.Namespace) -> int:
-    nodes = list(load_chain(args.target))
+def _metrics(args: argparse.Namespace, chain: Chain) -> int:
+    nodes = list(chain)
+    settings = _settings(args)
     if args.serve is None:
-        _echo(exposition((await _read_runs(args, nodes, METRICS_RECENT)).values()).rstrip("\n"))
+        summaries = _in_loop(lambda signals: _read_runs(settings, nodes, METRICS_RECENT, "metrics"))
+        _echo(exposition(summaries.values()).rstrip("\n"))
         return EXIT_OK
     if not 0 <= args.serve <= 65535:
         raise UsageError(f"--serve must be a port from 0 to 65535, not {args.serve}")
-    settings = _settings(args)
-    client = _client(settings, need_redis=args.command)
-    store = store_for(client)
     names = list(dict.fromkeys(node.task_name for node in nodes))
 
-    async def scrape() -> bytes:
-        summaries = await read_runs(store, names, namespace=settings.namespace, last=METRICS_RECENT)
-        return exposition(summaries.values()).encode()
+    async def serve(signals: _Signals) -> int:
+        client = _client(settings, need_redis="metrics")
+        store = store_for(client)
 
-    try:
-        await store.ping()
-        server = await serve_metrics(scrape, args.bind, args.serve)
-        port = server.sockets[0].getsockname()[1]
-        _echo(f"aiotasks: serving metrics on http://{args.bind}:{port}/metrics", sys.stderr)
-        async with server:
-            await server.serve_forever()
-    except OSError as exc:
-        raise UsageError(f"cannot serve metrics on {args.bind}:{args.serve}: {exc.strerror or exc}") from None
-    finally:
-        await client.aclose()
-    return EXIT_OK
+        async def scrape() -> bytes:
+            summaries = await read_runs(store, names, namespace=settings.namespace, last=METRICS_RECENT)
+            return exposition(summaries.values()).encode()
+
+        try:
+            await _check_server(client, settings, None)
+            server = await serve_metrics(scrape, args.bind, args.serve)
+            port = server.sockets[0].getsockname()[1]
+            _echo(f"aiotasks: serving metrics on http://{args.bind}:{port}/metrics", sys.stderr)
+            async with server:
+                await server.serve_forever()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot serve metrics on {args.bind}:{args.serve}: {exc.strerror or exc}"
+            ) from None
+        finally:
+            await client.aclose()
+        return EXIT_OK
+
+    return _in_loop(serve)
 
 
-async def _reset(args: argparse.Namespace) -> int:
-    chain = load_chain(args.target)
+def _reset(args: argparse.Namespace, chain: Chain) -> int:
     date = parse_date(args.date)
     if not args.yes and not sys.stdin.isatty():
         raise UsageError("refusing to remove success markers without --yes (stdin is not a terminal)")
@@ -451,36 +684,94 @@ async def _reset(args: argparse.Namespace) -> int:
         if unknown:
             raise InvalidChain(f"no task {unknown[0]!r} in the chain", unknown[0])
         nodes = [node for node in nodes if node.id in args.task]
-    settings, client, states = await _lock_states(args, nodes, date)
+    settings = _settings(args)
+    return _in_loop(lambda signals: _reset_markers(args, settings, nodes, date))
+
+
+async def _reset_markers(args: argparse.Namespace, settings: Settings, nodes: list[Node], date: str) -> int:
+    client = _client(settings, need_redis="reset")
     try:
-        marked = [name for name, state in states.items() if state.completed]
+        states = await _lock_states(settings, client, nodes, date)
+        marked = [node for node in nodes if states[node.id].completed]
+        names = ", ".join(node.id for node in marked)
         if not marked:
             _echo(f"{date}: no success markers to remove")
             return EXIT_OK
         if not args.yes:
-            prompt = f"Remove the success markers of {', '.join(marked)} for {date}? [y/N] "
-            answer = await anyio.to_thread.run_sync(input, prompt)
+            try:
+                answer = await _ask(f"Remove the success markers of {names} for {date}? [y/N] ")
+            except asyncio.CancelledError:
+                _echo("\nnothing removed")
+                raise
             if answer.strip().lower() not in ("y", "yes"):
                 _echo("nothing removed")
                 return EXIT_OK
         store = store_for(client)
-        names = {node.id: node.task_name for node in nodes}
-        await asyncio.gather(
-            *(
-                store.delete(
-                    task_keys(names[name], date, namespace=settings.namespace, cluster=store.cluster).success
-                )
-                for name in marked
-            )
-        )
-        _echo(f"{date}: removed the success markers of {', '.join(marked)}")
+        await asyncio.gather(*(store.delete(_keys_of(n, date, settings, client).success) for n in marked))
     finally:
         await client.aclose()
+    _echo(f"{date}: removed the success markers of {names}")
     return EXIT_OK
 
 
-def _plan(args: argparse.Namespace) -> int:
-    chain = load_chain(args.target)
+def _serve(args: argparse.Namespace, schedules: list[Schedule]) -> int:
+    """Fire the schedules until SIGTERM/SIGINT: then stop firing, give runs ``--grace``, cancel, exit."""
+    settings = _settings(args)
+
+    async def serve(signals: _Signals) -> int:
+        client = _client(settings)
+        try:
+            scheduler = Scheduler(
+                schedules,
+                redis=client,
+                namespace=settings.namespace,
+                max_concurrency=args.max_concurrency,
+                window=args.window,
+                grace=args.grace,
+            )
+            if settings.redis_url is not None:
+                await _check_server(client, settings, None)
+            signals.first = (
+                f"no new slots; running chains get {args.grace:g}s to finish, "
+                "then are cancelled and their locks released",
+                scheduler.request_stop,
+            )
+            await scheduler.serve()
+        finally:
+            await client.aclose()
+        return signals.exit_code or EXIT_OK
+
+    return _in_loop(serve)
+
+
+async def _ask(prompt: str) -> str:
+    """Ask on the terminal and return the line typed ("" at end of input).
+
+    The event loop waits for the line (no thread, no blocking ``input()``), so
+    Ctrl-C reaches the CLI's signal handler and cancels the wait at once, even
+    when it comes the instant the prompt appears: a blocking read would miss a
+    signal that arrives just before it starts.
+    """
+    loop = asyncio.get_running_loop()
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    fd = sys.stdin.fileno()
+    typed: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not typed.done():
+            typed.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await typed
+    finally:
+        loop.remove_reader(fd)
+    # A terminal in canonical mode hands over one whole line per read.
+    return os.read(fd, 4096).decode(errors="replace")
+
+
+def _plan(args: argparse.Namespace, chain: Chain) -> int:
     render = {"text": plan_text, "mermaid": plan_mermaid, "dot": plan_dot}[args.format]
     _echo(render(chain))
     return EXIT_OK
@@ -496,48 +787,50 @@ def _configure_logging(verbosity: int) -> None:
     root.propagate = False
 
 
-async def _main_async(args: argparse.Namespace) -> int:
-    """Run the command; the first SIGINT/SIGTERM cancels it, the second exits at once."""
-    loop = asyncio.get_running_loop()
-    main_task = asyncio.current_task()
-    assert main_task is not None
-    received: list[int] = []
+def _in_loop(command: Callable[[_Signals], Awaitable[T]]) -> T:
+    """Run ``command`` in a new event loop; the first SIGINT/SIGTERM cancels it, the second exits at once.
 
-    def on_signal(signum: int) -> None:
-        received.append(signum)
-        if len(received) == 1:
-            name = signal.Signals(signum).name
-            _echo(
-                f"aiotasks: {name} received: cancelling running tasks and releasing their locks", sys.stderr
-            )
-            main_task.cancel()
-        else:
-            _echo("aiotasks: second signal: exiting now", sys.stderr)
-            os._exit(_signal_exit(received[0]))
+    :raises CliError: with exit code 130/143 when a signal cancelled the command.
+    """
+    signals = _Signals()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        if args.command == "run":
-            return await _run(args)
-        if args.command == "status":
-            return await _status(args)
-        if args.command == "history":
-            return await _history(args)
-        if args.command == "metrics":
-            return await _metrics(args)
-        return await _reset(args)
-    except asyncio.CancelledError:
-        if not received:
-            raise
-        return _signal_exit(received[0])
-    finally:
+    async def supervised() -> T:
+        loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+        assert main_task is not None
+
+        def on_signal(signum: int) -> None:
+            signals.received.append(signum)
+            if len(signals.received) == 1:
+                name = signal.Signals(signum).name
+                if signals.first is not None:
+                    said, act = signals.first
+                    _echo(f"aiotasks: {name} received: {said}", sys.stderr)
+                    act()
+                    return
+                _echo(
+                    f"aiotasks: {name} received: cancelling running tasks and releasing their locks",
+                    sys.stderr,
+                )
+                main_task.cancel()
+            else:
+                _echo("aiotasks: second signal: exiting now", sys.stderr)
+                os._exit(signals.exit_code or EXIT_SIGINT)
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            return await command(signals)
+        except asyncio.CancelledError:
+            code = signals.exit_code
+            if code is None:
+                raise
+            raise Interrupted(code) from None
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
 
-
-def _signal_exit(signum: int) -> int:
-    return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
+    return asyncio.run(supervised())
 
 
 def _fail(message: str, code: int) -> int:
@@ -553,15 +846,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     _configure_logging(getattr(args, "verbose", 0))
     try:
-        if args.command == "plan":
-            return _plan(args)
-        return asyncio.run(_main_async(args))
-    except (UsageError, InvalidInput) as exc:
+        # Imported before any event loop runs: a target may call asyncio.run() at import.
+        if args.command == "serve":
+            return _serve(args, load_schedules(args.target))
+        chain = load_chain(args.target)
+        command = {
+            "run": _run,
+            "plan": _plan,
+            "status": _status,
+            "history": _history,
+            "metrics": _metrics,
+            "reset": _reset,
+        }[args.command]
+        return command(args, chain)
+    except Interrupted as exc:
+        return exc.code
+    except CliError as exc:
+        return _fail(str(exc), exc.code)
+    except InvalidInput as exc:
         return _fail(str(exc), EXIT_USAGE)
     except RedisUnavailable as exc:
         return _fail(str(exc), EXIT_REDIS)
     except AioTasksError as exc:
         return _fail(str(exc), EXIT_FAILED)
+    except rex.RedisError as exc:
+        return _fail(f"Redis error: {type(exc).__name__}: {exc}", EXIT_REDIS)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_SIGINT)
     except BrokenPipeError:

@@ -16,10 +16,12 @@ Clients you build yourself keep their own settings; pass them as ``redis=``.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -31,21 +33,106 @@ from redis.backoff import ExponentialWithJitterBackoff
 from ._errors import InvalidConfig
 from ._keys import check_namespace
 
-__all__ = ["Settings", "env_namespace", "env_settings", "in_process_client", "redact_url"]
+__all__ = ["URL_OPTIONS", "Settings", "env_namespace", "env_settings", "in_process_client", "redact_url"]
 
 _SCHEMES: Final = ("redis", "rediss", "unix")
-_SECRET_QUERY: Final = re.compile(r"(?i)([?&][^=&]*(?:pass|auth|secret|token)[^=&]*=)[^&]*")
-_USERINFO: Final = re.compile(r"^([a-z+]+://)([^@/]*)@", re.IGNORECASE)
+_SECRET_NAME: Final = re.compile(r"(?i)pass|auth|secret|token")
+
+
+def _flag(value: str) -> bool:
+    # redis-py reads any value but 0/F/FALSE/N/NO as true: accept only what it reads as meant.
+    lowered = value.lower()
+    if lowered in ("1", "t", "true", "y", "yes"):
+        return True
+    if lowered in ("0", "f", "false", "n", "no"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _count(value: str) -> int:
+    if not value.isascii() or not value.isdigit():
+        raise ValueError("expected a whole number")
+    return int(value)
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError("expected a positive finite number of seconds")
+    return number
+
+
+def _protocol(value: str) -> int:
+    if value not in ("2", "3"):
+        raise ValueError("expected 2 or 3")
+    return int(value)
+
+
+def _cert_reqs(value: str) -> str:
+    if value.lower() not in ("none", "optional", "required"):
+        raise ValueError("expected none, optional or required")
+    return value
+
+
+#: The query options a Redis URL may carry, each with the check of its value: what
+#: redis-py's URL parser and connection classes accept (anything else would reach
+#: them as an unexpected keyword argument, or as a string where a number belongs).
+URL_OPTIONS: Final[Mapping[str, Callable[[str], object]]] = MappingProxyType(
+    {
+        "db": _count,
+        "username": str,
+        "password": str,
+        "client_name": str,
+        "protocol": _protocol,
+        "socket_timeout": _seconds,
+        "socket_connect_timeout": _seconds,
+        "socket_keepalive": _flag,
+        "retry_on_timeout": _flag,
+        "health_check_interval": _count,
+        "max_connections": _count,
+        "timeout": _seconds,
+        "ssl_ca_certs": str,
+        "ssl_ca_path": str,
+        "ssl_certfile": str,
+        "ssl_keyfile": str,
+        "ssl_password": str,
+        "ssl_cert_reqs": _cert_reqs,
+        "ssl_check_hostname": _flag,
+    }
+)
+#: Options that name local files, checked before a client is built.
+_TLS_FILES: Final = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile")
+#: Options redis-py's ``RedisCluster`` does not take.
+_NOT_FOR_CLUSTER: Final = frozenset({"retry_on_timeout", "timeout", "ssl_ca_path", "ssl_password"})
+#: Option names that end a secret option's value when redacting (``&name=``).
+_NEXT_OPTION: Final = "|".join(re.escape(name) for name in URL_OPTIONS)
+_SECRET_QUERY: Final = re.compile(
+    rf"(?is)([?&][^=&#]*(?:pass|auth|secret|token)[^=&#]*=).*?(?=&(?:{_NEXT_OPTION})=|\Z)"
+)
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+#: What a password in a URL must not contain unencoded, and why the URL is not shown.
+_ENCODE_HINT: Final = (
+    "percent-encode '/', '?', '#' and '@' in a password (%2F, %3F, %23, %40), and '@' in an option; "
+    "the URL is not shown because it may hold a password"
+)
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password (in the user-info or the query) replaced by ``***``."""
+    """``url`` with any password (in the user-info or the query) replaced by ``***``.
 
-    def userinfo(match: re.Match[str]) -> str:
-        user, sep, _ = match.group(2).partition(":")
-        return f"{match.group(1)}{user}{':***' if sep else ''}@"
-
-    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(userinfo, url, count=1))
+    The user-info is everything between ``scheme://`` and the *last* ``@``,
+    whatever characters come before it: a password holding ``/``, ``?``, ``#``
+    or ``@`` (common in generated ones) is hidden whole, even though such a URL
+    is refused as malformed. Only a user name (before the first ``:``) is kept.
+    Over-redacting a URL whose query holds an ``@`` is the price of that.
+    """
+    match = _SCHEME.match(url)
+    scheme, rest = (match.group(), url[match.end() :]) if match else ("", url)
+    userinfo, at, after = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}{':***' if colon else ''}@{after}"
+    return scheme + _SECRET_QUERY.sub(r"\1***", rest)
 
 
 def _env_bool(value: str, name: str) -> bool:
@@ -94,14 +181,16 @@ class Settings:
     retries: int = 3
 
     def __post_init__(self) -> None:
+        if self.cluster and self.redis_url is None:
+            raise InvalidConfig("a Redis Cluster needs a URL naming one of its nodes", None)
         if self.redis_url is not None:
-            _check_url(self.redis_url)
+            _check_url(self.redis_url, cluster=self.cluster)
         if self.namespace is not None:
             check_namespace(self.namespace)
         for name in ("socket_timeout", "connect_timeout", "pool_timeout"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not value > 0:
-                raise InvalidConfig(f"{name} must be a positive number, not {value!r}", value)
+            if not isinstance(value, int | float) or not (value > 0 and math.isfinite(value)):
+                raise InvalidConfig(f"{name} must be a positive finite number, not {value!r}", value)
         if not isinstance(self.max_connections, int) or self.max_connections < 1:
             raise InvalidConfig(
                 f"max_connections must be a positive integer, not {self.max_connections!r}",
@@ -158,6 +247,7 @@ class Settings:
         Standalone clients get a waiting (blocking) pool; cluster clients keep
         redis-py's per-node pools, which have no fixed limit.
         """
+        _check_tls_files(self.url)
         retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), self.retries)
         common: dict[str, Any] = {
             "socket_timeout": self.socket_timeout,
@@ -208,28 +298,84 @@ def _settings_for(values: tuple[str | None, ...]) -> Settings:
     return Settings.from_env({k: v for k, v in zip(_ENV_VARS, values, strict=True) if v is not None})
 
 
-def _check_url(url: object) -> None:
+def _check_url(url: object, *, cluster: bool) -> None:
+    """Refuse a URL redis-py would misread or choke on, naming the problem, never a password.
+
+    A URL that can't be parsed is not shown at all: the part that breaks it is
+    often a password holding a reserved character.
+    """
     if not isinstance(url, str) or not url:
         raise InvalidConfig(f"Redis URL must be a non-empty string, not {url!r}", url)
     shown = redact_url(url)
+
+    def bad(problem: str, *, show: bool = True) -> InvalidConfig:
+        if not show:
+            return InvalidConfig(f"bad Redis URL: {problem}", None)
+        return InvalidConfig(f"bad Redis URL {shown}: {problem}", shown)
+
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _SCHEMES:
+        # Only a well-formed scheme is named: anything else may be a password.
+        named = f", not {scheme}://" if sep and _SCHEME.match(url) else ""
+        raise bad(f"it must start with {', '.join(s + '://' for s in _SCHEMES)}{named}", show=False)
+    # The user-info ends at the last '@' (see redact_url). redis-py, like urllib,
+    # ends it at the first '/', '?' or '#': an '@' after one of those means a
+    # password holding it, which redis-py would read as host, port or path.
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    if "@" in rest[cut:]:
+        raise bad(_ENCODE_HINT, show=False)
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError when not a number
-    except ValueError as exc:
-        raise InvalidConfig(f"bad Redis URL {shown}: {exc}", shown) from None
-    if parts.scheme not in _SCHEMES:
-        raise InvalidConfig(f"bad Redis URL {shown}: scheme must be one of {', '.join(_SCHEMES)}", shown)
-    if parts.scheme != "unix":
+    except ValueError:
+        # Past an '@' the port can't be part of a password (the redacted URL hides the
+        # user-info whole); with no '@', the "port" may be a password missing its "@host".
+        if "@" in rest:
+            raise bad("the port is not a number") from None
+        raise bad(f"the port is not a number; {_ENCODE_HINT}", show=False) from None
+    db = 0
+    if scheme != "unix":
         if not parts.hostname:
-            raise InvalidConfig(f"bad Redis URL {shown}: no host", shown)
+            raise bad("no host")
         if port == 0:
-            raise InvalidConfig(f"bad Redis URL {shown}: port 0", shown)
-        db = parts.path.lstrip("/")
-        if db and not db.isdigit():
-            raise InvalidConfig(f"bad Redis URL {shown}: database must be a number, not {db!r}", shown)
-    for key, value in parse_qsl(parts.query):
-        if key == "db" and not value.isdigit():
-            raise InvalidConfig(f"bad Redis URL {shown}: database must be a number", shown)
+            raise bad("port 0")
+        path = parts.path.lstrip("/")
+        if path and not (path.isascii() and path.isdigit()):
+            raise bad(f"the database must be a number, not {path!r}")
+        db = int(path) if path else 0
+    options = parse_qsl(parts.query, keep_blank_values=True)
+    secret = any(_SECRET_NAME.search(name) for name, _ in options)
+    for name, value in options:
+        check = URL_OPTIONS.get(name)
+        if check is None:
+            # After a secret option, an unknown name may be the rest of a password holding '&'.
+            named = "an unknown option" if secret else f"unknown option {name!r}"
+            raise bad(f"{named}; known options: {', '.join(sorted(URL_OPTIONS))}")
+        try:
+            check(value)
+        except ValueError as exc:
+            given = "***" if _SECRET_NAME.search(name) else repr(value)
+            raise bad(f"option {name}={given}: {exc}") from None
+        if name.startswith("ssl_") and scheme != "rediss":
+            raise bad(f"option {name} needs a rediss:// URL (TLS)")
+        if name == "socket_keepalive" and scheme == "unix":
+            raise bad(f"option {name} does not apply to unix:// sockets")
+        if cluster and name in _NOT_FOR_CLUSTER:
+            raise bad(f"option {name} is not supported for a Redis Cluster")
+        if name == "db":
+            db = int(value)
+    if cluster and db != 0:
+        raise bad(
+            f"a Redis Cluster has only database 0, and this URL names database {db}: "
+            "drop it from the URL (a namespace keeps applications apart)"
+        )
+
+
+def _check_tls_files(url: str) -> None:
+    """Name a TLS file of the URL that does not exist, before the connection fails without naming it."""
+    for name, value in parse_qsl(urlsplit(url).query):
+        if name in _TLS_FILES and not os.path.exists(value):
+            raise InvalidConfig(f"TLS file {name}={value} does not exist", value)
 
 
 def in_process_client() -> Redis:
@@ -244,7 +390,8 @@ def in_process_client() -> Redis:
     except ImportError as exc:
         raise InvalidConfig(
             "no Redis configured, and the in-process store needs fakeredis with Lua: "
-            "pip install 'aiotasks[local]' (or set AIOTASKS_REDIS_URL / --redis-url)",
+            "pip install 'aiotasks-redis[local]', or '.[local]' from a checkout "
+            "(or set AIOTASKS_REDIS_URL / --redis-url)",
             None,
         ) from exc
     client: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())

@@ -10,6 +10,11 @@ every date, hash to one slot; the part between braces is the hash tag::
 
     lock:{task_name}:date          success:{task_name}:date
 
+A run is keyed by its date, ``YYYYMMDD``, or, for a schedule that fires more
+than once a day, by its slot: the local wall time in the schedule's zone,
+``YYYYMMDDTHHMM`` (``YYYYMMDDTHHMMSS`` for intervals with seconds). Both kinds
+sort in time order as strings, and a slot key never looks like a date.
+
 A namespace, when configured, is prepended as ``namespace:`` to both forms.
 Task names and namespaces are restricted to ``[A-Za-z0-9_.-]`` so that keys
 can't be ambiguous (no ``:``), can't break hash tags (no braces), and are safe
@@ -20,14 +25,29 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Final, NamedTuple
+from collections.abc import Iterator, Sequence
+from typing import Final, NamedTuple, overload
 
+from ._clock import current_clock
 from ._errors import InvalidConfig, InvalidDate, InvalidTaskName
 
-__all__ = ["TaskKeys", "check_namespace", "check_task_name", "parse_date", "task_keys", "today"]
+__all__ = [
+    "DateRange",
+    "TaskKeys",
+    "check_namespace",
+    "check_task_name",
+    "date_range",
+    "format_date",
+    "is_slot_key",
+    "parse_date",
+    "parse_run_key",
+    "task_keys",
+    "today",
+]
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", re.ASCII)
 _DATE_RE: Final = re.compile(r"[0-9]{8}", re.ASCII)
+_SLOT_RE: Final = re.compile(r"([0-9]{8})T([0-9]{2})([0-9]{2})([0-9]{2})?", re.ASCII)
 MAX_NAME_LENGTH: Final = 200
 
 
@@ -62,9 +82,18 @@ def check_namespace(namespace: object) -> str:
     return _check_name("namespace", namespace, InvalidConfig)
 
 
+def format_date(day: dt.date) -> str:
+    """``day`` as ``YYYYMMDD``, always eight digits (``strftime("%Y")`` drops the
+    leading zeros of years before 1000 on glibc)."""
+    return f"{day.year:04d}{day.month:02d}{day.day:02d}"
+
+
 def today() -> str:
-    """Today's date on this host's local clock, as ``YYYYMMDD`` (what the seed defaults to)."""
-    return dt.date.today().strftime("%Y%m%d")
+    """Today's date in this host's local zone, as ``YYYYMMDD`` (what the seed defaults to).
+
+    The time comes from :func:`aiotasks._clock.current_clock`, so tests can fix it.
+    """
+    return format_date(current_clock().now().astimezone().date())
 
 
 def parse_date(value: str | dt.date | None) -> str:
@@ -77,28 +106,97 @@ def parse_date(value: str | dt.date | None) -> str:
     if value is None:
         return today()
     if isinstance(value, dt.date):
-        return value.strftime("%Y%m%d")
+        return format_date(value)
     if not isinstance(value, str) or not _DATE_RE.fullmatch(value):
         raise InvalidDate(f"invalid date {value!r}: expected YYYYMMDD", value)
-    try:
-        dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
-    except ValueError as exc:
-        raise InvalidDate(f"invalid date {value!r}: {exc}", value) from None
+    _day(value)
     return value
 
 
-def date_range(first: str, last: str) -> list[str]:
-    """Every date from ``first`` to ``last`` inclusive, both already valid ``YYYYMMDD``.
+def parse_run_key(value: str | dt.date | None) -> str:
+    """Normalise a run's key: a date (as :func:`parse_date`) or a slot.
+
+    :param value: anything :func:`parse_date` takes, or a slot
+        ``YYYYMMDDTHHMM`` / ``YYYYMMDDTHHMMSS`` naming a real day and time.
+    :raises InvalidDate: for anything else, naming the value.
+    """
+    if not isinstance(value, str) or len(value) <= 8:
+        return parse_date(value)
+    match = _SLOT_RE.fullmatch(value)
+    if match is None:
+        raise InvalidDate(f"invalid date or slot {value!r}: expected YYYYMMDD or YYYYMMDDTHHMM[SS]", value)
+    day, hour, minute, second = match.groups()
+    try:
+        parse_date(day)
+    except InvalidDate:
+        raise InvalidDate(f"invalid slot {value!r}: no such day", value) from None
+    if int(hour) > 23 or int(minute) > 59 or int(second or 0) > 59:
+        raise InvalidDate(f"invalid slot {value!r}: no such time of day", value)
+    return value
+
+
+def is_slot_key(key: str) -> bool:
+    """Whether a validated run key names a slot (``...THHMM``) rather than a date."""
+    return len(key) > 8
+
+
+def _day(value: str) -> dt.date:
+    try:
+        return dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
+    except ValueError as exc:
+        raise InvalidDate(f"invalid date {value!r}: {exc}", value) from None
+
+
+class DateRange(Sequence[str]):
+    """Every date from ``first`` to ``last`` inclusive, as ``YYYYMMDD``, made one at a time.
+
+    Its length is known without building the dates, so a caller can refuse a
+    range that is too long before anything runs.
+
+    :param first: the first date, ``YYYYMMDD``.
+    :param last: the last date, ``YYYYMMDD``, not before ``first``.
+    :raises InvalidDate: a malformed date, or ``last`` before ``first``.
+    """
+
+    __slots__ = ("_length", "_start")
+
+    def __init__(self, first: str, last: str) -> None:
+        self._start = _day(parse_date(first))
+        end = _day(parse_date(last))
+        if end < self._start:
+            raise InvalidDate(f"date range is reversed: {first} is after {last}", last)
+        self._length = (end - self._start).days + 1
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._length))]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError("date range index out of range")
+        return format_date(self._start + dt.timedelta(days=index))
+
+    def __iter__(self) -> Iterator[str]:
+        day, step = self._start, dt.timedelta(days=1)
+        for _ in range(self._length):
+            yield format_date(day)
+            if day < dt.date.max:
+                day += step
+
+
+def date_range(first: str, last: str) -> DateRange:
+    """Every date from ``first`` to ``last`` inclusive (lazily: see :class:`DateRange`).
 
     :raises InvalidDate: when ``last`` is before ``first``.
     """
-    start = dt.datetime.strptime(first, "%Y%m%d").date()
-    end = dt.datetime.strptime(last, "%Y%m%d").date()
-    if end < start:
-        raise InvalidDate(f"date range is reversed: {first} is after {last}", last)
-    return [
-        (start + dt.timedelta(days=offset)).strftime("%Y%m%d") for offset in range((end - start).days + 1)
-    ]
+    return DateRange(first, last)
 
 
 def task_keys(task_name: str, date: str, *, namespace: str | None, cluster: bool) -> TaskKeys:

@@ -320,6 +320,8 @@ class CellState(StrEnum):
     RUNNING = "running"
     ABANDONED = "abandoned"
     PENDING = "pending"
+    #: A recurring task with no record for the date (it writes no marker: "pending" would mislead).
+    RECURRING = "recurring"
 
 
 def iso(ms: int | None) -> str | None:

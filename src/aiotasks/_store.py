@@ -78,7 +78,7 @@ import anyio
 from redis import exceptions as rex
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, SSLConnection
 
 from ._cancel import settle, shielded
 from ._constants import SUCCESS_MARKER
@@ -182,7 +182,8 @@ def describe(client: Any) -> str:
         return "in-process store"
     if kwargs.get("path"):
         return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
-    scheme = "rediss" if "ssl_context" in kwargs or "ssl_cert_reqs" in kwargs else "redis"
+    tls = issubclass(getattr(pool, "connection_class", object), SSLConnection) or "ssl_context" in kwargs
+    scheme = "rediss" if tls else "redis"
     host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
     return f"{scheme}://{host}:{port}/{db}"
 
@@ -216,10 +217,19 @@ def _translate(exc: BaseException, client: Any) -> BaseException:
     for secret in _secrets_of(client):
         message = message.replace(secret, "***")
     server = describe(client)
-    if isinstance(exc, rex.AuthenticationError | rex.NoPermissionError) or (
+    if isinstance(exc, rex.NoPermissionError) or message.startswith("NOPERM"):
+        # The credentials were accepted; the ACL user lacks a permission, which Redis names.
+        return RedisAuthError(f"Redis at {server} denied our ACL user a permission: {message}", server)
+    if isinstance(exc, rex.AuthenticationError) or (
         isinstance(exc, rex.ResponseError) and _AUTH_REPLY.match(message)
     ):
         return RedisAuthError(f"Redis at {server} refused our credentials: {message}", server)
+    if isinstance(exc, rex.InvalidResponse):
+        return RedisUnavailable(
+            f"Redis at {server} answered with something that is not the Redis protocol "
+            f"(is it a Redis server?): {message}",
+            server,
+        )
     if isinstance(exc, rex.ReadOnlyError):
         return RedisUnavailable(f"Redis at {server} is a read-only replica: {message}", server)
     if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, rex.ClusterError)):

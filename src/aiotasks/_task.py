@@ -14,17 +14,28 @@ plus what it could not:
   :attr:`Run.stop_requested` and is waited for), the result is ``failed`` with
   reason ``lock_lost``, and no marker is written. Cancelling is the safe
   choice: another worker may already be running the same task;
-* cancellation (``CancelledError``, timeouts, ``KeyboardInterrupt``) at any
-  point releases the lock, in the cancelled coroutine, before it propagates; a
-  run cancelled after its body returned still records its success;
+* whatever the body raises fails the run (``SystemExit``, ``KeyboardInterrupt``
+  and a ``CancelledError`` the body raises itself included): status
+  ``failed``, the exception named in ``errors``. Only a real cancellation of
+  the run (``Task.cancel()``, a timeout or cancel scope around the call, a
+  cancelled chain) cancels it, and it releases the lock, in the cancelled
+  coroutine, before it propagates; a run cancelled after its body returned
+  still records its success;
 * optional ``timeout`` per attempt and ``retries`` with exponential backoff and
   jitter. Retries happen while the lock is held, so other workers wait rather
-  than race the retry.
+  than race the retry;
+* bodies that share a client never ask its pool for more connections than it
+  can serve: on a client whose pool raises "Too many connections" when it runs
+  out, at most ``max_connections`` minus the door's own connections bodies run
+  at once (one connection each); the others wait for a slot, lock held and
+  renewed. A pool that waits for a free connection by itself
+  (``BlockingConnectionPool``, the CLI's) is left to do so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import datetime as dt
 import functools
@@ -32,21 +43,24 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final, Protocol, TypeAlias, overload
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Final, Protocol, TypeAlias, TypeVar, overload
 
 import anyio.to_thread
+from redis.asyncio import BlockingConnectionPool
+from redis.asyncio.cluster import RedisCluster
 
 from . import _metrics
 from ._boilerplate import check_success_ttl, new_result, new_task_id, ttl_ms
 from ._cancel import shielded
 from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
-from ._context import resolve
+from ._context import report_run, resolve
 from ._errors import InvalidConfig, RedisUnavailable, TaskError
 from ._hooks import report
-from ._keys import TaskKeys, check_task_name, parse_date, task_keys
+from ._keys import TaskKeys, check_task_name, is_slot_key, parse_run_key, task_keys
 from ._records import Outcome, retention_ms
-from ._store import Acquired, AnyRedis, Completed, Store
+from ._store import DEFAULT_LANES, Acquired, AnyRedis, Completed, Store
 
 __all__ = [
     "AsyncBody",
@@ -54,15 +68,22 @@ __all__ = [
     "SyncBody",
     "Task",
     "backoff",
+    "body_capacity",
+    "body_slot",
     "check_attempt_options",
     "describe_error",
+    "is_cancellation",
+    "run_in_thread",
     "task",
+    "timeout_message",
 ]
 
 logger = logging.getLogger("aiotasks.task")
 
 #: The longest pause between two retries, whatever the backoff says.
 MAX_RETRY_DELAY: Final = 60.0
+
+T = TypeVar("T")
 
 
 class Run:
@@ -290,15 +311,19 @@ class Task:
             released and no marker is written.
         :raises InvalidDate: before anything is sent.
         """
-        date = parse_date(date_string)
+        date = parse_run_key(date_string)
+        # A slot key names one run: a recurring task runs once per slot (marker
+        # checked and written), so replicas that fire a slot late don't repeat it.
+        once = not self.recurring or is_slot_key(date)
         store, namespace, force = resolve(redis)
         keys = task_keys(self.name, date, namespace=namespace, cluster=store.cluster)
         task_id = new_task_id()
         result = new_result(self.name, date, task_id)
         keep = retention_ms(self.retention)
+        report_run(self.name, keys, task_id, result)
         try:
             outcome = await store.acquire(
-                keys, task_id, self._lock_ms, check_success=not (self.recurring or force), retention_ms=keep
+                keys, task_id, self._lock_ms, check_success=once and not force, retention_ms=keep
             )
         except RedisUnavailable as exc:
             _fail(result, str(exc), Reason.REDIS_UNAVAILABLE)
@@ -317,7 +342,7 @@ class Task:
         try:
             error = await self._attempts(store, run)
             if error is None:
-                error = await self._finish(store, run, keys, keep)
+                error = await self._finish(store, run, keys, once, keep)
             else:
                 await _release_quietly(store, run, Outcome.of(result, keep))
         except BaseException:
@@ -347,7 +372,8 @@ class Task:
                     while True:
                         attempt += 1
                         run.attempt = attempt
-                        error = await self._attempt(run)
+                        async with body_slot(store):
+                            error = await self._attempt(run)
                         if error is None or attempt > self.retries:
                             return error
                         delay = backoff(self.retry_delay, attempt)
@@ -364,8 +390,13 @@ class Task:
             return exc
 
     async def _attempt(self, run: Run) -> BaseException | None:
-        """Run the body once; None on success, else the error (already in the result)."""
+        """Run the body once; None on success, else the error (already in the result).
+
+        Whatever the body raises fails the attempt; only a real cancellation
+        of the run propagates.
+        """
         limit = None if self.timeout is None else asyncio.timeout(self.timeout)
+        started = time.monotonic()
         try:
             if limit is None:
                 await self._run_body(run)
@@ -377,14 +408,17 @@ class Task:
             return exc
         except TimeoutError as exc:
             if limit is not None and limit.expired():
-                _fail(run.result, f"timed out after {self.timeout}s", Reason.TIMEOUT)
+                waited = None if self._is_async else time.monotonic() - started
+                _fail(run.result, timeout_message(self.timeout, waited, "body"), Reason.TIMEOUT)
             else:  # the body's own TimeoutError
                 _fail(run.result, describe_error(exc))
             return exc
         except RedisUnavailable as exc:
             _fail(run.result, str(exc), Reason.REDIS_UNAVAILABLE)
             return exc
-        except Exception as exc:
+        except BaseException as exc:
+            if is_cancellation(exc):
+                raise
             _fail(run.result, describe_error(exc))
             return exc
         return None
@@ -393,14 +427,15 @@ class Task:
         if self._is_async:
             await self._body(run)  # type: ignore[misc]
         else:
-            body = functools.partial(contextvars.copy_context().run, self._body, run)
-            await shielded(anyio.to_thread.run_sync(body), on_cancel=run._request_stop)
+            await run_in_thread(self._body, run, on_cancel=run._request_stop)
 
-    async def _finish(self, store: Store, run: Run, keys: TaskKeys, keep: int) -> BaseException | None:
-        """Record success (marker and release in one step, or release only if recurring)."""
+    async def _finish(
+        self, store: Store, run: Run, keys: TaskKeys, once: bool, keep: int
+    ) -> BaseException | None:
+        """Record success (marker and release in one step, or release only for a recurring date run)."""
         success = Outcome.of(run.result, keep, status=Status.SUCCESS)
         try:
-            if self.recurring:
+            if not once:
                 held = await store.release(keys.lock, run.task_id, success)
             else:
                 held = await store.finish(keys, run.task_id, self.success_ttl, success)
@@ -413,6 +448,116 @@ class Task:
             return TaskError(Status.FAILED.value, message)
         run.result["status"] = Status.SUCCESS.value
         return None
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is a real cancellation of the running task.
+
+    A ``CancelledError`` is real when someone asked to cancel the task:
+    ``Task.cancel()``, which ``asyncio.timeout``, task groups and anyio's
+    cancel scopes all use, counts the requests (``Task.cancelling()``). One
+    raised while no request is pending was raised by the code itself, and is
+    an error like any other. (Code that swallowed an earlier cancellation
+    without ``uncancel()`` leaves a request pending: then it counts as real.)
+    """
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+def timeout_message(timeout: float | None, waited: float | None, what: str) -> str:
+    """The error text of an attempt that ran past its ``timeout``.
+
+    :param waited: for a sync ``what`` (which a worker thread runs and nothing
+        can interrupt): how long the attempt took until the thread returned.
+    """
+    if waited is None:
+        return f"timed out after {timeout}s"
+    return f"timed out after {timeout}s (the thread {what} returned after {waited:.1f}s; it was waited for)"
+
+
+def _outcome(func: Callable[..., T], *args: Any) -> tuple[bool, T | BaseException]:
+    try:
+        return True, func(*args)
+    except BaseException as exc:  # SystemExit too: the caller decides, in its own task
+        return False, exc
+
+
+async def run_in_thread(
+    func: Callable[..., T], *args: Any, on_cancel: Callable[[], object] | None = None
+) -> T:
+    """``func(*args)`` in a worker thread, in a copy of the caller's context; waited for through cancellation.
+
+    A thread can't be interrupted: a cancellation of the caller calls
+    ``on_cancel`` (to ask ``func`` to stop), waits until ``func`` returns,
+    then goes through. Whatever ``func`` raises is raised here, in the caller:
+    a ``SystemExit`` or ``KeyboardInterrupt`` handed through a future instead
+    would escape from that future's task into the event loop and stop it.
+    """
+    call = functools.partial(contextvars.copy_context().run, _outcome, func, *args)
+    returned, value = await shielded(anyio.to_thread.run_sync(call), on_cancel=on_cancel)
+    if not returned:
+        assert isinstance(value, BaseException)
+        try:
+            raise value
+        finally:
+            del value  # no reference cycle through the traceback
+    return value  # type: ignore[return-value]
+
+
+def body_capacity(client: AnyRedis) -> int | None:
+    """How many bodies can use ``client`` at once, one connection each.
+
+    That is what its pool can serve (per node, for a cluster) minus the
+    connections the door may use for the library's own commands. None when
+    the client needs no limit: its pool waits for a free connection by
+    itself (``BlockingConnectionPool``), or it has a single connection.
+    """
+    if isinstance(client, RedisCluster):
+        limit = client.nodes_manager.connection_kwargs.get("max_connections")
+    else:
+        pool = getattr(client, "connection_pool", None)
+        if pool is None or isinstance(pool, BlockingConnectionPool) or client.single_connection_client:
+            return None
+        limit = pool.max_connections
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        return None
+    return max(1, limit - DEFAULT_LANES)
+
+
+_body_slots: weakref.WeakKeyDictionary[Store, asyncio.Semaphore | None] = weakref.WeakKeyDictionary()
+#: The doors whose body slot the current context holds: a run nested in a body needs no second one.
+_holding: contextvars.ContextVar[tuple[Store, ...]] = contextvars.ContextVar(
+    "aiotasks_body_slots", default=()
+)
+
+
+@contextlib.asynccontextmanager
+async def body_slot(store: Store) -> AsyncIterator[None]:
+    """Hold one of the body slots of ``store``'s client (see :func:`body_capacity`) while the block runs.
+
+    Waits while every slot is taken. A block nested in one that holds a slot
+    of the same client (a task called from a task body, a decorated task in a
+    chain) takes none, so nesting never waits on itself.
+    """
+    held = _holding.get()
+    if store in held:
+        yield
+        return
+    if store not in _body_slots:
+        capacity = body_capacity(store.client)
+        _body_slots[store] = None if capacity is None else asyncio.Semaphore(capacity)
+    slots = _body_slots[store]
+    if slots is None:
+        yield
+        return
+    async with slots:
+        token = _holding.set((*held, store))
+        try:
+            yield
+        finally:
+            _holding.reset(token)
 
 
 def check_attempt_options(
@@ -461,6 +606,7 @@ def _reset_for_retry(run: Run, attempt: int, delay: float) -> None:
     fresh["attempts"] = attempt + 1
     previous.clear()
     previous.update(fresh)
+    run._stop = False  # the failed attempt's timeout asked its (thread) body to stop, not the next one
 
 
 async def _release_quietly(store: Store, run: Run, outcome: Outcome) -> None:
@@ -520,8 +666,10 @@ def task(
     without failing.
 
     :param name: the task's name (and key component); the function's name by default.
-    :param recurring: run again whenever called (the lock still prevents
-        overlap), never write the success marker.
+    :param recurring: run again whenever called for a date (the lock still
+        prevents overlap), never write the success marker. Called with a
+        schedule's slot key (``YYYYMMDDTHHMM``) it runs once per slot instead:
+        the marker is checked and written, so every replica agrees.
     :param lock_timeout: the lock's TTL in seconds; renewed every third of it.
     :param success_ttl: the marker's TTL in seconds.
     :param depends_on: names (or tasks) this task needs, for :func:`run_chain`.

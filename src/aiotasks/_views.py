@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final
 
+from ._boilerplate import new_result
 from ._chain import Chain, ChainRun, Progress, State
 from ._constants import Reason, Status
 from ._records import Cell, CellState, RunRecord, iso
@@ -23,6 +24,7 @@ __all__ = [
     "grid_json",
     "grid_text",
     "history_text",
+    "interrupted_results",
     "live_frame",
     "plan_dot",
     "plan_mermaid",
@@ -107,6 +109,22 @@ def _detail(result: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+def interrupted_results(run: ChainRun) -> dict[str, dict[str, Any]]:
+    """The results of a run cut short by a signal: each finished task's own, the rest
+    ``cancelled`` (status ``failed`` if it had started, its lock released; else ``skipped``)."""
+    results = {}
+    for name, progress in run.progress.items():
+        if progress.result is not None:
+            results[name] = progress.result
+            continue
+        result = new_result(run.chain.nodes[name].task_name, run.date, None)
+        started = progress.state is not State.PENDING
+        result["status"] = (Status.FAILED if started else Status.SKIPPED).value
+        result["reason"] = Reason.CANCELLED.value
+        results[name] = result
+    return results
+
+
 def task_lines(run: ChainRun) -> list[str]:
     """One line per task of a finished run: mark, id, outcome, time."""
     width = max((len(name) for name in run.progress), default=0)
@@ -119,11 +137,19 @@ def task_lines(run: ChainRun) -> list[str]:
     return lines
 
 
+#: How each count of a summary reads in a sentence (``completed`` alone read as another success).
+_SAID: Final = {
+    "success": "succeeded",
+    "completed": "already done",
+    "held": "held elsewhere",
+    "failed": "failed",
+    "blocked": "blocked",
+}
+
+
 def summary_line(date: str, summary: Mapping[str, Any]) -> str:
-    """``20261125: 3 tasks: 2 success, 1 completed, 0 held, 0 failed, 0 blocked in 0.18s``."""
-    counts = ", ".join(
-        f"{summary[name]} {name}" for name in ("success", "completed", "held", "failed", "blocked")
-    )
+    """``20261125: 3 tasks: 2 succeeded, 1 already done, 0 held elsewhere, 0 failed, 0 blocked in 0.18s``."""
+    counts = ", ".join(f"{summary[name]} {said}" for name, said in _SAID.items())
     return f"{date}: {summary['total']} tasks: {counts} in {summary['elapsed_s']:.2f}s"
 
 
@@ -174,15 +200,18 @@ def plan_text(chain: Chain) -> str:
 
 
 def plan_mermaid(chain: Chain) -> str:
-    """The chain as a Mermaid flowchart."""
+    """The chain as a Mermaid flowchart.
+
+    Nodes get generated ids (``n0``, ``n1``, ...) and the task ids as quoted
+    labels: ids derived from names would merge ``a.b``, ``a_b`` and ``a-b``,
+    and a task named ``end`` (a Mermaid keyword) would break the chart.
+    """
+    ids = {name: f"n{number}" for number, name in enumerate(chain.order)}
     lines = ["flowchart TD"]
     for name in chain.order:
-        node = chain.nodes[name]
-        lines.append(f'    {name.replace(".", "_").replace("-", "_")}["{name}"]')
-        lines.extend(
-            f"    {dep.replace('.', '_').replace('-', '_')} --> {name.replace('.', '_').replace('-', '_')}"
-            for dep in node.depends_on
-        )
+        label = name.replace('"', "#quot;")
+        lines.append(f'    {ids[name]}["{label}"]')
+        lines.extend(f"    {ids[dep]} --> {ids[name]}" for dep in chain.nodes[name].depends_on)
     return "\n".join(lines)
 
 
@@ -196,8 +225,10 @@ def plan_dot(chain: Chain) -> str:
     return "\n".join(lines)
 
 
-def status_rows(states: Mapping[str, LockState]) -> list[dict[str, Any]]:
-    """Each task as ``completed``, ``running`` (holder, TTL left) or ``pending``."""
+def status_rows(states: Mapping[str, LockState], recurring: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Each task as ``completed``, ``running`` (holder, TTL left), ``pending``, or
+    ``recurring`` (a recurring task not running now: it never writes a marker,
+    so it is never "completed", and "pending" would read as never run)."""
     rows = []
     for name, state in states.items():
         if state.holder is not None:
@@ -211,6 +242,8 @@ def status_rows(states: Mapping[str, LockState]) -> list[dict[str, Any]]:
             )
         elif state.completed:
             rows.append({"task": name, "state": "completed"})
+        elif name in recurring:
+            rows.append({"task": name, "state": "recurring"})
         else:
             rows.append({"task": name, "state": "pending"})
     return rows
@@ -241,6 +274,7 @@ _CELL_MARKS: Final = {
     CellState.RUNNING: (">", "36"),
     CellState.ABANDONED: ("?", "33"),
     CellState.PENDING: (".", "2"),
+    CellState.RECURRING: ("~", "2"),
 }
 
 

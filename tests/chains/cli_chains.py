@@ -96,3 +96,71 @@ def _decorated(name: str, depends_on: tuple[str, ...] = ()) -> aiotasks.Task:
 wide_decorated = [_decorated(f"d{i}") for i in range(WIDTH)] + [
     _decorated("last", tuple(f"d{i}" for i in range(WIDTH)))
 ]
+
+
+# -- issue 12: signals, Redis dying mid-run, settings that must take effect --------------------------
+
+
+@aiotasks.task(depends_on=["quick"])
+async def slow_after(run: Run) -> None:
+    """Runs after ``quick`` and until cancelled."""
+    await log(run, "start")
+    await asyncio.Event().wait()
+
+
+partly_slow = [logged("quick"), slow_after, logged("last", depends_on=("slow_after",))]
+
+
+@aiotasks.task()
+async def stubborn_started(run: Run) -> None:
+    await log(run, "start")
+
+
+@aiotasks.task(depends_on=["stubborn_started"])
+def stubborn(run: Run) -> None:
+    """A thread body that ignores run.stop_requested (bounded, so a failed test can't leave it behind)."""
+    threading.Event().wait(120)
+
+
+stubborn_chain = [stubborn_started, stubborn]
+
+
+@aiotasks.task()
+async def outlives_redis(run: Run) -> None:
+    """Logs its start, then returns once the server has closed its connections (it was stopped)."""
+    client: Any = run.redis
+    kwargs = client.connection_pool.connection_kwargs
+    reader, writer = await asyncio.open_connection(kwargs["host"], kwargs["port"])
+    writer.write(b"PING\r\n")
+    await reader.readline()
+    await log(run, "start")
+    await reader.read()  # b"" once the server is gone
+    writer.close()
+
+
+redis_dies = [outlives_redis]
+
+
+@aiotasks.task()
+async def probe(run: Run) -> None:
+    """Reports the settings of the client the CLI built, so a test can see a variable take effect."""
+    client: Any = run.redis
+    pool = getattr(client, "connection_pool", None)
+    run.result["cluster"] = type(client).__name__ == "RedisCluster"
+    if pool is not None:
+        run.result["socket_timeout"] = pool.connection_kwargs.get("socket_timeout")
+        run.result["pool_timeout"] = getattr(pool, "timeout", None)
+    run.result["key"] = run.lock_key
+
+
+probe_chain = [probe]
+
+
+@aiotasks.task(recurring=True)
+async def tick(run: Run) -> None:
+    """A recurring task: never writes a success marker."""
+    await log(run, "start")
+
+
+with_recurring = [logged("a"), tick]
+empty: list[Any] = []

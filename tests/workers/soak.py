@@ -6,11 +6,15 @@ queued or in flight, in the body, during the finish). Bodies record, in Redis:
 ``started:<key>`` / ``completed:<key>`` (their task ids, in order),
 ``violations:overlap`` (another body of the key was inside) and
 ``violations:after_marker`` (a body started although the key's marker existed).
+
+It prints one JSON line: how many calls ended in each outcome, and the
+``[task:date, task_id]`` of every run it saw succeed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sys
 
@@ -58,6 +62,7 @@ async def main(url: str, runs: int, keys: int, seed: int) -> None:
     dates = [f"2026{1 + d // 28:02d}{1 + d % 28:02d}" for d in range(max(1, keys // TASKS))]
     await client.blpop(["go"], timeout=60)
     outcomes = {"success": 0, "skipped": 0, "failed": 0, "cancelled": 0}
+    successes: list[tuple[str, str]] = []
 
     async def one() -> None:
         task = random.choice(TASK_OBJECTS)
@@ -65,7 +70,10 @@ async def main(url: str, runs: int, keys: int, seed: int) -> None:
         deadline = random.choice([None, None, random.uniform(0, 0.004)])
         try:
             async with asyncio.timeout(deadline):
-                outcomes[(await task(date, redis=client))["status"]] += 1
+                result = await task(date, redis=client)
+            outcomes[result["status"]] += 1
+            if result["status"] == "success":
+                successes.append((f"{task.name}:{date}", result["task_id"]))
         except TaskError:
             outcomes["failed"] += 1
         except TimeoutError:
@@ -79,7 +87,7 @@ async def main(url: str, runs: int, keys: int, seed: int) -> None:
         await asyncio.gather(*(worker(runs // 8) for _ in range(8)))
     finally:
         await client.aclose()
-    print(" ".join(f"{k}={v}" for k, v in outcomes.items()))
+    print(json.dumps({"outcomes": outcomes, "successes": successes}))
 
 
 if __name__ == "__main__":

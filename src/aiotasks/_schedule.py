@@ -1,0 +1,315 @@
+"""When a chain runs: cron expressions and intervals in an explicit time zone, as keyed slots.
+
+A :class:`Schedule` turns wall-clock rules into *slots*: the instants it fires
+at, each with the run key its chain runs under, which is what makes "once per
+slot across every replica" a property of the keys rather than of coordination:
+
+* a **daily** schedule (it fires at most once per local day: a cron with one
+  minute and one hour, or ``every="1d"``) keys each run by its *logical date*,
+  ``YYYYMMDD`` -- the seed's keys, unchanged. The logical date is the slot's
+  date in the schedule's zone (not the host's) plus ``date_offset`` days, so
+  hosts in different zones agree, and ``date_offset=-1`` processes yesterday;
+* a schedule that fires more than once a day keys each run by its slot, the
+  local wall time in the schedule's zone: ``YYYYMMDDTHHMM``, or
+  ``YYYYMMDDTHHMMSS`` when ``every`` has seconds.
+
+Daylight saving time follows Debian's cron (through cronsim): a time skipped
+when clocks spring forward fires once, right after the jump (a 02:30 daily
+schedule runs at 03:00 that day); in the hour repeated when clocks fall back,
+a wall-clock time fires once, on its first pass (slot keys never repeat).
+``every`` intervals are elapsed time counted from local midnight, restarting
+each day, so ``every="15m"`` fires at :00, :15, :30 and :45 of the local hour.
+
+Cron parsing is cronsim's, not ours: it is small, has no dependencies, works
+with ``zoneinfo``, and is built to match Debian's cron including the DST
+cases above (croniter, the other candidate, has a long history of DST bugs
+and depends on dateutil).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from ._chain import Chain, resolve_chain
+from ._constants import REDIS_SUCCESS_TTL
+from ._errors import InvalidInput
+from ._task import Task
+
+__all__ = ["InvalidSchedule", "Schedule", "Slot", "parse_every"]
+
+_EVERY_RE: Final = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.ASCII)
+_ONE_SECOND: Final = dt.timedelta(seconds=1)
+_ONE_DAY: Final = dt.timedelta(days=1)
+_UTC: Final = dt.UTC
+
+
+class InvalidSchedule(InvalidInput):
+    """A schedule that can't run: a bad cron expression, interval, time zone, catch-up or target."""
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One firing of a schedule.
+
+    :ivar at: the instant it fires, an aware UTC ``datetime``.
+    :ivar key: the run key its chain runs under: the logical date ``YYYYMMDD``
+        (daily schedules) or the slot ``YYYYMMDDTHHMM[SS]``.
+    """
+
+    at: dt.datetime
+    key: str
+
+
+def parse_every(value: object) -> dt.timedelta:
+    """An interval from a ``timedelta`` or text like ``"15m"``, ``"1h30m"``, ``"10s"``, ``"1d"``.
+
+    :raises InvalidSchedule: naming the value, unless it is a whole number of
+        seconds from 1 s to 1 day.
+    """
+    if isinstance(value, dt.timedelta):
+        interval = value
+    elif (
+        isinstance(value, str)
+        and value
+        and (match := _EVERY_RE.fullmatch(value.strip()))
+        and any(match.groups())
+    ):
+        days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+        interval = dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    else:
+        raise InvalidSchedule(
+            f"invalid interval {value!r}: use a timedelta or text like '15m', '1h30m', '10s', '1d'", value
+        )
+    if interval < _ONE_SECOND:
+        raise InvalidSchedule(f"interval {value!r} is under 1 second", value)
+    if interval > _ONE_DAY:
+        raise InvalidSchedule(f"interval {value!r} is over a day: use cron for longer periods", value)
+    if interval % _ONE_SECOND:
+        raise InvalidSchedule(f"interval {value!r} is not a whole number of seconds", value)
+    return interval
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """A chain (or one task) on a schedule: ``cron`` or ``every``, in the zone ``tz``.
+
+    ::
+
+        nightly = aiotasks.Schedule(chain, cron="0 2 * * *", tz="Europe/Berlin", date_offset=-1)
+        odds = aiotasks.Schedule(task_odds, every="15m")
+
+    :param target: a chain (any form :func:`run_chain` takes) or one decorated task.
+    :param cron: a standard 5-field cron expression (minute hour day month weekday).
+    :param every: an interval, ``timedelta`` or text (``"15m"``), 1 s to 1 day,
+        counted from local midnight. Exactly one of ``cron`` and ``every``.
+    :param tz: the IANA zone the rules and keys are read in (default ``"UTC"``).
+    :param catchup: which slots missed while no scheduler ran (or while it was
+        held up) still run when it starts or wakes, oldest first: a number of
+        slots, or a ``timedelta`` reaching back from now; 0 for none. Default
+        (``None``): the last slot for a daily schedule (so a deploy at 09:00
+        still runs the 02:00 chain, or finds it completed with one request per
+        task), none for a sub-daily one. Never further back than the shortest
+        success-marker TTL among the target's tasks, so completed runs whose
+        markers expired are never repeated.
+    :param date_offset: days added to a daily run's logical date (``-1``: the
+        previous day). Sub-daily schedules key by slot and refuse an offset.
+    :param name: how the schedule is shown in state and logs (default: its tasks).
+    :raises InvalidSchedule: naming the bad value, before anything runs.
+    :raises InvalidChain: the target is a list that is not a valid chain.
+    """
+
+    target: Any
+    cron: str | None = None
+    every: str | dt.timedelta | None = None
+    tz: str = "UTC"
+    catchup: int | dt.timedelta | None = None
+    date_offset: int = 0
+    name: str | None = None
+    chain: Chain = field(init=False, repr=False)
+    zone: ZoneInfo = field(init=False, repr=False)
+    interval: dt.timedelta | None = field(init=False, repr=False)
+    daily: bool = field(init=False, repr=False)
+    #: The catch-up actually used: a count or a reach-back, capped by the markers' TTL.
+    horizon: dt.timedelta = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "chain", _target_chain(self.target))
+        if not self.chain.nodes:
+            raise InvalidSchedule("a schedule's chain has no tasks", self.target)
+        if (self.cron is None) == (self.every is None):
+            raise InvalidSchedule(
+                "give exactly one of cron= and every=, not "
+                + ("both" if self.cron is not None else "neither"),
+                (self.cron, self.every),
+            )
+        set_(self, "zone", _zone(self.tz))
+        if self.cron is not None:
+            daily = _check_cron(self.cron)
+            set_(self, "interval", None)
+        else:
+            interval = parse_every(self.every)
+            set_(self, "interval", interval)
+            daily = interval == _ONE_DAY
+        set_(self, "daily", daily)
+        if isinstance(self.date_offset, bool) or not isinstance(self.date_offset, int):
+            raise InvalidSchedule(
+                f"date_offset must be a whole number of days, not {self.date_offset!r}", self.date_offset
+            )
+        if self.date_offset and not daily:
+            raise InvalidSchedule(
+                f"date_offset={self.date_offset!r} needs a daily schedule: one that fires more than once "
+                "a day keys each run by its slot",
+                self.date_offset,
+            )
+        if abs(self.date_offset) > 366:
+            raise InvalidSchedule(f"date_offset {self.date_offset!r} is more than a year", self.date_offset)
+        catchup = self.catchup
+        if catchup is None:
+            catchup = 1 if daily else 0
+            set_(self, "catchup", catchup)
+        if isinstance(catchup, bool) or not (
+            (isinstance(catchup, int) and catchup >= 0)
+            or (isinstance(catchup, dt.timedelta) and catchup >= dt.timedelta(0))
+        ):
+            raise InvalidSchedule(
+                f"catchup must be a number of slots >= 0 or a timedelta >= 0, not {catchup!r}", catchup
+            )
+        markers = dt.timedelta(seconds=_shortest_marker_ttl(self.chain))
+        set_(self, "horizon", min(catchup, markers) if isinstance(catchup, dt.timedelta) else markers)
+        if self.name is None:
+            names = ",".join(self.chain.nodes)
+            set_(self, "name", names if len(names) <= 60 else names[:57] + "...")
+
+    @property
+    def rule(self) -> str:
+        """The rule as written: ``cron 0 2 * * * Europe/Berlin`` or ``every 0:15:00 UTC``."""
+        return f"cron {self.cron} {self.tz}" if self.cron is not None else f"every {self.interval} {self.tz}"
+
+    def key(self, at: dt.datetime) -> str:
+        """The run key of the slot firing at ``at``."""
+        local = at.astimezone(self.zone)
+        if self.daily:
+            day = local.date() + dt.timedelta(days=self.date_offset)
+            return f"{day.year:04d}{day.month:02d}{day.day:02d}"
+        seconds = self.interval is not None and self.interval % dt.timedelta(minutes=1)
+        return f"{local.year:04d}{local:%m%dT%H%M}" + (f"{local:%S}" if seconds else "")
+
+    def slots(self, after: dt.datetime) -> Iterator[Slot]:
+        """Every slot strictly after ``after`` (aware), in time order; keys strictly increase."""
+        for at in self._fire_times(after):
+            local = at.astimezone(self.zone)
+            # The second pass of a repeated (fall-back) hour: its wall times already fired.
+            if local.fold and local.replace(fold=0).utcoffset() != local.utcoffset():
+                continue
+            yield Slot(at, self.key(at))
+
+    def next_slot(self, after: dt.datetime) -> Slot:
+        """The first slot strictly after ``after``."""
+        return next(self.slots(after))
+
+    def slots_between(self, after: dt.datetime, until: dt.datetime) -> list[Slot]:
+        """The slots in ``(after, until]``, oldest first."""
+        found = []
+        for slot in self.slots(after):
+            if slot.at > until:
+                break
+            found.append(slot)
+        return found
+
+    def catchup_slots(self, now: dt.datetime) -> list[Slot]:
+        """The slots before ``now`` that a starting scheduler runs, oldest first (see ``catchup``)."""
+        if not self.catchup:
+            return []
+        return self._within_catchup(self.slots_between(now - self.horizon, now), now)
+
+    def due(self, after: dt.datetime, now: dt.datetime) -> tuple[list[Slot], list[Slot]]:
+        """Split the slots in ``(after, now]`` into those to run and those missed.
+
+        The newest is the slot the scheduler woke for and always runs; older
+        ones (it woke late: a blocked loop, a suspended host) run within
+        ``catchup``, the rest are missed. Both lists are oldest first.
+        """
+        slots = self.slots_between(after, now)
+        if not slots:
+            return [], []
+        *late, current = slots
+        keep = self._within_catchup(late, now) if self.catchup else []
+        kept = {slot.at for slot in keep}
+        return [*keep, current], [slot for slot in late if slot.at not in kept]
+
+    def _within_catchup(self, slots: Sequence[Slot], now: dt.datetime) -> list[Slot]:
+        slots = [slot for slot in slots if now - slot.at <= self.horizon]
+        if isinstance(self.catchup, int):
+            return list(slots[-self.catchup :]) if self.catchup else []
+        return slots
+
+    def _fire_times(self, after: dt.datetime) -> Iterator[dt.datetime]:
+        local = after.astimezone(self.zone)
+        if self.cron is not None:
+            for at in CronSim(self.cron, local):
+                yield at.astimezone(_UTC)
+            return
+        assert self.interval is not None
+        day = local.date()
+        while True:
+            start = dt.datetime.combine(day, dt.time(), self.zone).astimezone(_UTC)
+            end = dt.datetime.combine(day + _ONE_DAY, dt.time(), self.zone).astimezone(_UTC)
+            # Elapsed time from local midnight: aware arithmetic in UTC, not on the wall clock.
+            at = start if after < start else start + ((after - start) // self.interval + 1) * self.interval
+            while at < end:
+                yield at
+                at += self.interval
+            day += _ONE_DAY
+
+
+def _target_chain(target: object) -> Chain:
+    if isinstance(target, Task):
+        return Chain([target])
+    if isinstance(target, Chain):
+        return target
+    if isinstance(target, Sequence) and not isinstance(target, str | bytes):
+        return resolve_chain(target)
+    if isinstance(target, Mapping):
+        return resolve_chain([target])
+    raise InvalidSchedule(
+        f"a schedule's target is a chain (a list of tasks) or a decorated task, not {target!r}", target
+    )
+
+
+def _zone(name: object) -> ZoneInfo:
+    if not isinstance(name, str) or not name:
+        raise InvalidSchedule(f"tz must be an IANA time zone name like 'Europe/Berlin', not {name!r}", name)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidSchedule(f"unknown time zone {name!r}", name) from None
+
+
+def _check_cron(expression: object) -> bool:
+    """Validate a 5-field cron expression; whether it fires at most once a day."""
+    if not isinstance(expression, str) or len(expression.split()) != 5:
+        raise InvalidSchedule(
+            f"invalid cron expression {expression!r}: expected 5 fields (minute hour day month weekday)",
+            expression,
+        )
+    try:
+        parsed = CronSim(expression, dt.datetime(2000, 1, 1))
+    except CronSimError as exc:
+        raise InvalidSchedule(f"invalid cron expression {expression!r}: {exc}", expression) from None
+    return len(parsed.minutes) == 1 and len(parsed.hours) == 1
+
+
+def _shortest_marker_ttl(chain: Chain) -> int:
+    """The shortest success-marker TTL among a chain's tasks (seed-style ones use the seed's)."""
+    return min(
+        (node.func.success_ttl if isinstance(node.func, Task) else REDIS_SUCCESS_TTL for node in chain),
+        default=REDIS_SUCCESS_TTL,
+    )
