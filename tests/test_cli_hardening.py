@@ -424,7 +424,8 @@ def test_namespace_option_takes_effect(redis_url: str, sync_redis: redis.Redis) 
         cli(*with_redis(redis_url, "run", f"{CHAINS}:chain", "--date", DATE, "--namespace", "app")).returncode
         == 0
     )
-    assert sorted(k for k in sync_redis.keys("*") if not k.startswith((b"app:run:", b"app:runs:"))) == sorted(
+    keys = [bytes(k) for k in sync_redis.keys("*")]
+    assert sorted(k for k in keys if not k.startswith((b"app:run:", b"app:runs:"))) == sorted(
         [b"log", *(f"app:success:{t}:{DATE}".encode() for t in "abc")]
     )
     rows = {
