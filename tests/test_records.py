@@ -131,6 +131,68 @@ async def test_seed_style_runs_are_recorded(redis_client: Redis) -> None:
     assert again.status == "success"
 
 
+async def evalsha_calls(client: Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_a_chain_records_a_seed_function_that_ends_its_run_by_hand(redis_client: Redis) -> None:
+    """In a chain, a seed-style function that writes its marker and deletes its lock by hand (the
+    seed's verbatim pattern) is recorded as it ended (success, or failed), not abandoned; the chain
+    sends one request for it, and none for a function that ended its run through finish_task."""
+    from aiotasks._constants import REDIS_SUCCESS_TTL
+
+    def seed_by_hand(name: str, fail: bool) -> Any:
+        async def func(date_string: str | None = None) -> dict[str, Any]:
+            l, lock_key, success_key, result, _ = await task_boilerplate(name, date_string)  # noqa: E741 (the seed's name)
+            if result["status"] == "skipped":
+                return result
+            result["items_processed"] = 3
+            try:
+                if fail:
+                    result["status"] = "failed"
+                    raise TaskError("failed", "All items failed: 3 errors")
+                result["status"] = "success"
+                await l.set(success_key, "completed", ex=REDIS_SUCCESS_TTL)
+                return result
+            finally:
+                await l.delete(lock_key)
+
+        return func
+
+    async def seed_through_finish(date_string: str | None = None) -> dict[str, Any]:
+        conn, lock_key, success_key, result, task_id = await task_boilerplate("through", date_string)
+        try:
+            result["status"] = "success"
+            await finish_task(conn, lock_key, success_key, task_id)
+            return result
+        finally:
+            await release_lock(conn, lock_key, task_id)
+
+    chain = [{"id": "by_hand", "func": seed_by_hand("by_hand", fail=False)}]
+    before = await evalsha_calls(redis_client)
+    results = await aiotasks.run_chain(chain, DATE, redis=redis_client)
+    assert results["by_hand"]["status"] == "success"
+    assert await evalsha_calls(redis_client) - before == 2  # the acquire, and the chain's record of the end
+    done = await latest(redis_client, "by_hand")
+    assert (done.status, done.reason, done.counters) == ("success", None, {"items_processed": 3})
+    assert done.ended is not None
+
+    failing = [{"id": "by_hand_bad", "func": seed_by_hand("by_hand_bad", fail=True)}]
+    results = await aiotasks.run_chain(failing, DATE, redis=redis_client)
+    assert results["by_hand_bad"]["status"] == "failed"
+    bad = await latest(redis_client, "by_hand_bad")
+    assert (bad.status, bad.reason) == ("failed", "error")
+
+    before = await evalsha_calls(redis_client)
+    results = await aiotasks.run_chain(
+        [{"id": "through", "func": seed_through_finish}], DATE, redis=redis_client
+    )
+    assert results["through"]["status"] == "success"
+    assert await evalsha_calls(redis_client) - before == 3  # acquire, finish, the seed's release: no more
+    assert (await latest(redis_client, "through")).status == "success"
+
+
 async def test_skips_write_nothing(redis_client: Redis) -> None:
     """A skip (already_completed) writes no record: one run, one record."""
 

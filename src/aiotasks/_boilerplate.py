@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
 import math
 import os
 import time
@@ -25,11 +26,11 @@ from typing import Any, Final
 from . import _metrics
 from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
 from ._context import report_run, resolve, store_of
-from ._errors import InvalidConfig
+from ._errors import InvalidConfig, RedisUnavailable
 from ._hooks import report
 from ._keys import TaskKeys, check_task_name, parse_run_key, task_keys
 from ._records import Outcome, retention_ms
-from ._store import Acquired, AnyRedis, Completed
+from ._store import Acquired, AnyRedis, Completed, Store
 
 __all__ = [
     "check_success_ttl",
@@ -40,6 +41,8 @@ __all__ = [
     "task_boilerplate",
     "ttl_ms",
 ]
+
+logger = logging.getLogger("aiotasks.boilerplate")
 
 
 def new_task_id() -> str:
@@ -159,8 +162,11 @@ async def task_boilerplate(
     else:
         _open(
             task_id,
-            _OpenRun(name, date, task_id, result, keep, outcome.fence, outcome.started, time.monotonic()),
-        )
+            _OpenRun(
+                name, date, task_id, result, keep, outcome.fence, outcome.started, time.monotonic(),
+                store, keys.lock,
+            ),
+        )  # fmt: skip
         _metrics.observe_start(name)
     return store.client, keys.lock, keys.success, result, task_id
 
@@ -182,6 +188,8 @@ class _OpenRun:
     fence: int
     started: int
     clock: float
+    store: Store
+    lock_key: str
 
 
 _open_runs: OrderedDict[str, _OpenRun] = OrderedDict()
@@ -198,6 +206,29 @@ async def _ended(task_id: str, outcome: Outcome | None) -> None:
     if run is not None and outcome is not None:
         seconds = time.monotonic() - run.clock
         await report(outcome.record(run, run.started, seconds))
+
+
+async def settle_open_run(task_id: str, result: dict[str, Any]) -> None:
+    """Record the outcome of a seed-style run that ended without :func:`finish_task` or :func:`release_lock`.
+
+    The seed's own pattern writes its marker and deletes its lock by hand
+    (``l.set(success_key, ...)``, ``l.delete(lock_key)``), so the library
+    never hears how the run ended. The chain calls this once the function has
+    returned (or raised: ``result`` is then the failed result the chain
+    reports): if the run ``task_id`` is still open, one RELEASE writes its
+    outcome from ``result`` (and gives back its lock, should the function have
+    left it held); otherwise nothing is sent. Never raises for Redis trouble:
+    the record then reads ``abandoned`` once the lock is gone.
+    """
+    run = _open_runs.get(task_id)
+    if run is None:
+        return
+    outcome = Outcome.of(result, run.retention_ms)
+    try:
+        await run.store.release(run.lock_key, task_id, outcome)
+    except RedisUnavailable as exc:
+        logger.warning("%s %s: could not record the run's outcome (%s)", run.task_name, run.date, exc)
+    await _ended(task_id, outcome)
 
 
 async def release_lock(conn: AnyRedis, lock_key: str, task_id: str) -> bool:
