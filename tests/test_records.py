@@ -6,6 +6,7 @@ Every test runs against a real ``redis-server``; waits are for conditions, never
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import signal
 import sys
@@ -19,8 +20,10 @@ from redis.asyncio.cluster import RedisCluster
 
 import aiotasks
 from aiotasks import Run, TaskError, finish_task, release_lock, task_boilerplate
+from aiotasks._clock import FakeClock
 from aiotasks._keys import task_keys
 from aiotasks._records import RunRecord, read_grid, read_runs, record_keys, retention_ms
+from aiotasks._scheduler import Scheduler
 from aiotasks._store import Acquired, store_for
 from tests.servers import LocalCluster, RedisServer
 from tests.support import eventually
@@ -444,3 +447,38 @@ async def test_records_on_a_cluster(cluster_client: RedisCluster) -> None:
             "failed",
             "pending",
         ]
+
+
+@aiotasks.task(recurring=True)
+async def every_minute(run: Run) -> None:
+    await run.redis.rpush("every_minute", run.date)
+
+
+async def test_slots_a_scheduler_missed_read_missed_in_history_and_status(redis_client: Redis) -> None:
+    """A scheduler woken 3 slots late (fake clock, no catch-up) leaves a 'missed' record for each slot
+    it skipped, shown by history and the status cell; a second replica that missed them too writes
+    no second record, and the slot that ran reads completed."""
+    clock = FakeClock(dt.datetime(2026, 1, 1, 12, 0, 30, tzinfo=dt.UTC))
+    schedule = aiotasks.Schedule(every_minute, every="1m")
+    replicas = [Scheduler([schedule], redis=redis_client, clock=clock) for _ in range(2)]
+    async with replicas[0], replicas[1]:
+        await clock.sleepers(2)
+        clock.advance(dt.timedelta(minutes=3, seconds=10))
+
+        async def recorded() -> bool:
+            runs = await history(redis_client, "every_minute")
+            return all(s.status()["schedules"][0]["runs"] >= 1 for s in replicas) and len(runs) >= 3
+
+        await eventually(recorded, "both replicas ran the current slot and recorded the missed ones")
+    runs = await history(redis_client, "every_minute")
+    assert sorted((run.date, run.status) for run in runs) == [
+        ("20260101T1201", "missed"),
+        ("20260101T1202", "missed"),
+        ("20260101T1203", "success"),
+    ]
+    missed = next(run for run in runs if run.status == "missed")
+    assert "slot missed" in str(missed.error)
+    cells = await read_grid(
+        store_for(redis_client), ["every_minute"], ["20260101T1201", "20260101T1203"], namespace=None
+    )
+    assert [cell.state.value for cell in cells["every_minute"].values()] == ["missed", "completed"]

@@ -76,6 +76,31 @@ async def test_single_date_status_shows_a_recurring_tasks_last_run(
     assert (rows["bad"]["state"], rows["bad"]["reason"]) == ("failed", "error")
 
 
+async def test_status_and_history_take_slot_keys(redis_url: str, redis_client: Redis) -> None:
+    """A chain run under a schedule's slot key (20261125T0915) reads in status --date SLOT and in
+    history under that key; a slot as a grid bound is refused (exit 2): the grid's axis is dates."""
+    slot = "20261125T0915"
+    await run_chain_dates(redis_client, [slot])
+    rows = json_of(cli(*with_redis(redis_url, "status", TARGET, "--date", slot, "--json")))
+    assert rows["date"] == slot
+    assert {row["task"]: row["state"] for row in rows["tasks"]} == {
+        "ok": "completed",
+        "bad": "failed",
+        "odds": "completed",
+    }
+    other = json_of(cli(*with_redis(redis_url, "status", TARGET, "--date", "20261125T0930", "--json")))
+    assert {row["task"]: row["state"] for row in other["tasks"]}["ok"] == "pending"
+    runs = json_of(cli(*with_redis(redis_url, "history", TARGET, "--json")))["runs"]
+    assert {(run["task"], run["date"], run["status"]) for run in runs} == {
+        ("ok", slot, "success"),
+        ("bad", slot, "failed"),
+        ("odds", slot, "success"),
+    }
+    done = cli(*with_redis(redis_url, "status", TARGET, "--from", slot, "--to", "20261126", "--json"))
+    assert done.returncode == 2
+    assert slot in done.stderr
+
+
 async def test_history_of_a_run_in_another_process(redis_url: str, redis_client: Redis) -> None:
     """A chain run by a child process shows in history read here and there, newest first."""
     assert cli(*with_redis(redis_url, "run", TARGET, "--date", DATES[0])).returncode == 1  # bad fails

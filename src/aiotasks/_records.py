@@ -10,6 +10,7 @@ date ``D`` and run token ``R`` (the run's ``task_id``), next to the seed's keys:
                     R     the run's start: 'fence|started|pid|host'
                     R:o   its outcome: 'ended|status|reason|attempts|first error'
                     R:c   the body's counters (JSON), only when there are any
+                    (a slot a scheduler missed: R is 'missed', status 'missed')
     runs:T    ZSET  'D:R' scored by start time in ms (for history), and '~s',
                     '~f' scored by the end of the last success and failure
 
@@ -66,6 +67,7 @@ __all__ = [
     "read_grid",
     "read_runs",
     "record_keys",
+    "record_missed",
     "retention_ms",
 ]
 
@@ -322,6 +324,8 @@ class CellState(StrEnum):
     PENDING = "pending"
     #: A recurring task with no record for the date (it writes no marker: "pending" would mislead).
     RECURRING = "recurring"
+    #: A scheduler woke too late for the slot (beyond its catch-up) and no host ran it.
+    MISSED = "missed"
 
 
 def iso(ms: int | None) -> str | None:
@@ -491,6 +495,8 @@ def decode_cell(task: str, date: str, reply: Sequence[Any]) -> Cell:
         return Cell(CellState.COMPLETED, run=run)
     if run.status == CellState.ABANDONED or run.status == CellState.RUNNING:
         return Cell(CellState.ABANDONED, run=run)
+    if run.status == CellState.MISSED:
+        return Cell(CellState.MISSED, run=run)
     return Cell(CellState.FAILED, reason=run.reason, run=run)
 
 
@@ -530,6 +536,29 @@ async def read_grid(
         task: {date: decode_cell(task, date, cell) for date, cell in zip(dates, reply, strict=True)}
         for task, reply in zip(tasks, replies, strict=True)
     }
+
+
+async def record_missed(
+    store: Store, retention: Mapping[str, int], key: str, *, namespace: str | None, note: str
+) -> int:
+    """Record that no host ran ``key`` (a scheduler's slot) for each task: one MISSED script per task.
+
+    Each task whose slot has no marker, no lock and no record gets a record
+    with token ``missed`` and status ``missed`` (``note`` as its error text);
+    replicas that all missed the slot write it once. Tasks with a retention
+    of 0 are left out.
+
+    :param retention: each task's retention in ms.
+    :returns: how many records were written.
+    """
+    calls = []
+    for task, keep in retention.items():
+        keys = task_keys(task, key, namespace=namespace, cluster=store.cluster)
+        found = record_keys(keys.lock)
+        if keep > 0 and found is not None:
+            args = (keep, _pid_host[0], key, note[:MAX_ERROR].replace("|", "/"))
+            calls.append(store.mark_missed((keys.lock, keys.success, found.state, found.history), args))
+    return sum(await asyncio.gather(*calls))
 
 
 async def read_runs(

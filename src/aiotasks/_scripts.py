@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["ACQUIRE", "FINISH", "GRID", "RELEASE", "RENEW", "RUNS", "STATUS", "Script"]
+__all__ = ["ACQUIRE", "FINISH", "GRID", "MISSED", "RELEASE", "RENEW", "RUNS", "STATUS", "Script"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +177,35 @@ if #KEYS >= 3 then
     write_outcome(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])
 end
 return code
+""",
+)
+
+MISSED: Final = Script(
+    "missed",
+    """
+-- KEYS[1] - the lock key of a (task, slot)
+-- KEYS[2] - its success-marker key
+-- KEYS[3] - its runs hash
+-- KEYS[4] - the task's history index
+-- ARGV[1] - retention in ms
+-- ARGV[2] - 'pid|host' of the scheduler that missed the slot
+-- ARGV[3] - the slot's run key
+-- ARGV[4] - the record's error text (why it was missed)
+-- return 1 a 'missed' record is written (token 'missed', no lock, no fence);
+--        0 the slot ran, runs or was recorded missed already, somewhere:
+--          nothing written (so every replica that missed it writes one record)
+if redis.call('exists', KEYS[2]) == 1 or redis.call('exists', KEYS[1]) == 1
+        or redis.call('hexists', KEYS[3], 'l') == 1 then
+    return 0
+end
+local time = redis.call('time')
+local now = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
+redis.call('hset', KEYS[3], 'l', 'missed', 'missed', '0|' .. now .. '|' .. ARGV[2],
+    'missed:o', now .. '|missed||0|' .. ARGV[4])
+redis.call('pexpire', KEYS[3], ARGV[1])
+redis.call('zadd', KEYS[4], now, ARGV[3] .. ':missed')
+redis.call('pexpire', KEYS[4], ARGV[1])
+return 1
 """,
 )
 

@@ -85,7 +85,7 @@ from ._constants import SUCCESS_MARKER
 from ._errors import RedisAuthError, RedisUnavailable
 from ._keys import TaskKeys
 from ._records import Outcome, acquire_args, finish_args, release_args
-from ._scripts import ACQUIRE, FINISH, GRID, RELEASE, RENEW, RUNS, STATUS, Script
+from ._scripts import ACQUIRE, FINISH, GRID, MISSED, RELEASE, RENEW, RUNS, STATUS, Script
 
 __all__ = ["Acquired", "AnyRedis", "Completed", "Held", "LockState", "Store", "store_for"]
 
@@ -347,6 +347,10 @@ class Store:
     async def read_runs(self, history: str, count: int, records: str, locks: str) -> list[Any]:
         """The RUNS script's reply: one task's last success and failure, and newest ``count`` runs."""
         return list(await self._call(RUNS, 1, history, count, records, locks))
+
+    async def mark_missed(self, keys: Sequence[str], args: Sequence[Any]) -> bool:
+        """The MISSED script: record a slot no host ran (see ``_records.record_missed``)."""
+        return int(await self._call(MISSED, len(keys), *keys, *args)) == 1
 
     async def delete(self, key: str) -> bool:
         """Delete one key (a success marker, for ``reset``)."""

@@ -275,6 +275,7 @@ _CELL_MARKS: Final = {
     CellState.ABANDONED: ("?", "33"),
     CellState.PENDING: (".", "2"),
     CellState.RECURRING: ("~", "2"),
+    CellState.MISSED: ("x", "33"),
 }
 
 
@@ -328,14 +329,16 @@ def grid_json(dates: list[str], grid: Mapping[str, Mapping[str, Cell]]) -> dict[
 def grid_text(dates: list[str], grid: Mapping[str, Mapping[str, Cell]], *, color: bool = False) -> str:
     """Tasks x dates, one character per cell, then every cell that needs a look.
 
-    ``+`` completed, ``!`` failed, ``>`` running, ``?`` abandoned, ``.`` pending;
-    a column per date, its day of month above every 7th column.
+    ``+`` completed, ``!`` failed, ``>`` running, ``?`` abandoned, ``.`` pending,
+    ``~`` recurring (no run recorded), ``x`` missed by a scheduler; a column per
+    date, its day of month above every 7th column.
     """
     width = max((len(name) for name in grid), default=0)
     ticks = "".join(date[6:8][0] if i % 7 == 0 else " " for i, date in enumerate(dates))
     days = "".join(date[6:8][1] if i % 7 == 0 else " " for i, date in enumerate(dates))
     lines = [
-        f"{dates[0]} .. {dates[-1]}  (+ completed  ! failed  > running  ? abandoned  . pending)",
+        f"{dates[0]} .. {dates[-1]}  (+ completed  ! failed  > running  ? abandoned  . pending"
+        "  ~ recurring  x missed)",
         f"  {'':<{width}}  {ticks}",
         f"  {'':<{width}}  {days}",
     ]
@@ -345,10 +348,12 @@ def grid_text(dates: list[str], grid: Mapping[str, Mapping[str, Cell]], *, color
         lines.append(f"  {name:<{width}}  {row}")
         for date in dates:
             cell = cells[date]
-            if cell.state in (CellState.FAILED, CellState.RUNNING, CellState.ABANDONED):
+            if cell.state in (CellState.FAILED, CellState.RUNNING, CellState.ABANDONED, CellState.MISSED):
                 attention.append(f"  {date} {name}: {cell.state.value}{_cell_detail(cell)}")
     counts = Counter(cell.state for cells in grid.values() for cell in cells.values())
-    lines.append("  " + ", ".join(f"{counts.get(state, 0)} {state.value}" for state in CellState))
+    rare = (CellState.RECURRING, CellState.MISSED)
+    shown = [state for state in CellState if state not in rare or counts.get(state)]
+    lines.append("  " + ", ".join(f"{counts.get(state, 0)} {state.value}" for state in shown))
     return "\n".join([*lines, *attention])
 
 
