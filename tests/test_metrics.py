@@ -50,6 +50,22 @@ async def test_runs_and_skips_are_counted(redis_client: Redis) -> None:
     assert value("aiotasks_runs_in_progress", task="m_ok") == 0
 
 
+async def test_durations_are_observed_without_records(redis_client: Redis) -> None:
+    """Regression (with retention=0 aiotasks_run_duration_seconds was never fed: it took the record's
+    server times): runs without records observe their duration and count like the others."""
+
+    @aiotasks.task(name="m_norecords", retention=0)
+    async def plain(run: Run) -> None:
+        pass
+
+    durations = value("aiotasks_run_duration_seconds_count", task="m_norecords")
+    runs = value("aiotasks_runs_total", task="m_norecords", outcome="success")
+    await plain(DATE, redis=redis_client)
+    assert value("aiotasks_run_duration_seconds_count", task="m_norecords") == durations + 1
+    assert value("aiotasks_runs_total", task="m_norecords", outcome="success") == runs + 1
+    assert await redis_client.exists(f"run:m_norecords:{DATE}") == 0
+
+
 async def test_a_chain_wait_is_observed(redis_client: Redis) -> None:
     """aiotasks_lock_wait_seconds observes a chain's wait for another worker's lock."""
 

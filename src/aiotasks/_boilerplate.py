@@ -204,8 +204,7 @@ def _open(task_id: str, run: _OpenRun) -> None:
 async def _ended(task_id: str, outcome: Outcome | None) -> None:
     run = _open_runs.pop(task_id, None)
     if run is not None and outcome is not None:
-        seconds = time.monotonic() - run.clock
-        await report(outcome.record(run, run.started, seconds))
+        await report(run, outcome, run.started, time.monotonic() - run.clock)
 
 
 async def settle_open_run(task_id: str, result: dict[str, Any]) -> None:
@@ -223,7 +222,7 @@ async def settle_open_run(task_id: str, result: dict[str, Any]) -> None:
     run = _open_runs.get(task_id)
     if run is None:
         return
-    outcome = Outcome.of(result, run.retention_ms)
+    outcome = Outcome.of(result, run.retention_ms, started=run.started, seconds=time.monotonic() - run.clock)
     try:
         await run.store.release(run.lock_key, task_id, outcome)
     except RedisUnavailable as exc:
@@ -241,7 +240,10 @@ async def release_lock(conn: AnyRedis, lock_key: str, task_id: str) -> bool:
         another run (then nothing is deleted).
     """
     run = _open_runs.get(task_id)
-    outcome = Outcome.of(run.result, run.retention_ms) if run is not None else None
+    outcome = None
+    if run is not None:
+        seconds = time.monotonic() - run.clock
+        outcome = Outcome.of(run.result, run.retention_ms, started=run.started, seconds=seconds)
     released = await store_of(conn).release(lock_key, task_id, outcome)
     await _ended(task_id, outcome)
     return released
@@ -264,7 +266,12 @@ async def finish_task(
     """
     keys = TaskKeys(lock_key, success_key)
     run = _open_runs.get(task_id)
-    outcome = Outcome.of(run.result, run.retention_ms, status=Status.SUCCESS) if run is not None else None
+    outcome = None
+    if run is not None:
+        seconds = time.monotonic() - run.clock
+        outcome = Outcome.of(
+            run.result, run.retention_ms, status=Status.SUCCESS, started=run.started, seconds=seconds
+        )
     finished = await store_of(conn).finish(keys, task_id, check_success_ttl(success_ttl), outcome)
     if outcome is not None and not finished:
         outcome = Outcome(outcome.retention_ms, Status.FAILED.value, Reason.LOCK_LOST.value, outcome.attempts)

@@ -27,12 +27,12 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import anyio.to_thread
 
 from . import _metrics
-from ._records import RunRecord
+from ._records import Outcome, RunRecord
 
 __all__ = ["HOOK_TIMEOUT", "RunHook", "add_run_hook", "remove_run_hook", "report"]
 
@@ -82,14 +82,20 @@ async def _call(hook: RunHook, record: RunRecord) -> None:
         logger.exception("run hook %r failed for %s %s", hook, record.task, record.date)
 
 
-async def report(record: RunRecord, *, background: bool = False) -> None:
-    """Feed ``record`` to the metrics and to every hook; never raises.
+async def report(
+    run: Any, outcome: Outcome, started: int, seconds: float, *, background: bool = False
+) -> None:
+    """Feed a finished run to the metrics and, as its :class:`RunRecord`, to every hook; never raises.
 
+    :param run: the run's ``task_name``, ``date``, ``task_id`` and ``fence``.
+    :param started: its start on the server's clock (ms; 0 without a record).
+    :param seconds: its time on this host's monotonic clock.
     :param background: don't wait for the hooks (the run is being cancelled).
     """
-    _metrics.observe_run(record)
+    _metrics.observe_run(run.task_name, outcome.label, seconds)
     if not _hooks:
         return
+    record = outcome.record(run, started, seconds)
     calls = [_call(hook, record) for hook in list(_hooks)]
     if background:
         task = asyncio.get_running_loop().create_task(_gather(calls))

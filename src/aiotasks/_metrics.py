@@ -27,7 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
-from ._records import RunRecord, TaskSummary
+from ._records import TaskSummary
 
 __all__ = ["exposition", "observe_run", "observe_skip", "observe_start", "observe_wait", "serve_metrics"]
 
@@ -47,6 +47,23 @@ class _Instruments:
             buckets=_BUCKETS,
         )  # fmt: skip
         self.in_progress = client.Gauge("aiotasks_runs_in_progress", "Runs in progress", ["task"])
+        # The labelled children, looked up once per task (``labels()`` takes a lock and a dict per call).
+        self._task: dict[str, tuple[Any, Any]] = {}
+        self._outcome: dict[tuple[str, str], Any] = {}
+
+    def of_task(self, task: str) -> tuple[Any, Any]:
+        """``task``'s in-progress gauge and duration histogram."""
+        found = self._task.get(task)
+        if found is None:
+            found = self._task[task] = (self.in_progress.labels(task), self.duration.labels(task))
+        return found
+
+    def runs_of(self, task: str, outcome: str) -> Any:
+        """``task``'s runs counter for ``outcome``."""
+        found = self._outcome.get((task, outcome))
+        if found is None:
+            found = self._outcome[task, outcome] = self.runs.labels(task, outcome)
+        return found
 
 
 _state: dict[str, _Instruments | None] = {}
@@ -74,26 +91,29 @@ def observe_start(task: str) -> None:
     """A run of ``task`` took its lock."""
     metrics = _instruments()
     if metrics is not None:
-        metrics.in_progress.labels(task).inc()
+        metrics.of_task(task)[0].inc()
 
 
-def observe_run(record: RunRecord) -> None:
-    """A run of this process finished (after :func:`observe_start`)."""
+def observe_run(task: str, outcome: str, seconds: float) -> None:
+    """A run of this process finished (after :func:`observe_start`), records or not.
+
+    :param outcome: ``success`` or the failure's reason.
+    :param seconds: the run's time on this host's monotonic clock.
+    """
     metrics = _instruments()
     if metrics is None:
         return
-    metrics.in_progress.labels(record.task).dec()
-    outcome = record.status if record.status == "success" else record.reason or record.status
-    metrics.runs.labels(record.task, outcome).inc()
-    if record.duration is not None:
-        metrics.duration.labels(record.task).observe(record.duration)
+    in_progress, duration = metrics.of_task(task)
+    in_progress.dec()
+    metrics.runs_of(task, outcome).inc()
+    duration.observe(seconds)
 
 
 def observe_skip(task: str, reason: str) -> None:
-    """A call of ``task`` was skipped (``already_completed``, ``lock_held``)."""
+    """A call of ``task`` was skipped (``already_completed``, ``lock_held``, ``missed``)."""
     metrics = _instruments()
     if metrics is not None:
-        metrics.runs.labels(task, reason).inc()
+        metrics.runs_of(task, reason).inc()
 
 
 def observe_wait(task: str, seconds: float) -> None:

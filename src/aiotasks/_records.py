@@ -18,7 +18,10 @@ date ``D`` and run token ``R`` (the run's ``task_id``), next to the seed's keys:
 
 A record is packed into one or two fields of its date's hash, so a run costs
 its scripts few commands on the server (each ``redis.call`` costs about a
-microsecond): the acquire 6 more than without records, a finish 4.
+microsecond): the acquire 6 more than without records, a finish 2 (the
+outcome's ``HSET`` and the index's ``ZADD``; its end is the start plus the
+run's time on the client's monotonic clock, and a run that held its lock to
+the end knows its record exists without reading it).
 
 On Redis Cluster ``T`` is written ``{T}``, the task's hash tag, as in its lock
 and marker: every key of one task shares one slot. A namespace prefixes them
@@ -77,17 +80,20 @@ DEFAULT_RETENTION: Final = 30 * 86400
 MAX_ERROR: Final = 500
 #: The counters' JSON is cut to this many bytes (keys dropped from the end).
 MAX_COUNTERS: Final = 4096
+#: A run that ends this long (ms) before its record's retention runs out
+#: writes its outcome without checking that the record exists (``Outcome.fresh``).
+FRESH_MARGIN_MS: Final = 60_000
 #: This host, as ``socket.gethostname()`` says (no lookup).
 HOST: Final = socket.gethostname()
 #: This process's id and ``pid|host`` as the acquire packs it, kept current
 #: across fork() (``os.getpid()`` is a system call per run).
 _pid = [os.getpid()]
-_pid_host = [f"{_pid[0]}|{HOST}"]
+_pid_host = [f"{_pid[0]}|{HOST}".encode()]
 
 
 def _forked() -> None:
     _pid[0] = os.getpid()
-    _pid_host[0] = f"{_pid[0]}|{HOST}"
+    _pid_host[0] = f"{_pid[0]}|{HOST}".encode()
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -172,6 +178,16 @@ def record_keys(lock_key: str) -> RecordKeys | None:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _wire_keys(lock_key: str) -> tuple[bytes, bytes, bytes] | None:
+    """The runs hash, the index and the date of ``lock_key``'s record, encoded once for the wire
+    (the door passes bytes through as they are)."""
+    found = record_keys(lock_key)
+    if found is None:
+        return None
+    return found.state.encode(), found.history.encode(), found.date.encode()
+
+
 def task_record_keys(task: str, *, namespace: str | None, cluster: bool) -> RecordKeys | None:
     """A task's record keys that do not depend on the date (history, prefixes)."""
     return record_keys(task_keys(task, "0", namespace=namespace, cluster=cluster).lock)
@@ -190,6 +206,11 @@ class Outcome:
     attempts: int = 1
     error: str = ""
     counters: str = ""
+    #: The end, ms on the server's clock (0: the script reads its clock).
+    ended: int = 0
+    #: The record surely exists without an outcome while the lock is held:
+    #: the run started well within the retention (the script then checks nothing).
+    fresh: bool = False
 
     @classmethod
     def of(
@@ -199,6 +220,8 @@ class Outcome:
         *,
         status: Status | None = None,
         default_reason: Reason | None = None,
+        started: int = 0,
+        seconds: float = 0.0,
     ) -> Outcome:
         """The outcome a result dict describes.
 
@@ -207,6 +230,12 @@ class Outcome:
         (``cancelled`` unless given); a failure with no reason (the body
         raised) gets reason ``error``. ``status`` overrides the dict's (a
         finish records the success the caller is about to report).
+
+        :param started: the run's start on the server's clock (ms, from the
+            acquire); with ``seconds``, the run's time on this host's monotonic
+            clock, the end is ``started`` + ``seconds``: the script need not
+            read the server's clock again (it ends up earlier than the
+            server's own reading by the request's one-way latency).
         """
         said: Any = status or result.get("status")
         reason = "" if said == Status.SUCCESS else result.get("reason") or ""
@@ -217,6 +246,7 @@ class Outcome:
         errors = result.get("errors") or []
         error = str(errors[0])[:MAX_ERROR] if errors else ""
         attempts = result.get("attempts", 1)
+        elapsed = round(seconds * 1000)
         return cls(
             retention_ms,
             str(said),
@@ -224,10 +254,17 @@ class Outcome:
             attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 1,
             error,
             counters_json(result),
+            started + elapsed if started else 0,
+            bool(started) and elapsed + FRESH_MARGIN_MS < retention_ms,
         )
 
+    @property
+    def label(self) -> str:
+        """The ``outcome`` label of ``aiotasks_runs_total``: success, or the failure's reason."""
+        return self.status if self.status == Status.SUCCESS else self.reason or self.status
+
     def record(self, run: Any, started: int, seconds: float) -> RunRecord:
-        """The record this outcome completes, for hooks and metrics.
+        """The record this outcome completes, for hooks.
 
         Nothing is read back: ``ended`` is ``started`` (the server's clock, from
         the acquire) plus the run's time on this host's monotonic clock.
@@ -260,9 +297,14 @@ class Outcome:
             error, counters = error.replace(secret, "***"), counters.replace(secret, "***")
         return replace(self, error=error, counters=counters)
 
-    def args(self) -> tuple[str, str]:
-        """The ARGV tail the FINISH and RELEASE scripts read: the packed outcome, the counters."""
-        return f"{self.status}|{self.reason}|{self.attempts}|{self.error}", self.counters
+    def args(self) -> tuple[str, str, int]:
+        """The ARGV tail the FINISH and RELEASE scripts read: the packed outcome, the counters, fresh."""
+        ended = self.ended or ""
+        return (
+            f"{ended}|{self.status}|{self.reason}|{self.attempts}|{self.error}",
+            self.counters,
+            int(self.fresh),
+        )
 
 
 def counters_json(result: Mapping[str, Any]) -> str:
@@ -283,12 +325,13 @@ def acquire_args(
     keys: TaskKeys, token: str, ttl_ms: int, check_success: bool, retention: int
 ) -> tuple[Any, ...]:
     """numkeys, KEYS and ARGV of the ACQUIRE script (without record keys when there is no record)."""
-    found = record_keys(keys.lock) if retention > 0 else None
+    found = _wire_keys(keys.lock) if retention > 0 else None
     if found is None:
         return (2, keys.lock, keys.success, token, ttl_ms, int(check_success))
+    state, history, date = found
     return (
-        4, keys.lock, keys.success, found.state, found.history,
-        token, ttl_ms, int(check_success), retention, _pid_host[0], found.date,
+        4, keys.lock, keys.success, state, history,
+        token, ttl_ms, int(check_success), retention, _pid_host[0], date,
     )  # fmt: skip
 
 
@@ -296,19 +339,18 @@ def finish_args(
     keys: TaskKeys, token: str, success_ttl: int, marker: str, outcome: Outcome | None
 ) -> tuple[Any, ...]:
     """numkeys, KEYS and ARGV of the FINISH script."""
-    found = record_keys(keys.lock) if outcome is not None and outcome.retention_ms > 0 else None
+    found = _wire_keys(keys.lock) if outcome is not None and outcome.retention_ms > 0 else None
     if found is None or outcome is None:
         return (2, keys.lock, keys.success, token, success_ttl, marker)
-    outcome_args = outcome.args()
-    return (4, keys.lock, keys.success, found.state, found.history, token, success_ttl, marker, *outcome_args)
+    return (4, keys.lock, keys.success, found[0], found[1], token, success_ttl, marker, *outcome.args())
 
 
 def release_args(lock_key: str, token: str, outcome: Outcome | None) -> tuple[Any, ...]:
     """numkeys, KEYS and ARGV of the RELEASE script."""
-    found = record_keys(lock_key) if outcome is not None and outcome.retention_ms > 0 else None
+    found = _wire_keys(lock_key) if outcome is not None and outcome.retention_ms > 0 else None
     if found is None or outcome is None:
         return (1, lock_key, token)
-    return (3, lock_key, found.state, found.history, token, *outcome.args())
+    return (3, lock_key, found[0], found[1], token, *outcome.args())
 
 
 # -- what is read back -----------------------------------------------------------------

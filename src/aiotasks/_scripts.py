@@ -98,26 +98,36 @@ return {1, fence, now}
 # Shared by FINISH and RELEASE: write a run's outcome into its record, once.
 _WRITE_OUTCOME: Final = """
 -- runs, index: the run's (task, date) runs hash and its task's history index;
--- token: the run's; outcome: 'status|reason|attempts|error'; counters: JSON or ''.
--- Writes nothing when the record does not exist (never started, or expired:
--- never create a key without its TTL; the index lives at least as long as the
--- runs hash) or already has an outcome (a retried call, or the seed's release
--- after a finish). The index's '~s'/'~f' members, scored by end time, are the
--- task's last success and last failure.
-local function write_outcome(runs, index, token, outcome, counters)
-    local found = redis.call('hmget', runs, token, token .. ':o')
-    if not found[1] or found[2] then
-        return
+-- token: the run's; outcome: 'ended|status|reason|attempts|error' where ended
+-- (ms) is the run's start on the server's clock plus its time on the client's
+-- monotonic clock, or '' for "now" (TIME); counters: JSON or '';
+-- known: true when the caller held the lock until now and knows the record
+-- exists without an outcome (it started within the retention, and an outcome
+-- is only written by the call that gives the lock up): nothing to check.
+-- Otherwise writes nothing when the record does not exist (never started, or
+-- expired: never create a key without its TTL; the index lives at least as
+-- long as the runs hash) or already has an outcome (a retried call, or the
+-- seed's release after a finish). The index's '~s'/'~f' members, scored by
+-- end time, are the task's last success and last failure.
+local function write_outcome(runs, index, token, outcome, counters, known)
+    if not known then
+        local found = redis.call('hmget', runs, token, token .. ':o')
+        if not found[1] or found[2] then
+            return
+        end
     end
-    local time = redis.call('time')
-    local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-    local ended = string.format('%d|', now) .. outcome
+    local ended, rest = string.match(outcome, '^(%d*)|(.*)$')
+    if ended == '' then
+        local time = redis.call('time')
+        ended = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
+        outcome = ended .. '|' .. rest
+    end
     if counters == '' then
-        redis.call('hset', runs, token .. ':o', ended)
+        redis.call('hset', runs, token .. ':o', outcome)
     else
-        redis.call('hset', runs, token .. ':o', ended, token .. ':c', counters)
+        redis.call('hset', runs, token .. ':o', outcome, token .. ':c', counters)
     end
-    redis.call('zadd', index, now, string.sub(outcome, 1, 8) == 'success|' and '~s' or '~f')
+    redis.call('zadd', index, ended, string.sub(rest, 1, 8) == 'success|' and '~s' or '~f')
 end
 """
 
@@ -131,7 +141,8 @@ FINISH: Final = Script(
 -- ARGV[1] - the run's token
 -- ARGV[2] - the marker's TTL in seconds
 -- ARGV[3] - the marker's value
--- ARGV[4], ARGV[5] - with the record keys: the outcome ('success|...'), counters
+-- ARGV[4], ARGV[5], ARGV[6] - with the record keys: the outcome ('ended|success|...'),
+--   counters, '1' if the record is fresh (started well within the retention)
 -- return 1 the lock was ours: marker written and lock deleted, in one step;
 --        2 the lock is not ours but the marker exists (a retried finish whose
 --          first attempt landed): nothing written;
@@ -149,11 +160,11 @@ end
 if #KEYS >= 4 then
     local outcome = ARGV[4]
     if code == 0 then
-        local attempts = string.match(outcome, '^[^|]*|[^|]*|([^|]*)') or '1'
-        outcome = 'failed|lock_lost|' .. attempts
+        local ended, attempts = string.match(outcome, '^(%d*)|[^|]*|[^|]*|([^|]*)')
+        outcome = (ended or '') .. '|failed|lock_lost|' .. (attempts or '1')
             .. '|lock lost before the run could be recorded: it expired or was taken'
     end
-    write_outcome(KEYS[3], KEYS[4], ARGV[1], outcome, ARGV[5])
+    write_outcome(KEYS[3], KEYS[4], ARGV[1], outcome, ARGV[5], code == 1 and ARGV[6] == '1')
 end
 return code
 """,
@@ -166,7 +177,8 @@ RELEASE: Final = Script(
 -- KEYS[1] - the lock key
 -- KEYS[2], KEYS[3] - optional, both or none: the runs hash, the history index
 -- ARGV[1] - the run's token
--- ARGV[2], ARGV[3] - with the record keys: the outcome ('status|reason|attempts|error'), counters
+-- ARGV[2], ARGV[3], ARGV[4] - with the record keys: the outcome
+--   ('ended|status|reason|attempts|error'), counters, '1' if the record is fresh
 -- return 1 the lock was ours and is deleted; 0 it is not ours: lock untouched
 -- The record gets the outcome either way (keyed by this run's own token).
 local code = 0
@@ -174,7 +186,7 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
     code = redis.call('del', KEYS[1])
 end
 if #KEYS >= 3 then
-    write_outcome(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])
+    write_outcome(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], code == 1 and ARGV[4] == '1')
 end
 return code
 """,

@@ -338,22 +338,29 @@ class Task:
         run = Run(self.name, date, task_id, result, store.client, keys)
         run.fence = outcome.fence
         _metrics.observe_start(self.name)
+        began = outcome.started  # on the server's clock, 0 without a record
         started = time.monotonic()
         try:
             error = await self._attempts(store, run)
             if error is None:
-                error = await self._finish(store, run, keys, once, keep)
+                ending = Outcome.of(
+                    result, keep, status=Status.SUCCESS, started=began, seconds=time.monotonic() - started
+                )
+                error = await self._finish(store, run, keys, once, ending)
+                if error is not None:  # the lock was lost: the record says so too
+                    ending = Outcome.of(result, keep)
             else:
-                await _release_quietly(store, run, Outcome.of(result, keep))
+                ending = Outcome.of(result, keep, started=began, seconds=time.monotonic() - started)
+                await _release_quietly(store, run, ending)
         except BaseException:
             # Cancelled (or interrupted): give the lock back before propagating.
             run._request_stop()
-            ending = Outcome.of(result, keep)
+            ending = Outcome.of(result, keep, started=began, seconds=time.monotonic() - started)
             await shielded(_release_quietly(store, run, ending))
-            await report(ending.record(run, outcome.started, time.monotonic() - started), background=True)
+            await report(run, ending, began, time.monotonic() - started, background=True)
             raise
         elapsed = time.monotonic() - started
-        await report(Outcome.of(result, keep).record(run, outcome.started, elapsed))
+        await report(run, ending, began, elapsed)
         if error is not None:
             logger.warning("%s %s: failed after %.3fs: %s", self.name, date, elapsed, result["errors"][-1])
             raise TaskError(Status.FAILED.value, result["errors"][-1], result) from error
@@ -430,10 +437,9 @@ class Task:
             await run_in_thread(self._body, run, on_cancel=run._request_stop)
 
     async def _finish(
-        self, store: Store, run: Run, keys: TaskKeys, once: bool, keep: int
+        self, store: Store, run: Run, keys: TaskKeys, once: bool, success: Outcome
     ) -> BaseException | None:
         """Record success (marker and release in one step, or release only for a recurring date run)."""
-        success = Outcome.of(run.result, keep, status=Status.SUCCESS)
         try:
             if not once:
                 held = await store.release(keys.lock, run.task_id, success)
