@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from redis.utils import HIREDIS_AVAILABLE
 
-from benchmarks import chain_overhead, lock_contention, scheduling
+from benchmarks import chain_overhead, lock_contention, records, scheduling
 
 HERE = Path(__file__).parent
 
@@ -40,6 +40,7 @@ SUITE: list[tuple[str, Any, list[str]]] = [
         ["--processes", "4", "--workers", "1,32", "--contenders", "aiotasks,seed,redis_lock,floor"],
     ),
     ("Chain overhead and makespan", chain_overhead, []),
+    ("Run records: memory and the date grid", records, []),
     ("Scheduling: fire latency, idle cost, windowed backfill", scheduling, []),
 ]
 

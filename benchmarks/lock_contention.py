@@ -3,7 +3,8 @@
 Every contender does the same job per *attempt*: run a no-op body for one
 (task, date) unless it already ran or is running. Contenders:
 
-``aiotasks``      the ``@aiotasks.task`` decorator (coalesced door)
+``aiotasks``      the ``@aiotasks.task`` decorator (coalesced door), writing run records
+``norecords``     the same decorator with ``retention=0``: no run records (issue 13's baseline)
 ``tuple``         ``task_boilerplate`` + ``finish_task``, the seed-compatible API
 ``uncoalesced``   aiotasks' two scripts, each awaited directly on the client (no door)
 ``seed``          a literal async port of the seed: EXISTS, SET NX EX, SET, DEL
@@ -51,7 +52,7 @@ from aiotasks import finish_task, task_boilerplate
 from aiotasks._scripts import ACQUIRE, FINISH
 from aiotasks._store import store_for
 
-CONTENDERS = ("aiotasks", "tuple", "uncoalesced", "seed", "redis_lock", "floor")
+CONTENDERS = ("aiotasks", "norecords", "tuple", "uncoalesced", "seed", "redis_lock", "floor")
 
 
 @dataclass
@@ -81,6 +82,10 @@ async def attempt_aiotasks(client: Redis, task: str, date: str, tally: Tally) ->
         body(tally, f"{task}:{date}")
     else:
         tally.skips += 1
+
+
+async def attempt_norecords(client: Redis, task: str, date: str, tally: Tally) -> None:
+    await attempt_aiotasks(client, task, date, tally)
 
 
 async def attempt_tuple(client: Redis, task: str, date: str, tally: Tally) -> None:
@@ -146,6 +151,7 @@ async def attempt_floor(client: Redis, task: str, date: str, tally: Tally) -> No
 
 ATTEMPTS: dict[str, Attempt] = {
     "aiotasks": attempt_aiotasks,
+    "norecords": attempt_norecords,
     "tuple": attempt_tuple,
     "uncoalesced": attempt_uncoalesced,
     "seed": attempt_seed,
@@ -168,8 +174,10 @@ async def measure(
     client = wire.client(url)
     tally = Tally()
     attempt = ATTEMPTS[contender]
-    if contender == "aiotasks":
-        _DECORATED[task] = aiotasks.Task(decorated, name=task)
+    if contender in ("aiotasks", "norecords"):
+        _DECORATED[task] = aiotasks.Task(
+            decorated, name=task, retention=0 if contender == "norecords" else None
+        )
     try:
         await client.script_load(ACQUIRE.source)
         await client.script_load(FINISH.source)
@@ -334,10 +342,10 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 return float(value) if value is not None else None
         return None
 
-    def uncoalesced(workers: int) -> float | None:
+    def versus(workers: int, other: str) -> float | None:
         ours = [r for r in rows if r["contention"] == "low" and r["workers"] == workers]
         mine = next((r["attempts_s"] for r in ours if r["contender"] == "aiotasks"), None)
-        theirs = next((r["attempts_s"] for r in ours if r["contender"] == "uncoalesced"), None)
+        theirs = next((r["attempts_s"] for r in ours if r["contender"] == other), None)
         return round(mine / theirs, 2) if mine and theirs else None
 
     return {
@@ -345,12 +353,16 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "run_path_x_seed_w32 (>= 1.8)": ratio("aiotasks", 32, "x_seed"),
         "run_path_x_floor_w1 (>= 0.8, i.e. within 1.25x)": ratio("aiotasks", 1, "x_floor"),
         "run_path_x_floor_w32 (>= 0.8)": ratio("aiotasks", 32, "x_floor"),
-        "coalesced_x_uncoalesced_w1 (>= 0.95: a lone command adds no latency)": uncoalesced(1),
-        "coalesced_x_uncoalesced_w32 (~2, issue 7)": uncoalesced(32),
+        "coalesced_x_uncoalesced_w1 (>= 0.95: a lone command adds no latency)": versus(1, "uncoalesced"),
+        "coalesced_x_uncoalesced_w32 (~2, issue 7)": versus(32, "uncoalesced"),
+        "records_x_norecords_w1 (>= 0.95, issue 13)": versus(1, "norecords"),
+        "records_x_norecords_w32 (>= 0.95, issue 13)": versus(32, "norecords"),
         "aiotasks_duplicates (0)": sum(
-            r["duplicates"] for r in rows if r["contender"] in ("aiotasks", "tuple")
+            r["duplicates"] for r in rows if r["contender"] in ("aiotasks", "norecords", "tuple")
         ),
-        "aiotasks_errors (0)": sum(r["errors"] for r in rows if r["contender"] in ("aiotasks", "tuple")),
+        "aiotasks_errors (0)": sum(
+            r["errors"] for r in rows if r["contender"] in ("aiotasks", "norecords", "tuple")
+        ),
     }
 
 

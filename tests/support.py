@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +135,16 @@ class Gate:
                 self.in_flight -= 1
 
         return gated
+
+
+async def lock_and_marker_keys(client: Redis) -> list[bytes]:
+    """The seed's keys (locks and success markers, any namespace) in Redis, sorted.
+
+    What a run leaves behind apart from its run records (``_records``), which
+    every run writes.
+    """
+    keys = [key for key in await client.keys("*") if isinstance(key, bytes)]
+    return sorted(k for k in keys if re.match(rb"^([^:]+:)?(lock|success):", k))
 
 
 async def load_scripts(client: Redis) -> None:

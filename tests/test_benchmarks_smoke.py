@@ -28,13 +28,14 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
         "Lock contention, coroutines in one process",
         "Lock contention, 4 OS processes",
         "Chain overhead and makespan",
+        "Run records: memory and the date grid",
         "Scheduling: fire latency, idle cost, windowed backfill",
     ]
     text = report.read_text()
     assert results["machine"]["redis-server"] in text
     for benchmark in results["benchmarks"][:2]:
         rows = benchmark["result"]["rows"]
-        ours = [r for r in rows if r["contender"] in ("aiotasks", "tuple")]
+        ours = [r for r in rows if r["contender"] in ("aiotasks", "norecords", "tuple")]
         assert ours, "aiotasks was not measured"
         # Correctness, not speed: aiotasks never ran a body twice nor failed an attempt.
         assert all(r["duplicates"] == 0 and r["errors"] == 0 for r in ours), ours
@@ -50,10 +51,13 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert {row["shape"] for row in chain["overhead"]} == {"wide", "deep", "random"}
     assert chain["makespan"]
     assert all("aiotasks_ratio" in row and "baseline_ratio" in row for row in chain["makespan"])
-    scheduling = results["benchmarks"][3]["result"]
+    scheduling = results["benchmarks"][4]["result"]
     # Correctness, not speed: no slot's body ran twice across the replicas; an idle scheduler sent nothing.
     assert [row["duplicates"] for row in scheduling["fire_latency"] if "duplicates" in row] == [0]
     assert scheduling["idle"][0]["redis_cmds"] == 0, scheduling["idle"]
     contenders = [row["contender"] for row in scheduling["backfill"]]
     assert contenders == ["baseline: date by date", "window 1", "window 4"]
     assert all(row["makespan_s"] > 0 and row["target_s"] > 0 for row in scheduling["backfill"])
+    recorded = results["benchmarks"][3]["result"]
+    assert recorded["memory"]["runs"] == recorded["memory"]["tasks"] * recorded["memory"]["days"]
+    assert recorded["grid"]["commands_per_read"] == recorded["grid"]["tasks"]  # one script per task

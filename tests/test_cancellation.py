@@ -23,7 +23,7 @@ import aiotasks
 from aiotasks import Run, finish_task, release_lock, task_boilerplate
 from aiotasks._keys import TaskKeys
 from aiotasks._store import store_for
-from tests.support import Gate, Wire, eventually, load_scripts
+from tests.support import Gate, Wire, eventually, load_scripts, lock_and_marker_keys
 
 DATE = "20261125"
 
@@ -71,14 +71,14 @@ async def test_cancelled_while_acquire_is_queued_is_never_sent(redis_client: Red
         await release_lock(done[0], done[1], done[4])
     names = [name for batch in gate.log for name in batch]
     assert names.count("acquire") == 2  # the two blockers, never the cancelled one
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_cancelled_after_acquire_was_sent_gives_the_lock_back(redis_client: Redis, gate: Gate) -> None:
     """Cancelled while the acquire is in flight: its reply is awaited and the lock it took is released."""
     gate.after = {"acquire"}  # the script has run on Redis: the lock is taken, the reply held
     await cancel_at(gate, task_boilerplate("t", DATE, redis=redis_client), redis_client)
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
     assert any("release" in batch for batch in gate.log)
 
 
@@ -90,7 +90,7 @@ async def test_cancelled_before_acquire_is_written_sends_and_gives_back_nothing(
     gate.before = {"acquire"}
     await cancel_at(gate, task_boilerplate("t", DATE, redis=redis_client), redis_client)
     assert gate.log == [["acquire"]]  # the held batch, never written; no release after it
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 @pytest.mark.parametrize("parser", ["default", "python"])
@@ -200,7 +200,7 @@ async def test_cancelled_during_the_body_releases_and_writes_no_marker(
 
     await cancel(lambda: slow(DATE, redis=redis_client), body_started)
     await store_for(redis_client).drain()
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_cancelled_while_finish_runs_records_the_success(redis_client: Redis, gate: Gate) -> None:
@@ -212,7 +212,7 @@ async def test_cancelled_while_finish_runs_records_the_success(redis_client: Red
 
     gate.after = {"finish"}
     await cancel_at(gate, done(DATE, redis=redis_client), redis_client)
-    assert await redis_client.keys("*") == [f"success:done:{DATE}".encode()]
+    assert await lock_and_marker_keys(redis_client) == [f"success:done:{DATE}".encode()]
 
 
 async def test_cancelled_before_finish_reaches_redis_writes_no_marker(
@@ -226,7 +226,7 @@ async def test_cancelled_before_finish_reaches_redis_writes_no_marker(
 
     gate.before = {"finish"}
     await cancel_at(gate, done(DATE, redis=redis_client), redis_client)
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_cancelled_mid_release_still_releases(redis_client: Redis, gate: Gate) -> None:
@@ -238,7 +238,7 @@ async def test_cancelled_mid_release_still_releases(redis_client: Redis, gate: G
 
     gate.before = {"release"}
     await cancel_at(gate, failing(DATE, redis=redis_client), redis_client)
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_seed_style_finally_survives_cancellation(redis_client: Redis) -> None:
@@ -259,7 +259,7 @@ async def test_seed_style_finally_survives_cancellation(redis_client: Redis) -> 
     runner.cancel()
     with pytest.raises(asyncio.CancelledError):
         await runner
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_cancelled_thread_body_is_waited_for_then_released(redis_client: Redis) -> None:
@@ -282,4 +282,4 @@ async def test_cancelled_thread_body_is_waited_for_then_released(redis_client: R
         await runner
     assert finished.is_set()  # the lock was not released while the thread still ran
     await store_for(redis_client).drain()
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 import aiotasks
 from aiotasks import InvalidChain, TaskError, _chain, finish_task, release_lock, run_chain, task_boilerplate
 from aiotasks._chain import Chain, ChainRun, State, prepare_run
-from tests.support import Gate, Wire, eventually, load_scripts
+from tests.support import Gate, Wire, eventually, load_scripts, lock_and_marker_keys
 
 DATE = "20261125"
 SeedFunc = Callable[[str | None], Awaitable[dict[str, Any]]]
@@ -113,7 +113,7 @@ async def test_invalid_chain_writes_nothing(redis_client: Redis) -> None:
     after = await redis_client.info("commandstats")
     changed = {k for k in after if k != "cmdstat_info" and after[k] != before.get(k)}
     assert changed == set()
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_bad_date_is_refused_before_running(fake_redis: Redis) -> None:
@@ -384,7 +384,7 @@ async def test_cancelling_the_chain_releases_every_lock(redis_client: Redis) -> 
     runner.cancel()
     with pytest.raises(asyncio.CancelledError):
         await runner
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_unreachable_redis_fails_tasks_with_a_reason() -> None:

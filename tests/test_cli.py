@@ -158,7 +158,7 @@ def test_bad_input_writes_nothing_to_redis(redis_url: str, sync_redis: redis.Red
         assert cli(*with_redis(redis_url, "run", f"{CHAINS}:chain", *args)).returncode == 2
     after = sync_redis.info("commandstats")
     assert {k for k in after if after[k] != before.get(k)} <= {"cmdstat_info"}
-    assert sync_redis.keys("*") == []
+    assert sync_redis.keys("*") == []  # not even a run record
 
 
 # -- Redis trouble: exit 3, and no password anywhere -------------------------------------------------

@@ -54,7 +54,7 @@ def evalsha_calls(cluster: LocalCluster) -> list[int]:
 async def test_seed_flow_with_hash_tagged_keys(cluster_client: RedisCluster) -> None:
     """On a cluster the lock and marker share a hash tag, and the seed's flow holds."""
     conn, lock_key, success_key, result, task_id = await task_boilerplate("t", DATE, redis=cluster_client)
-    assert (lock_key, success_key) == (f"lock:{{t:{DATE}}}", f"success:{{t:{DATE}}}")
+    assert (lock_key, success_key) == (f"lock:{{t}}:{DATE}", f"success:{{t}}:{DATE}")
     assert cluster_client.keyslot(lock_key) == cluster_client.keyslot(success_key)
     assert result["status"] == "pending"
     *_, held, _ = await task_boilerplate("t", DATE, redis=cluster_client)
@@ -121,7 +121,7 @@ async def test_run_chain_on_a_cluster(cluster_client: RedisCluster) -> None:
     chain: list[Any] = [{"id": "seed", "func": seed}, aiotasks.Task(_noop, name="after", depends_on=["seed"])]
     results = await aiotasks.run_chain(chain, DATE, redis=cluster_client)
     assert {r["status"] for r in results.values()} == {"success"}
-    assert await cluster_client.exists(f"success:{{after:{DATE}}}") == 1
+    assert await cluster_client.exists(f"success:{{after}}:{DATE}") == 1
 
 
 def test_cli_runs_a_chain_on_a_cluster(cluster: LocalCluster) -> None:
@@ -139,4 +139,4 @@ def test_cli_runs_a_chain_on_a_cluster(cluster: LocalCluster) -> None:
     with redis.RedisCluster.from_url(cluster.url) as sync:
         # GET, not EXISTS: redis-py 6.0-6.2's sync cluster splits EXISTS through a pipeline that
         # warns about its own deprecated argument (and warnings are errors here).
-        assert sync.get(f"success:{{task_rag_indexing:{DATE}}}") is not None
+        assert sync.get(f"success:{{task_rag_indexing}}:{DATE}") is not None

@@ -37,7 +37,7 @@ from aiotasks._store import Acquired, store_for
 from aiotasks._wire import pool_limit, take
 from tests.proxy import Proxy
 from tests.servers import LocalCluster, RedisServer, free_port
-from tests.support import eventually, load_scripts
+from tests.support import eventually, load_scripts, lock_and_marker_keys
 
 DATE = "20261125"
 KEYS = TaskKeys(f"lock:t:{DATE}", f"success:t:{DATE}")
@@ -160,7 +160,7 @@ async def test_cancelled_acquire_not_yet_run_is_given_back_once_it_runs(
     assert await redis_client.exists(KEYS.lock) == 0  # not run yet: the caller did not wait for it
     proxy.release_requests()
     await asyncio.wait_for(store.drain(), HANG)
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 @pytest.mark.parametrize("how", CANCELLERS)
@@ -210,7 +210,7 @@ async def test_cancelled_finish_returns_at_once_and_still_records_the_success(
     assert await redis_client.exists(success_key) == 0
     proxy.release_requests()
     await asyncio.wait_for(store_for(proxied).drain(), HANG)
-    assert await redis_client.keys("*") == [success_key.encode()]
+    assert await lock_and_marker_keys(redis_client) == [success_key.encode()]
 
 
 @pytest.mark.parametrize("how", CANCELLERS)
@@ -323,7 +323,7 @@ async def test_recurring_run_whose_release_reply_was_lost_succeeds(
     result = await recurring(DATE, redis=proxied)
     assert (result["status"], result["reason"]) == ("success", None)
     assert proxy.dropped.is_set()
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 # -- item 4: an unreachable Redis fails as fast as the client itself --------------------

@@ -19,7 +19,7 @@ from aiotasks._keys import TaskKeys
 from aiotasks._store import Acquired, Completed, Held, store_for
 from tests.proxy import Proxy
 from tests.servers import RedisServer, redis_server_binary
-from tests.support import Gate, eventually, load_scripts
+from tests.support import Gate, eventually, load_scripts, lock_and_marker_keys
 from tests.test_cli import ROOT, child_env
 
 DATE = "20261125"
@@ -54,7 +54,7 @@ async def test_connection_killed_between_acquire_and_finish(redis_url: str, redi
         await client.aclose()
     assert result["status"] == "success"
     assert bodies == 1
-    assert await redis_client.keys("*") == [f"success:dropped:{DATE}".encode()]
+    assert await lock_and_marker_keys(redis_client) == [f"success:dropped:{DATE}".encode()]
 
 
 async def test_connection_killed_while_acquire_is_in_flight(

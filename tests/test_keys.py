@@ -138,7 +138,7 @@ def test_date_range_is_inclusive_and_ordered() -> None:
 
 
 def test_key_formats() -> None:
-    """Standalone keys keep the seed's names; a namespace prefixes them; cluster keys share a hash tag."""
+    """Standalone keys keep the seed's names; a namespace prefixes them; cluster: the task's hash tag."""
     assert task_keys("t", "20261125", namespace=None, cluster=False) == (
         "lock:t:20261125",
         "success:t:20261125",
@@ -148,12 +148,12 @@ def test_key_formats() -> None:
         "app:success:t:20261125",
     )
     assert task_keys("t", "20261125", namespace=None, cluster=True) == (
-        "lock:{t:20261125}",
-        "success:{t:20261125}",
+        "lock:{t}:20261125",
+        "success:{t}:20261125",
     )
     assert task_keys("t", "20261125", namespace="app", cluster=True) == (
-        "app:lock:{t:20261125}",
-        "app:success:{t:20261125}",
+        "app:lock:{t}:20261125",
+        "app:success:{t}:20261125",
     )
 
 

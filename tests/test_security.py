@@ -16,12 +16,16 @@ import aiotasks
 from aiotasks import RedisAuthError, RedisUnavailable, Run, Settings, TaskError, task_boilerplate
 from aiotasks._config import redact_url
 from tests.servers import RedisServer, TlsFiles, free_port
+from tests.support import lock_and_marker_keys
 
 DATE = "20261125"
 SECRET = "pw-Zq81-very-secret"
 #: What the library needs: its scripts, and the commands they call. Key patterns limit it to its keys.
-ACL_RULES = ["~lock:*", "~success:*", "-@all", "+evalsha", "+eval", "+ping", "+del",
-             "+get", "+set", "+exists", "+pexpire", "+pttl"]  # fmt: skip
+ACL_RULES = ["~lock:*", "~success:*", "~run:*", "~runs:*", "-@all", "+evalsha", "+eval", "+ping", "+del",
+             "+get", "+set", "+exists", "+pexpire", "+pttl",
+             # the run records (README, "Run records")
+             "+time", "+hset", "+hget", "+hmget", "+hexists", "+hincrby", "+hgetall", "+zadd",
+             "+zremrangebyscore", "+zrevrange"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +93,11 @@ async def test_acl_user_limited_to_the_library_keys(secured: RedisServer) -> Non
 
 
 #: README's rules for a namespace ns: the same commands, on ns's keys only.
-NAMESPACED_ACL_RULES = ["~ns:lock:*", "~ns:success:*", *ACL_RULES[2:]]
+NAMESPACED_ACL_RULES = ["~ns:lock:*", "~ns:success:*", "~ns:run:*", "~ns:runs:*", *ACL_RULES[4:]]
 
 
 async def test_acl_user_limited_to_a_namespace(secured: RedisServer) -> None:
-    """An ACL user with README's namespaced rules (~ns:lock:* ~ns:success:*) runs a chain with
+    """An ACL user with README's namespaced rules (~ns:lock:* ... ~ns:runs:*) runs a chain with
     namespace ns; outside it every run is refused with RedisAuthError naming the key permission."""
     with redis.Redis.from_url(secured.url) as admin:
         admin.execute_command(
@@ -117,7 +121,11 @@ async def test_acl_user_limited_to_a_namespace(secured: RedisServer) -> None:
     finally:
         await client.aclose()
     with redis.Redis.from_url(secured.url) as admin:
-        assert set(admin.keys("*")) - before == {f"ns:success:namespaced:{DATE}".encode()}
+        assert set(admin.keys("*")) - before == {
+            f"ns:success:namespaced:{DATE}".encode(),
+            f"ns:run:namespaced:{DATE}".encode(),  # the run's record and its index
+            b"ns:runs:namespaced",
+        }
 
 
 async def test_acl_user_without_script_rights_gets_an_auth_error(secured: RedisServer) -> None:
@@ -232,5 +240,5 @@ async def test_namespaces_keep_applications_apart(redis_url: str, redis_client: 
     for namespace in ("app1", "app2"):
         results = await aiotasks.run_chain([guarded], DATE, redis=redis_client, namespace=namespace)
         assert results["guarded"]["status"] == "success"
-    keys = sorted(await redis_client.keys("*"))
+    keys = await lock_and_marker_keys(redis_client)
     assert keys == [f"app1:success:guarded:{DATE}".encode(), f"app2:success:guarded:{DATE}".encode()]

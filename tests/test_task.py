@@ -31,7 +31,7 @@ from aiotasks import (
 )
 from aiotasks._store import Store
 from tests.servers import free_port
-from tests.support import Gate, eventually, load_scripts
+from tests.support import Gate, eventually, load_scripts, lock_and_marker_keys
 
 DATE = "20261125"
 
@@ -88,7 +88,7 @@ async def test_failure_raises_task_error_and_writes_nothing(redis_client: Redis)
     assert error.result["errors"] == ["Unexpected error: ValueError: bad row 7"]
     assert error.result["processed"] == 1
     assert isinstance(error.__cause__, ValueError)
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_body_task_error_keeps_its_message(redis_client: Redis) -> None:
@@ -132,7 +132,7 @@ async def test_recurring_task_never_writes_a_marker(redis_client: Redis) -> None
     for _ in range(3):
         assert (await odds(DATE, redis=redis_client))["status"] == "success"
     assert runs == 3
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_retries_keep_the_lock_between_attempts(redis_client: Redis, redis_url: str) -> None:
@@ -177,7 +177,7 @@ async def test_timeout_fails_with_reason_and_releases(redis_client: Redis) -> No
     assert caught.value.result is not None
     assert (caught.value.result["status"], caught.value.result["reason"]) == ("failed", "timeout")
     assert cancelled
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_a_bodys_own_timeout_error_is_not_our_timeout(redis_client: Redis) -> None:
@@ -254,7 +254,7 @@ async def test_lock_deleted_by_an_operator_cancels_the_body(redis_client: Redis)
     assert body_cancelled.is_set()
     assert caught.value.result is not None
     assert (caught.value.result["status"], caught.value.result["reason"]) == ("failed", "lock_lost")
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_lock_taken_by_another_run_is_left_to_it(redis_client: Redis) -> None:
@@ -337,7 +337,7 @@ async def test_whatever_a_body_raises_fails_its_run(redis_client: Redis, raised:
     result = caught.value.result
     assert result is not None
     assert (result["status"], result["errors"], result["processed"]) == ("failed", [NAMED[raised]], 1)
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 @pytest.mark.parametrize(
@@ -367,7 +367,7 @@ async def test_every_cancellation_tells_a_sync_body_and_ends_the_run(redis_clien
     finally:
         give_up.set()
     assert saw_stop.is_set()
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def cancel_once_started(
@@ -505,7 +505,7 @@ async def test_bad_date_is_refused_before_redis(fake_redis: Redis) -> None:
 
     with pytest.raises(aiotasks.InvalidDate, match="'25/11/2026'"):
         await dated("25/11/2026", redis=fake_redis)
-    assert await fake_redis.keys("*") == []
+    assert await lock_and_marker_keys(fake_redis) == []
 
 
 async def test_a_sync_body_past_its_timeout_says_it_was_waited_for(redis_client: Redis) -> None:
@@ -525,7 +525,7 @@ async def test_a_sync_body_past_its_timeout_says_it_was_waited_for(redis_client:
     )
     assert caught.value.result is not None
     assert caught.value.result["reason"] == "timeout"
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_a_retry_after_a_timeout_is_not_told_to_stop(redis_client: Redis) -> None:
@@ -569,7 +569,7 @@ async def test_a_body_is_cancelled_when_its_lock_cannot_be_renewed_in_time(redis
         await runner
     assert caught.value.result is not None
     assert (caught.value.result["status"], caught.value.result["reason"]) == ("failed", "lock_lost")
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 @pytest.mark.parametrize("recurring", [False, True], ids=["once", "recurring"])
@@ -592,7 +592,7 @@ async def test_a_finish_that_finds_the_lock_gone_fails_the_run(redis_client: Red
     results = await aiotasks.run_chain([vanishing, after], DATE, redis=redis_client)
     assert (results["vanishing"]["status"], results["vanishing"]["reason"]) == ("failed", "lock_lost")
     assert (results["after"]["reason"], results["after"]["blocked_by"]) == ("dependency_failed", "vanishing")
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 async def test_the_cleanup_release_survives_a_second_cancellation(redis_client: Redis, gate: Gate) -> None:
@@ -622,7 +622,7 @@ async def test_the_cleanup_release_survives_a_second_cancellation(redis_client: 
         return await redis_client.exists(f"lock:twice_cancelled:{DATE}") == 0
 
     await eventually(released, "the cancelled run's lock is released")
-    assert await redis_client.keys("*") == []
+    assert await lock_and_marker_keys(redis_client) == []
 
 
 @pytest.mark.parametrize("api", ["decorated", "seed-style chain"])

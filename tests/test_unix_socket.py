@@ -38,7 +38,11 @@ async def test_unix_url_runs_tasks_on_its_database(unix_server: RedisServer) -> 
         await client.aclose()
     assert (result["status"], result["ok"]) == ("success", True)
     with redis.Redis(unix_socket_path=str(unix_server.socket_path), db=3) as admin:
-        assert admin.keys("*") == [f"success:over_unix:{DATE}".encode()]
+        assert sorted(admin.keys("*")) == [
+            f"run:over_unix:{DATE}".encode(),  # the run's record and its index
+            b"runs:over_unix",
+            f"success:over_unix:{DATE}".encode(),
+        ]
     with redis.Redis(unix_socket_path=str(unix_server.socket_path), db=0) as admin:
         assert admin.keys("*") == []
 
@@ -66,8 +70,8 @@ def test_cli_runs_a_chain_over_a_unix_socket(unix_server: RedisServer) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["summary"]["success"] == 3
     with redis.Redis(unix_socket_path=str(unix_server.socket_path), db=4) as admin:
-        # task_odds is recurring: it writes no marker.
-        assert sorted(admin.keys("*")) == [
+        # task_odds is recurring: it writes no marker (run records aside).
+        assert sorted(k for k in admin.keys("*") if k.startswith(b"success:")) == [
             f"success:task_contributions_analysis:{DATE}".encode(),
             f"success:task_rag_indexing:{DATE}".encode(),
         ]

@@ -36,6 +36,9 @@ from ._errors import InvalidTaskName as InvalidTaskName
 from ._errors import RedisAuthError as RedisAuthError
 from ._errors import RedisUnavailable as RedisUnavailable
 from ._errors import TaskError as TaskError
+from ._hooks import add_run_hook as add_run_hook
+from ._hooks import remove_run_hook as remove_run_hook
+from ._records import RunRecord as RunRecord
 from ._schedule import InvalidSchedule as InvalidSchedule
 from ._schedule import Schedule as Schedule
 from ._scheduler import Scheduler as Scheduler
@@ -62,14 +65,17 @@ __all__ = [
     "RedisAuthError",
     "RedisUnavailable",
     "Run",
+    "RunRecord",
     "Schedule",
     "Scheduler",
     "Settings",
     "Status",
     "Task",
     "TaskError",
+    "add_run_hook",
     "finish_task",
     "release_lock",
+    "remove_run_hook",
     "run_chain",
     "task",
     "task_boilerplate",

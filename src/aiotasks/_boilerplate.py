@@ -15,15 +15,22 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
 import math
 import os
-from typing import Any
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Final
 
+from . import _metrics
 from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
 from ._context import report_run, resolve, store_of
-from ._errors import InvalidConfig
+from ._errors import InvalidConfig, RedisUnavailable
+from ._hooks import report
 from ._keys import TaskKeys, check_task_name, parse_run_key, task_keys
-from ._store import Acquired, AnyRedis, Completed
+from ._records import Outcome, retention_ms
+from ._store import Acquired, AnyRedis, Completed, Store
 
 __all__ = [
     "check_success_ttl",
@@ -34,6 +41,8 @@ __all__ = [
     "task_boilerplate",
     "ttl_ms",
 ]
+
+logger = logging.getLogger("aiotasks.boilerplate")
 
 
 def new_task_id() -> str:
@@ -83,6 +92,7 @@ async def task_boilerplate(
     *,
     redis: AnyRedis | None = None,
     lock_timeout: float | None = None,
+    retention: float | str | None = None,
 ) -> tuple[AnyRedis, str, str, dict[str, Any], str]:
     """Start a run the seed's way: check the marker and take the lock.
 
@@ -114,6 +124,15 @@ async def task_boilerplate(
     :param skip_success_check: for recurring tasks: ignore the marker, still respect the lock.
     :param redis: any ``redis.asyncio`` client; else the enclosing chain's, else the default.
     :param lock_timeout: the lock's TTL in seconds (``REDIS_LOCK_TIMEOUT`` = 300).
+    :param retention: how long the run's record is kept (see :func:`aiotasks.task`).
+
+    The run leaves a record like a decorated task's: :func:`finish_task` and
+    :func:`release_lock` write its outcome from ``result`` as it is when they
+    are called (a ``release_lock`` after ``result["status"] = "success"`` is a
+    recurring task's success; one while it is ``pending`` was interrupted).
+    The result dict keeps exactly the seed's keys; the fencing token is
+    :attr:`aiotasks.Run.fence`, for decorated tasks.
+
     Inside a chain, the chain learns the name, keys, ``task_id`` and result
     dict used here (see :class:`~aiotasks._context.NodeReport`), whatever the
     chain entry's ``id``.
@@ -126,26 +145,108 @@ async def task_boilerplate(
     name = check_task_name(task_name)
     date = parse_run_key(date_string)
     lock_ms = ttl_ms(lock_timeout, REDIS_LOCK_TIMEOUT)
+    keep = retention_ms(retention)
     store, namespace, force = resolve(redis)
     keys = task_keys(name, date, namespace=namespace, cluster=store.cluster)
     task_id = new_task_id()
     result = new_result(name, date, task_id)
     report_run(name, keys, task_id, result)
-    outcome = await store.acquire(keys, task_id, lock_ms, check_success=not (skip_success_check or force))
+    outcome = await store.acquire(
+        keys, task_id, lock_ms, check_success=not (skip_success_check or force), retention_ms=keep
+    )
     if not isinstance(outcome, Acquired):
         result["status"] = Status.SKIPPED.value
         reason = Reason.ALREADY_COMPLETED if isinstance(outcome, Completed) else Reason.LOCK_HELD
         result["reason"] = reason.value
+        _metrics.observe_skip(name, reason.value)
+    else:
+        _open(
+            task_id,
+            _OpenRun(
+                name, date, task_id, result, keep, outcome.fence, outcome.started, time.monotonic(),
+                store, keys.lock,
+            ),
+        )  # fmt: skip
+        _metrics.observe_start(name)
     return store.client, keys.lock, keys.success, result, task_id
+
+
+#: Most seed-style runs remembered between their acquire and their end (a run
+#: that never calls finish_task or release_lock is forgotten, oldest first).
+MAX_OPEN_RUNS: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _OpenRun:
+    """A seed-style run between task_boilerplate and its finish/release: what its record needs."""
+
+    task_name: str
+    date: str
+    task_id: str
+    result: dict[str, Any]
+    retention_ms: int
+    fence: int
+    started: int
+    clock: float
+    store: Store
+    lock_key: str
+
+
+_open_runs: OrderedDict[str, _OpenRun] = OrderedDict()
+
+
+def _open(task_id: str, run: _OpenRun) -> None:
+    _open_runs[task_id] = run
+    while len(_open_runs) > MAX_OPEN_RUNS:
+        _open_runs.popitem(last=False)
+
+
+async def _ended(task_id: str, outcome: Outcome | None) -> None:
+    run = _open_runs.pop(task_id, None)
+    if run is not None and outcome is not None:
+        await report(run, outcome, run.started, time.monotonic() - run.clock)
+
+
+async def settle_open_run(task_id: str, result: dict[str, Any]) -> None:
+    """Record the outcome of a seed-style run that ended without :func:`finish_task` or :func:`release_lock`.
+
+    The seed's own pattern writes its marker and deletes its lock by hand
+    (``l.set(success_key, ...)``, ``l.delete(lock_key)``), so the library
+    never hears how the run ended. The chain calls this once the function has
+    returned (or raised: ``result`` is then the failed result the chain
+    reports): if the run ``task_id`` is still open, one RELEASE writes its
+    outcome from ``result`` (and gives back its lock, should the function have
+    left it held); otherwise nothing is sent. Never raises for Redis trouble:
+    the record then reads ``abandoned`` once the lock is gone.
+    """
+    run = _open_runs.get(task_id)
+    if run is None:
+        return
+    outcome = Outcome.of(result, run.retention_ms, started=run.started, seconds=time.monotonic() - run.clock)
+    try:
+        await run.store.release(run.lock_key, task_id, outcome)
+    except RedisUnavailable as exc:
+        logger.warning("%s %s: could not record the run's outcome (%s)", run.task_name, run.date, exc)
+    await _ended(task_id, outcome)
 
 
 async def release_lock(conn: AnyRedis, lock_key: str, task_id: str) -> bool:
     """Delete ``lock_key`` only while it still holds ``task_id``.
 
+    The run's record (see :func:`task_boilerplate`) gets its outcome from
+    the result dict, unless :func:`finish_task` already wrote it.
+
     :returns: True if it did; False if the lock had expired or belongs to
         another run (then nothing is deleted).
     """
-    return await store_of(conn).release(lock_key, task_id)
+    run = _open_runs.get(task_id)
+    outcome = None
+    if run is not None:
+        seconds = time.monotonic() - run.clock
+        outcome = Outcome.of(run.result, run.retention_ms, started=run.started, seconds=seconds)
+    released = await store_of(conn).release(lock_key, task_id, outcome)
+    await _ended(task_id, outcome)
+    return released
 
 
 async def finish_task(
@@ -164,4 +265,15 @@ async def finish_task(
     :returns: True if the marker is recorded; False if the lock was lost first.
     """
     keys = TaskKeys(lock_key, success_key)
-    return await store_of(conn).finish(keys, task_id, check_success_ttl(success_ttl))
+    run = _open_runs.get(task_id)
+    outcome = None
+    if run is not None:
+        seconds = time.monotonic() - run.clock
+        outcome = Outcome.of(
+            run.result, run.retention_ms, status=Status.SUCCESS, started=run.started, seconds=seconds
+        )
+    finished = await store_of(conn).finish(keys, task_id, check_success_ttl(success_ttl), outcome)
+    if outcome is not None and not finished:
+        outcome = Outcome(outcome.retention_ms, Status.FAILED.value, Reason.LOCK_LOST.value, outcome.attempts)
+    await _ended(task_id, outcome)
+    return finished

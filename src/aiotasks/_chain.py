@@ -69,7 +69,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-from ._boilerplate import new_result
+from . import _metrics
+from ._boilerplate import new_result, settle_open_run
+from ._cancel import shielded
 from ._config import env_namespace
 from ._constants import Reason, Status
 from ._context import Binding, NodeReport, current, default_client, reporting_to, store_of
@@ -344,6 +346,7 @@ class ChainRun:
             result = outcome
         if wait is not None:
             result["wait_seconds"] = round(time.monotonic() - wait.started, 3)
+            _metrics.observe_wait(node.task_name, result["wait_seconds"])
         self._settle(node, result)
 
     async def _attempt(self, node: Node) -> dict[str, Any]:
@@ -370,9 +373,23 @@ class ChainRun:
     async def _call_once(self, node: Node) -> dict[str, Any]:
         """Call the task's function once: its result dict, or a failed one whatever it raised.
 
-        Only a real cancellation of the chain propagates.
+        Only a real cancellation of the chain propagates. A seed-style run the
+        function started but never ended through the library (it wrote its
+        marker and deleted its lock by hand, as the seed does) gets its record's
+        outcome from the chain: what the function returned, or the failure.
         """
         report = NodeReport()
+        try:
+            result = await self._invoke(node, report)
+        except BaseException:
+            if report.task_id is not None and report.result is not None:
+                await shielded(settle_open_run(report.task_id, report.result))
+            raise
+        if report.task_id is not None:
+            await settle_open_run(report.task_id, result)
+        return result
+
+    async def _invoke(self, node: Node, report: NodeReport) -> dict[str, Any]:
         limit = asyncio.timeout(node.timeout)
         is_async = node.is_task or inspect.iscoroutinefunction(node.func)
         started = time.monotonic()

@@ -48,6 +48,8 @@ from ._chain import Chain, ChainRun, Node, check_run_options, prepare_run
 from ._config import Settings, in_process_client
 from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisAuthError, RedisUnavailable
 from ._keys import TaskKeys, date_range, parse_date, parse_run_key, task_keys
+from ._metrics import exposition, serve_metrics
+from ._records import Cell, CellState, TaskSummary, read_grid, read_runs
 from ._schedule import Schedule
 from ._scheduler import Scheduler
 from ._store import AnyRedis, LockState, store_for
@@ -59,14 +61,17 @@ from ._views import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EXIT_USAGE,
+    cell_rows,
     exit_code,
+    grid_json,
+    grid_text,
+    history_text,
     interrupted_results,
     live_frame,
     plan_dot,
     plan_mermaid,
     plan_text,
-    status_rows,
-    status_text,
+    status_cells_text,
     summarize,
     summary_line,
     task_lines,
@@ -183,11 +188,36 @@ def _parser() -> argparse.ArgumentParser:
     target(plan)
     plan.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
 
-    status = commands.add_parser("status", help="show each task as completed, running or pending")
+    status = commands.add_parser(
+        "status", help="each task (x each date) as completed, failed, running, abandoned or pending"
+    )
     target(status)
-    status.add_argument("--date", help="YYYYMMDD (default: today)")
+    day = status.add_mutually_exclusive_group()
+    day.add_argument("--date", help="YYYYMMDD or a slot YYYYMMDDTHHMM[SS] (default: today)")
+    day.add_argument("--from", dest="date_from", metavar="YYYYMMDD", help="first date of a grid")
+    status.add_argument("--to", dest="date_to", metavar="YYYYMMDD", help="last date of a grid (with --from)")
+    status.add_argument(
+        "--max-dates",
+        type=int,
+        default=MAX_DATES,
+        metavar="N",
+        help=f"refuse a grid of more than N dates ({MAX_DATES})",
+    )
     redis_options(status)
     status.add_argument("--json", action="store_true", help="print one JSON document")
+
+    history = commands.add_parser("history", help="the recorded runs, newest first, from every host")
+    target(history)
+    history.add_argument("--task", action="append", metavar="TASK", help="only this task (repeatable)")
+    history.add_argument("--last", type=int, default=20, metavar="N", help="how many runs (default 20)")
+    redis_options(history)
+    history.add_argument("--json", action="store_true", help="print one JSON document")
+
+    metrics = commands.add_parser("metrics", help="Prometheus text exposition computed from the records")
+    target(metrics)
+    metrics.add_argument("--serve", type=int, metavar="PORT", help="serve it over HTTP instead of printing")
+    metrics.add_argument("--bind", default="127.0.0.1", help="address for --serve (default 127.0.0.1)")
+    redis_options(metrics)
 
     serve = commands.add_parser("serve", help="fire schedules until stopped (run it on every replica)")
     serve.add_argument("target", help="a Schedule or a list of them: package.module:attr or file.py:attr")
@@ -529,20 +559,128 @@ async def _lock_states(
 
 
 def _status(args: argparse.Namespace, chain: Chain) -> int:
-    date = parse_run_key(args.date)
+    dates = list(_dates(args))
     settings = _settings(args)
     nodes = list(chain)
 
-    async def read(signals: _Signals) -> dict[str, LockState]:
+    async def read(signals: _Signals) -> dict[str, dict[str, Cell]]:
         client = _client(settings, need_redis="status")
         try:
-            return await _lock_states(settings, client, nodes, date)
+            first = _keys_of(nodes[0], dates[0], settings, client) if nodes else None
+            await _check_server(client, settings, first)
+            store = store_for(client)
+            try:
+                return await read_grid(
+                    store, [n.task_name for n in nodes], dates, namespace=settings.namespace
+                )
+            except rex.ResponseError as exc:
+                if not str(exc).startswith("WRONGTYPE"):
+                    raise
+                # Only when it went wrong: find the task whose lock or marker it is (one more batch).
+                for date in dates:
+                    await _lock_states(settings, client, nodes, date)
+                raise ServerError(
+                    "a run record key of these tasks holds another kind of value: another application "
+                    "uses these keys (give aiotasks a --namespace)"
+                ) from None
         finally:
             await _close(client)
 
-    rows = status_rows(_in_loop(read), recurring={node.id for node in nodes if node.recurring})
-    _echo(to_json({"date": date, "tasks": rows}) if args.json else status_text(date, rows))
+    cells = _in_loop(read)
+    # A recurring task never writes a marker: with no record of a run, say so, not "pending".
+    grid = {
+        node.id: {
+            date: Cell(CellState.RECURRING) if node.recurring and cell.state is CellState.PENDING else cell
+            for date, cell in cells[node.task_name].items()
+        }
+        for node in nodes
+    }
+    color = sys.stdout.isatty() and not args.json
+    if args.date_from is None:
+        date = dates[0]
+        day = {name: by_date[date] for name, by_date in grid.items()}
+        document: Any = {"date": date, "tasks": cell_rows(day)}
+        _echo(to_json(document) if args.json else status_cells_text(date, day, color=color))
+    else:
+        _echo(to_json(grid_json(dates, grid)) if args.json else grid_text(dates, grid, color=color))
     return EXIT_OK
+
+
+def _chosen(chain: Chain, only: list[str] | None) -> list[Node]:
+    if only:
+        unknown = [name for name in only if name not in chain.nodes]
+        if unknown:
+            raise InvalidChain(f"no task {unknown[0]!r} in the chain", unknown[0])
+        return [node for node in chain if node.id in only]
+    return list(chain)
+
+
+async def _read_runs(
+    settings: Settings, nodes: list[Node], last: int, command: str
+) -> dict[str, TaskSummary]:
+    client = _client(settings, need_redis=command)
+    try:
+        await _check_server(client, settings, None)
+        names = list(dict.fromkeys(node.task_name for node in nodes))
+        return await read_runs(store_for(client), names, namespace=settings.namespace, last=last)
+    finally:
+        await client.aclose()
+
+
+def _history(args: argparse.Namespace, chain: Chain) -> int:
+    nodes = _chosen(chain, args.task)
+    if args.last < 1:
+        raise UsageError(f"--last must be at least 1, not {args.last}")
+    settings = _settings(args)
+    summaries = _in_loop(lambda signals: _read_runs(settings, nodes, args.last, "history"))
+    runs = sorted(
+        (run for summary in summaries.values() for run in summary.runs),
+        key=lambda run: (run.started or 0, run.task),
+        reverse=True,
+    )[: args.last]
+    _echo(to_json({"runs": [run.to_json() for run in runs]}) if args.json else history_text(runs))
+    return EXIT_OK
+
+
+#: How many recent runs per task ``metrics`` reads to count those running.
+METRICS_RECENT = 50
+
+
+def _metrics(args: argparse.Namespace, chain: Chain) -> int:
+    nodes = list(chain)
+    settings = _settings(args)
+    if args.serve is None:
+        summaries = _in_loop(lambda signals: _read_runs(settings, nodes, METRICS_RECENT, "metrics"))
+        _echo(exposition(summaries.values()).rstrip("\n"))
+        return EXIT_OK
+    if not 0 <= args.serve <= 65535:
+        raise UsageError(f"--serve must be a port from 0 to 65535, not {args.serve}")
+    names = list(dict.fromkeys(node.task_name for node in nodes))
+
+    async def serve(signals: _Signals) -> int:
+        client = _client(settings, need_redis="metrics")
+        store = store_for(client)
+
+        async def scrape() -> bytes:
+            summaries = await read_runs(store, names, namespace=settings.namespace, last=METRICS_RECENT)
+            return exposition(summaries.values()).encode()
+
+        try:
+            await _check_server(client, settings, None)
+            server = await serve_metrics(scrape, args.bind, args.serve)
+            port = server.sockets[0].getsockname()[1]
+            _echo(f"aiotasks: serving metrics on http://{args.bind}:{port}/metrics", sys.stderr)
+            async with server:
+                await server.serve_forever()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot serve metrics on {args.bind}:{args.serve}: {exc.strerror or exc}"
+            ) from None
+        finally:
+            await client.aclose()
+        return EXIT_OK
+
+    return _in_loop(serve)
 
 
 def _reset(args: argparse.Namespace, chain: Chain) -> int:
@@ -735,7 +873,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args, load_schedules(args.target))
         chain = load_chain(args.target)
-        command = {"run": _run, "plan": _plan, "status": _status, "reset": _reset}[args.command]
+        command = {
+            "run": _run,
+            "plan": _plan,
+            "status": _status,
+            "history": _history,
+            "metrics": _metrics,
+            "reset": _reset,
+        }[args.command]
         return command(args, chain)
     except Interrupted as exc:
         return exc.code

@@ -4,10 +4,11 @@ Keys keep the seed's names on a standalone Redis::
 
     lock:{task_name}:{date}        success:{task_name}:{date}
 
-On Redis Cluster every script touches a task's lock and marker together, so
-both must hash to one slot; the part between braces is the hash tag::
+On Redis Cluster every script touches one task's keys together (its lock and
+marker, and its run records, see ``_records``), so all of a task's keys, for
+every date, hash to one slot; the part between braces is the hash tag::
 
-    lock:{task_name:date}          success:{task_name:date}
+    lock:{task_name}:date          success:{task_name}:date
 
 A run is keyed by its date, ``YYYYMMDD``, or, for a schedule that fires more
 than once a day, by its slot: the local wall time in the schedule's zone,
@@ -202,6 +203,6 @@ def task_keys(task_name: str, date: str, *, namespace: str | None, cluster: bool
     """Build the lock and success keys; inputs must already be validated."""
     prefix = f"{namespace}:" if namespace else ""
     if cluster:
-        tagged = f"{{{task_name}:{date}}}"
+        tagged = f"{{{task_name}}}:{date}"
         return TaskKeys(f"{prefix}lock:{tagged}", f"{prefix}success:{tagged}")
     return TaskKeys(f"{prefix}lock:{task_name}:{date}", f"{prefix}success:{task_name}:{date}")

@@ -40,12 +40,16 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any
 
+from . import _metrics
 from ._backfill import Results, check_window, run_window
 from ._chain import check_run_options, prepare_run
 from ._clock import Clock, current_clock
 from ._constants import Status
+from ._context import resolve
+from ._records import record_missed, retention_ms
 from ._schedule import InvalidSchedule, Schedule, Slot
 from ._store import AnyRedis
+from ._task import Task
 
 __all__ = ["Scheduler", "SchedulerState"]
 
@@ -90,8 +94,10 @@ class Scheduler:
     :param wait_timeout: as for :func:`run_chain`.
     :param clock: the time source (tests pass a :class:`~aiotasks._clock.FakeClock`).
     :param on_missed: called with each slot that will not run because the
-        scheduler woke too late for it (beyond ``catchup``); it is also logged.
-        Run records can be written from here.
+        scheduler woke too late for it (beyond ``catchup``); it is also logged,
+        counted (``aiotasks_runs_total{outcome="missed"}``) and recorded: each
+        task of the slot that no host ran gets a ``missed`` run record, once
+        across replicas, which ``history`` and ``status`` show.
     :raises InvalidSchedule, InvalidConfig: before anything starts.
     """
 
@@ -239,6 +245,29 @@ class Scheduler:
                         logger.exception("%s: on_missed hook failed", schedule.name)
             if due:
                 self._fire(track, due, group)
+            if missed:
+                await self._record_missed(schedule, missed, now)
+
+    async def _record_missed(self, schedule: Schedule, slots: list[Slot], now: dt.datetime) -> None:
+        """Leave a ``missed`` record for each task of each slot no host ran (history, status, grid).
+
+        Sent after the due slot is fired, so it never delays it; a Redis error is logged only.
+        """
+        try:
+            store, namespace, _ = resolve(self._redis)
+            if self._namespace is not None:
+                namespace = self._namespace
+            retention = {
+                node.task_name: retention_ms(node.func.retention if isinstance(node.func, Task) else None)
+                for node in schedule.chain
+            }
+            note = f"slot missed: the scheduler woke at {_iso(now)}, past its catch-up"
+            for slot in slots:
+                for task in retention:
+                    _metrics.observe_skip(task, "missed")
+                await record_missed(store, retention, slot.key, namespace=namespace, note=note)
+        except Exception as exc:
+            logger.warning("%s: could not record missed slots (%s)", schedule.name, exc)
 
     def _fire(self, track: _Track, slots: list[Slot], group: asyncio.TaskGroup) -> None:
         task = group.create_task(self._run_slots(track, slots), name=f"aiotasks:slot:{slots[-1].key}")

@@ -24,7 +24,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["ACQUIRE", "FINISH", "RELEASE", "RENEW", "STATUS", "Script"]
+__all__ = ["ACQUIRE", "FINISH", "GRID", "MISSED", "RELEASE", "RENEW", "RUNS", "STATUS", "Script"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,69 +44,187 @@ ACQUIRE: Final = Script(
     """
 -- KEYS[1] - the lock key
 -- KEYS[2] - the success-marker key
+-- KEYS[3], KEYS[4] - optional, both or none (no run record): the (task, date)'s
+--   runs hash and the task's history index (see _records for their layout)
 -- ARGV[1] - the run's token (its task_id)
 -- ARGV[2] - the lock's TTL in milliseconds
 -- ARGV[3] - '1' to skip when the marker exists, '0' to ignore the marker
--- return {1} the lock is ours (also when it already held this token: a retried
---            acquire is idempotent and resets the TTL, never stretches it);
+-- ARGV[4..6] - with the record keys: retention in ms, 'pid|host', date
+-- return {1, fence, started ms} the lock is ours (also when it already held
+--            this token: a retried acquire is idempotent, resets the TTL, never
+--            stretches it, and hands back the first attempt's fence);
 --        {2} the marker exists: already completed, nothing written;
 --        {3, holder, pttl} another token holds the lock, with its TTL left in ms
 if ARGV[3] == '1' and redis.call('exists', KEYS[2]) == 1 then
     return {2}
 end
-if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    return {1}
-end
-local holder = redis.call('get', KEYS[1])
-if holder == ARGV[1] then
+if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    local holder = redis.call('get', KEYS[1])
+    if holder ~= ARGV[1] then
+        return {3, holder, redis.call('pttl', KEYS[1])}
+    end
     redis.call('pexpire', KEYS[1], ARGV[2])
-    return {1}
+    if #KEYS < 4 then
+        return {1, 0, 0}
+    end
+    local fence, started = string.match(redis.call('hget', KEYS[3], ARGV[1]) or '', '^(%d+)|(%d+)|')
+    return {1, tonumber(fence) or 0, tonumber(started) or 0}
 end
-return {3, holder, redis.call('pttl', KEYS[1])}
+if #KEYS < 4 then
+    return {1, 0, 0}
+end
+local time = redis.call('time')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local started = string.format('%d', now)
+-- The fence only grows: +1 per acquisition while the runs hash lives (it
+-- outlives locks by the retention), and a new hash starts from the server's
+-- clock in ms, above any fence handed out before it expired. A new hash is
+-- also the date's first run: the one time the history index is trimmed.
+local fence = redis.call('hincrby', KEYS[3], 'f', 1)
+local start = started .. '|' .. ARGV[5]
+if fence == 1 then
+    fence = now
+    redis.call('hset', KEYS[3], 'f', started, 'l', ARGV[1], ARGV[1], started .. '|' .. start)
+    redis.call('zremrangebyscore', KEYS[4], '-inf', now - tonumber(ARGV[4]))
+else
+    redis.call('hset', KEYS[3], 'l', ARGV[1], ARGV[1], string.format('%d|', fence) .. start)
+end
+redis.call('pexpire', KEYS[3], ARGV[4])
+redis.call('zadd', KEYS[4], now, ARGV[6] .. ':' .. ARGV[1])
+redis.call('pexpire', KEYS[4], ARGV[4])
+return {1, fence, now}
 """,
 )
 
+# Shared by FINISH and RELEASE: write a run's outcome into its record, once.
+_WRITE_OUTCOME: Final = """
+-- runs, index: the run's (task, date) runs hash and its task's history index;
+-- token: the run's; outcome: 'ended|status|reason|attempts|error' where ended
+-- (ms) is the run's start on the server's clock plus its time on the client's
+-- monotonic clock, or '' for "now" (TIME); counters: JSON or '';
+-- known: true when the caller held the lock until now and knows the record
+-- exists without an outcome (it started within the retention, and an outcome
+-- is only written by the call that gives the lock up): nothing to check.
+-- Otherwise writes nothing when the record does not exist (never started, or
+-- expired: never create a key without its TTL; the index lives at least as
+-- long as the runs hash) or already has an outcome (a retried call, or the
+-- seed's release after a finish). The index's '~s'/'~f' members, scored by
+-- end time, are the task's last success and last failure.
+local function write_outcome(runs, index, token, outcome, counters, known)
+    if not known then
+        local found = redis.call('hmget', runs, token, token .. ':o')
+        if not found[1] or found[2] then
+            return
+        end
+    end
+    local ended, rest = string.match(outcome, '^(%d*)|(.*)$')
+    if ended == '' then
+        local time = redis.call('time')
+        ended = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
+        outcome = ended .. '|' .. rest
+    end
+    if counters == '' then
+        redis.call('hset', runs, token .. ':o', outcome)
+    else
+        redis.call('hset', runs, token .. ':o', outcome, token .. ':c', counters)
+    end
+    redis.call('zadd', index, ended, string.sub(rest, 1, 8) == 'success|' and '~s' or '~f')
+end
+"""
+
 FINISH: Final = Script(
     "finish",
-    """
+    _WRITE_OUTCOME
+    + """
 -- KEYS[1] - the lock key
 -- KEYS[2] - the success-marker key
+-- KEYS[3], KEYS[4] - optional, both or none: the runs hash, the history index
 -- ARGV[1] - the run's token
 -- ARGV[2] - the marker's TTL in seconds
 -- ARGV[3] - the marker's value
+-- ARGV[4], ARGV[5], ARGV[6] - with the record keys: the outcome ('ended|success|...'),
+--   counters, '1' if the record is fresh (started well within the retention)
 -- return 1 the lock was ours: marker written and lock deleted, in one step;
 --        2 the lock is not ours but the marker exists (a retried finish whose
 --          first attempt landed): nothing written;
 --        0 the lock is not ours and there is no marker: nothing written
+-- The record gets the outcome in all three cases (failed, lock_lost for 0):
+-- it is keyed by this run's own token, so that is safe without the lock.
+local code = 0
 if redis.call('get', KEYS[1]) == ARGV[1] then
     redis.call('set', KEYS[2], ARGV[3], 'EX', ARGV[2])
     redis.call('del', KEYS[1])
-    return 1
+    code = 1
+elseif redis.call('exists', KEYS[2]) == 1 then
+    code = 2
 end
-if redis.call('exists', KEYS[2]) == 1 then
-    return 2
+if #KEYS >= 4 then
+    local outcome = ARGV[4]
+    if code == 0 then
+        local ended, attempts = string.match(outcome, '^(%d*)|[^|]*|[^|]*|([^|]*)')
+        outcome = (ended or '') .. '|failed|lock_lost|' .. (attempts or '1')
+            .. '|lock lost before the run could be recorded: it expired or was taken'
+    end
+    write_outcome(KEYS[3], KEYS[4], ARGV[1], outcome, ARGV[5], code == 1 and ARGV[6] == '1')
 end
-return 0
+return code
 """,
 )
 
 RELEASE: Final = Script(
     "release",
-    """
+    _WRITE_OUTCOME
+    + """
 -- KEYS[1] - the lock key
+-- KEYS[2], KEYS[3] - optional, both or none: the runs hash, the history index
 -- ARGV[1] - the run's token
+-- ARGV[2], ARGV[3], ARGV[4] - with the record keys: the outcome
+--   ('ended|status|reason|attempts|error'), counters, '1' if the record is fresh
 -- return 1 the lock was ours and is deleted;
---        0 another token holds it: nothing written;
+--        0 another token holds it: lock untouched;
 --        -1 there is no lock: it expired, or (for a retry) the earlier attempt
 --           whose reply was lost deleted it
+-- The record gets the outcome in every case (it is keyed by this run's own token).
 local holder = redis.call('get', KEYS[1])
+local code = -1
 if holder == ARGV[1] then
-    return redis.call('del', KEYS[1])
+    code = redis.call('del', KEYS[1])
+elseif holder then
+    code = 0
 end
-if holder then
+if #KEYS >= 3 then
+    write_outcome(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], code == 1 and ARGV[4] == '1')
+end
+return code
+""",
+)
+
+MISSED: Final = Script(
+    "missed",
+    """
+-- KEYS[1] - the lock key of a (task, slot)
+-- KEYS[2] - its success-marker key
+-- KEYS[3] - its runs hash
+-- KEYS[4] - the task's history index
+-- ARGV[1] - retention in ms
+-- ARGV[2] - 'pid|host' of the scheduler that missed the slot
+-- ARGV[3] - the slot's run key
+-- ARGV[4] - the record's error text (why it was missed)
+-- return 1 a 'missed' record is written (token 'missed', no lock, no fence);
+--        0 the slot ran, runs or was recorded missed already, somewhere:
+--          nothing written (so every replica that missed it writes one record)
+if redis.call('exists', KEYS[2]) == 1 or redis.call('exists', KEYS[1]) == 1
+        or redis.call('hexists', KEYS[3], 'l') == 1 then
     return 0
 end
-return -1
+local time = redis.call('time')
+local now = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
+redis.call('hset', KEYS[3], 'l', 'missed', 'missed', '0|' .. now .. '|' .. ARGV[2],
+    'missed:o', now .. '|missed||0|' .. ARGV[4])
+redis.call('pexpire', KEYS[3], ARGV[1])
+redis.call('zadd', KEYS[4], now, ARGV[3] .. ':missed')
+redis.call('pexpire', KEYS[4], ARGV[1])
+return 1
 """,
 )
 
@@ -135,5 +253,56 @@ STATUS: Final = Script(
 -- Read-only; one script rather than three commands so that one (task, date)
 -- costs one command in a coalesced batch.
 return {redis.call('exists', KEYS[2]), redis.call('get', KEYS[1]), redis.call('pttl', KEYS[1])}
+""",
+)
+
+GRID: Final = Script(
+    "grid",
+    """
+-- KEYS - for each date of one task, three keys: its lock, its success marker,
+--        its runs hash (whose 'l' names the latest run's token)
+-- return for each date {marker exists, lock holder, lock TTL ms, latest token,
+--        that run's start, outcome and counters fields}
+-- Read-only. One task per call (on a cluster its keys share one slot).
+local cells = {}
+for i = 1, #KEYS, 3 do
+    local holder = redis.call('get', KEYS[i])
+    local cell = {redis.call('exists', KEYS[i + 1]), holder, holder and redis.call('pttl', KEYS[i]) or -2}
+    local last = redis.call('hget', KEYS[i + 2], 'l')
+    if last then
+        local run = redis.call('hmget', KEYS[i + 2], last, last .. ':o', last .. ':c')
+        cell[4], cell[5], cell[6], cell[7] = last, run[1], run[2], run[3]
+    end
+    cells[#cells + 1] = cell
+end
+return cells
+""",
+)
+
+RUNS: Final = Script(
+    "runs",
+    """
+-- KEYS[1] - one task's history index (ZSET of 'date:token' by start ms, and
+--           '~s'/'~f' by the end ms of the last success/failure)
+-- ARGV[1] - how many runs, newest first
+-- ARGV[2] - the runs hashes' key prefix: a date's is ARGV[2] .. date
+-- ARGV[3] - the locks' key prefix: a date's lock is ARGV[3] .. date
+-- return {last success ms, last failure ms; then per run {member, holder of
+--        its date's lock, its start, outcome and counters fields}}
+-- Read-only. The hashes and locks are named, not passed: they share the
+-- task's hash slot on a cluster, and are only known once the index is read.
+local out = {redis.call('zscore', KEYS[1], '~s'), redis.call('zscore', KEYS[1], '~f')}
+local wanted = tonumber(ARGV[1]) + 2
+for _, member in ipairs(redis.call('zrevrange', KEYS[1], 0, wanted - 1)) do
+    if #out >= wanted then
+        break
+    end
+    local date, token = string.match(member, '^(.*):([^:]*)$')
+    if date then
+        local run = redis.call('hmget', ARGV[2] .. date, token, token .. ':o', token .. ':c')
+        out[#out + 1] = {member, redis.call('get', ARGV[3] .. date), run[1], run[2], run[3]}
+    end
+end
+return out
 """,
 )

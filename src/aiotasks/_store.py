@@ -110,7 +110,7 @@ import random
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from redis import exceptions as rex
@@ -121,7 +121,8 @@ from redis.asyncio.connection import AbstractConnection
 from . import _wire as wire
 from ._constants import SUCCESS_MARKER
 from ._keys import TaskKeys
-from ._scripts import ACQUIRE, FINISH, RELEASE, RENEW, STATUS, Script
+from ._records import Outcome, acquire_args, finish_args, release_args
+from ._scripts import ACQUIRE, FINISH, GRID, MISSED, RELEASE, RENEW, RUNS, STATUS, Script
 
 __all__ = ["Acquired", "AnyRedis", "Completed", "Held", "LockState", "Store", "store_for"]
 
@@ -144,8 +145,17 @@ POOL_WAIT: Final = 30.0
 POOL_POLL: Final = 0.01
 
 
-class Acquired(NamedTuple):
-    """The lock is ours."""
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    """The lock is ours.
+
+    :ivar fence: the fencing token, larger than any earlier acquisition's of
+        this (task, date); 0 when the run keeps no record (retention 0).
+    :ivar started: the start on the Redis server's clock, ms since the epoch (0 without a record).
+    """
+
+    fence: int = field(default=0, compare=False)
+    started: int = field(default=0, compare=False)
 
 
 class Completed(NamedTuple):
@@ -303,52 +313,66 @@ class Store:
     # -- the library's operations ------------------------------------------------
 
     async def acquire(
-        self, keys: TaskKeys, token: str, ttl_ms: int, *, check_success: bool
+        self, keys: TaskKeys, token: str, ttl_ms: int, *, check_success: bool, retention_ms: int = 0
     ) -> Acquired | Completed | Held:
         """Check the marker and take the lock, atomically, in one round trip.
+
+        With ``retention_ms`` > 0 the same script starts the run's record and
+        hands out its fencing token (see ``_records``); a lock given back
+        records the run as failed (``cancelled``, or ``redis_unavailable`` when
+        Redis stalled).
 
         If the outcome is unknown because Redis failed after the script was
         written, the lock is given back before the error propagates; if the
         caller is cancelled after that, the door reads the reply and gives the
         lock back if it was taken. An interrupted acquire leaves nothing behind.
         """
+        cancelled = Outcome(retention_ms, "failed", "cancelled") if retention_ms else None
+        stalled = Outcome(retention_ms, "failed", "redis_unavailable") if retention_ms else None
         op = _Op(
             ACQUIRE,
-            (2, keys.lock, keys.success, token, ttl_ms, int(check_success)),
-            then=functools.partial(self._give_back_if_taken, keys.lock, token),
-            trailer=(RELEASE, (1, keys.lock, token)),
+            acquire_args(keys, token, ttl_ms, check_success, retention_ms),
+            then=functools.partial(self._give_back_if_taken, keys.lock, token, cancelled),
+            trailer=(RELEASE, release_args(keys.lock, token, stalled)),
         )
         try:
             # Straight from this task only where the door reads the reply itself.
             reply = await self._run(op, direct=self._connections is not None)
         except Exception:
             if _may_hold(op):
-                await self.give_back(keys.lock, token)
+                await self.give_back(keys.lock, token, stalled)
             raise
         code = int(reply[0])
         if code == 1:
-            return Acquired()
+            return Acquired(int(reply[1]), int(reply[2]))
         if code == 2:
             return Completed()
         return Held(_text(reply[1]) if reply[1] is not None else "", int(reply[2]))
 
-    async def finish(self, keys: TaskKeys, token: str, success_ttl: int) -> bool:
-        """Record success and release, in one step; False if the lock was no longer ours."""
-        args = (2, keys.lock, keys.success, token, success_ttl, SUCCESS_MARKER)
+    async def finish(
+        self, keys: TaskKeys, token: str, success_ttl: int, outcome: Outcome | None = None
+    ) -> bool:
+        """Record success and release, in one step; False if the lock was no longer ours.
+
+        ``outcome`` (a success) goes into the run's record; if the lock was
+        lost the record says ``failed``, ``lock_lost`` instead.
+        """
+        args = finish_args(keys, token, success_ttl, SUCCESS_MARKER, self._scrubbed(outcome))
         return int(await self._run(_Op(FINISH, args, trailer=(FINISH, args)), direct=True)) != 0
 
-    async def release(self, lock_key: str, token: str) -> bool:
+    async def release(self, lock_key: str, token: str, outcome: Outcome | None = None) -> bool:
         """Delete the lock if it still holds ``token``; False otherwise.
 
-        Sent even if the caller is cancelled first. A retry after a lost reply
-        that finds no lock reports True: the lost attempt deleted it (or the
-        lock expired at that very moment, which no client could tell apart).
+        ``outcome`` goes into the run's record either way (unless it already
+        has one). Sent even if the caller is cancelled first. A retry after a
+        lost reply that finds no lock reports True: the lost attempt deleted it
+        (or the lock expired at that very moment, which no client could tell apart).
         """
-        op = self._release_op(lock_key, token)
+        op = self._release_op(lock_key, token, outcome)
         code = int(await self._run(op, direct=True))
         return code == 1 or (code == -1 and op.maybe_landed)
 
-    async def give_back(self, lock_key: str, token: str) -> None:
+    async def give_back(self, lock_key: str, token: str, outcome: Outcome | None = None) -> None:
         """Release the lock without waiting for Redis's answer.
 
         Returns once the request is written (or queued, when every lane is
@@ -356,7 +380,7 @@ class Store:
         lock expires within its TTL. For cleanup that must not wait on a
         stalled Redis: a cancelled run, a run whose lock was lost.
         """
-        op = self._release_op(lock_key, token)
+        op = self._release_op(lock_key, token, outcome)
         op.abandoned = True
         await self._run(op, direct=self._connections is not None)
 
@@ -368,6 +392,18 @@ class Store:
         """Read a task's marker, holder and TTL in one command."""
         exists, holder, pttl = await self._call(STATUS, 2, keys.lock, keys.success)
         return LockState(bool(exists), None if holder is None else _text(holder), int(pttl))
+
+    async def read_grid(self, keys: Sequence[str]) -> list[Any]:
+        """The GRID script's reply for one task's dates (lock, marker, state keys per date)."""
+        return list(await self._call(GRID, len(keys), *keys))
+
+    async def read_runs(self, history: str, count: int, records: str, locks: str) -> list[Any]:
+        """The RUNS script's reply: one task's last success and failure, and newest ``count`` runs."""
+        return list(await self._call(RUNS, 1, history, count, records, locks))
+
+    async def mark_missed(self, keys: Sequence[str], args: Sequence[Any]) -> bool:
+        """The MISSED script: record a slot no host ran (see ``_records.record_missed``)."""
+        return int(await self._call(MISSED, len(keys), *keys, *args)) == 1
 
     async def delete(self, key: str) -> bool:
         """Delete one key (a success marker, for ``reset``)."""
@@ -401,8 +437,14 @@ class Store:
 
     # -- what the door does with outcomes nobody waits for -------------------------
 
-    def _release_op(self, lock_key: str, token: str) -> _Op:
-        args = (1, lock_key, token)
+    def _scrubbed(self, outcome: Outcome | None) -> Outcome | None:
+        """``outcome`` with the client's password removed from its texts (they come from bodies)."""
+        if outcome is not None and (outcome.error or outcome.counters):
+            return outcome.without(wire.secrets_of(self.client))
+        return outcome
+
+    def _release_op(self, lock_key: str, token: str, outcome: Outcome | None = None) -> _Op:
+        args = release_args(lock_key, token, self._scrubbed(outcome))
         return _Op(
             RELEASE,
             args,
@@ -411,9 +453,9 @@ class Store:
             trailer=(RELEASE, args),
         )
 
-    def _give_back_if_taken(self, lock_key: str, token: str, op: _Op) -> None:
+    def _give_back_if_taken(self, lock_key: str, token: str, outcome: Outcome | None, op: _Op) -> None:
         if _may_hold(op):
-            release = self._release_op(lock_key, token)
+            release = self._release_op(lock_key, token, outcome)
             release.abandoned = True
             self._open(release)
             self._enqueue(release)

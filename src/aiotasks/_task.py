@@ -47,12 +47,15 @@ from typing import Any, Final, Protocol, TypeAlias, TypeVar, overload
 
 import anyio.to_thread
 
+from . import _metrics
 from ._boilerplate import check_success_ttl, new_result, new_task_id, ttl_ms
 from ._cancel import shielded
 from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
 from ._context import report_run, resolve
 from ._errors import InvalidConfig, RedisUnavailable, TaskError
+from ._hooks import report
 from ._keys import TaskKeys, check_task_name, is_slot_key, parse_run_key, task_keys
+from ._records import Outcome, retention_ms
 from ._store import Acquired, AnyRedis, Completed, Store
 
 __all__ = [
@@ -88,6 +91,10 @@ class Run:
     :ivar lock_key: the lock's key.
     :ivar success_key: the success marker's key.
     :ivar attempt: 1 for the first attempt, 2 for the first retry, ...
+    :ivar fence: the fencing token: larger than that of every earlier run of
+        this (task, date), on any host. Pass it to a store the body writes to
+        so that it rejects writes of a run whose lock expired meanwhile
+        (``UPDATE ... WHERE fence < :fence``); 0 when records are off.
     """
 
     __slots__ = (
@@ -95,6 +102,7 @@ class Run:
         "_stop",
         "attempt",
         "date",
+        "fence",
         "lock_key",
         "redis",
         "result",
@@ -120,6 +128,7 @@ class Run:
         self.lock_key = keys.lock
         self.success_key = keys.success
         self.attempt = 1
+        self.fence = 0
         self._lock_lost = False
         self._stop = False
 
@@ -256,6 +265,7 @@ class Task:
         timeout: float | None = None,
         retries: int = 0,
         retry_delay: float = 1.0,
+        retention: float | str | None = None,
     ) -> None:
         if not callable(body):
             raise InvalidConfig(f"a task body must be callable, not {body!r}", body)
@@ -270,6 +280,9 @@ class Task:
             dep.name if isinstance(dep, Task) else check_task_name(dep) for dep in depends_on
         )
         self.timeout, self.retries, self.retry_delay = check_attempt_options(timeout, retries, retry_delay)
+        if retention is not None:
+            retention_ms(retention)
+        self.retention = retention
         self._body = body
         self._is_async = inspect.iscoroutinefunction(body) or inspect.iscoroutinefunction(
             getattr(body, "__call__", None)  # noqa: B004  (an object with an async __call__)
@@ -300,9 +313,12 @@ class Task:
         keys = task_keys(self.name, date, namespace=namespace, cluster=store.cluster)
         task_id = new_task_id()
         result = new_result(self.name, date, task_id)
+        keep = retention_ms(self.retention)
         report_run(self.name, keys, task_id, result)
         try:
-            outcome = await store.acquire(keys, task_id, self._lock_ms, check_success=once and not force)
+            outcome = await store.acquire(
+                keys, task_id, self._lock_ms, check_success=once and not force, retention_ms=keep
+            )
         except RedisUnavailable as exc:
             _fail(result, str(exc), Reason.REDIS_UNAVAILABLE)
             raise TaskError(Status.FAILED.value, str(exc), result) from exc
@@ -311,22 +327,35 @@ class Task:
             reason = Reason.ALREADY_COMPLETED if isinstance(outcome, Completed) else Reason.LOCK_HELD
             result["reason"] = reason.value
             logger.debug("%s %s: skipped (%s)", self.name, date, result["reason"])
+            _metrics.observe_skip(self.name, result["reason"])
             return result
         run = Run(self.name, date, task_id, result, store.client, keys)
+        run.fence = outcome.fence
+        _metrics.observe_start(self.name)
+        began = outcome.started  # on the server's clock, 0 without a record
         started = time.monotonic()
         try:
             error = await self._attempts(store, run)
             if error is None:
-                error = await self._finish(store, run, keys, once)
+                ending = Outcome.of(
+                    result, keep, status=Status.SUCCESS, started=began, seconds=time.monotonic() - started
+                )
+                error = await self._finish(store, run, keys, once, ending)
+                if error is not None:  # the lock was lost: the record says so too
+                    ending = Outcome.of(result, keep)
             else:
-                await _release_quietly(store, run)
+                ending = Outcome.of(result, keep, started=began, seconds=time.monotonic() - started)
+                await _release_quietly(store, run, ending)
         except BaseException:
             # Cancelled (or interrupted): give the lock back before propagating, without
             # waiting on Redis's answer (the door reads it; a stalled Redis can't hold us).
             run._request_stop()
-            await shielded(store.give_back(run.lock_key, run.task_id))
+            ending = Outcome.of(result, keep, started=began, seconds=time.monotonic() - started)
+            await shielded(store.give_back(run.lock_key, run.task_id, ending))
+            await report(run, ending, began, time.monotonic() - started, background=True)
             raise
         elapsed = time.monotonic() - started
+        await report(run, ending, began, elapsed)
         if error is not None:
             logger.warning("%s %s: failed after %.3fs: %s", self.name, date, elapsed, result["errors"][-1])
             raise TaskError(Status.FAILED.value, result["errors"][-1], result) from error
@@ -402,13 +431,15 @@ class Task:
         else:
             await run_in_thread(self._body, run, on_cancel=run._request_stop)
 
-    async def _finish(self, store: Store, run: Run, keys: TaskKeys, once: bool) -> BaseException | None:
+    async def _finish(
+        self, store: Store, run: Run, keys: TaskKeys, once: bool, success: Outcome
+    ) -> BaseException | None:
         """Record success (marker and release in one step, or release only for a recurring date run)."""
         try:
             if not once:
-                held = await store.release(keys.lock, run.task_id)
+                held = await store.release(keys.lock, run.task_id, success)
             else:
-                held = await store.finish(keys, run.task_id, self.success_ttl)
+                held = await store.finish(keys, run.task_id, self.success_ttl, success)
         except RedisUnavailable as exc:
             _fail(run.result, f"could not record the run's end: {exc}", Reason.REDIS_UNAVAILABLE)
             return exc
@@ -525,12 +556,12 @@ def _reset_for_retry(run: Run, attempt: int, delay: float) -> None:
     run._stop = False  # the failed attempt's timeout asked its (thread) body to stop, not the next one
 
 
-async def _release_quietly(store: Store, run: Run) -> None:
+async def _release_quietly(store: Store, run: Run, outcome: Outcome) -> None:
     if run.lock_lost:  # Redis may be what failed: don't wait on its answer (the door reads it)
-        await store.give_back(run.lock_key, run.task_id)
+        await store.give_back(run.lock_key, run.task_id, outcome)
         return
     try:
-        await store.release(run.lock_key, run.task_id)
+        await store.release(run.lock_key, run.task_id, outcome)
     except RedisUnavailable as exc:
         logger.warning("%s: could not release the lock (%s); it expires within its TTL", run, exc)
 
@@ -550,6 +581,7 @@ def task(
     timeout: float | None = None,
     retries: int = 0,
     retry_delay: float = 1.0,
+    retention: float | str | None = None,
 ) -> Callable[[Body], Task]: ...
 
 
@@ -563,6 +595,7 @@ def task(
     timeout: float | None = None,
     retries: int = 0,
     retry_delay: float = 1.0,
+    retention: float | str | None = None,
 ) -> Task | Callable[[Body], Task]:
     """Make ``body`` a task that runs at most once per date, never twice at once.
 
@@ -594,6 +627,8 @@ def task(
     :param retries: how many times a failed attempt is retried (lock held throughout).
     :param retry_delay: the first retry's delay in seconds; doubles each retry,
         with jitter, capped at 60 s.
+    :param retention: how long the runs' records are kept: seconds or
+        ``"30d"``-style; default ``AIOTASKS_RETENTION``, else 30 days; 0 keeps none.
     """
     options: dict[str, Any] = {
         "recurring": recurring,
@@ -603,6 +638,7 @@ def task(
         "timeout": timeout,
         "retries": retries,
         "retry_delay": retry_delay,
+        "retention": retention,
     }
     if callable(name):
         return Task(name, **options)

@@ -15,15 +15,21 @@ from typing import Any, Final
 from ._boilerplate import new_result
 from ._chain import Chain, ChainRun, Progress, State
 from ._constants import Reason, Status
+from ._records import Cell, CellState, RunRecord, iso
 from ._store import LockState
 
 __all__ = [
+    "cell_rows",
     "exit_code",
+    "grid_json",
+    "grid_text",
+    "history_text",
     "interrupted_results",
     "live_frame",
     "plan_dot",
     "plan_mermaid",
     "plan_text",
+    "status_cells_text",
     "status_rows",
     "summarize",
     "summary_line",
@@ -258,3 +264,111 @@ def status_text(date: str, rows: list[dict[str, Any]]) -> str:
 def to_json(document: Any) -> str:
     """One JSON document, keys in a stable order."""
     return json.dumps(document, indent=2, default=str)
+
+
+# -- run records: status cells, the date grid, history ---------------------------------------------
+
+_CELL_MARKS: Final = {
+    CellState.COMPLETED: ("+", "32"),
+    CellState.FAILED: ("!", "31"),
+    CellState.RUNNING: (">", "36"),
+    CellState.ABANDONED: ("?", "33"),
+    CellState.PENDING: (".", "2"),
+    CellState.RECURRING: ("~", "2"),
+    CellState.MISSED: ("x", "33"),
+}
+
+
+def _paint(text: str, code: str, color: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if color else text
+
+
+def cell_rows(cells: Mapping[str, Cell]) -> list[dict[str, Any]]:
+    """One date's cells as ``status --json`` rows: ``{"task", "state", ...}``."""
+    return [{"task": name, **cell.to_json()} for name, cell in cells.items()]
+
+
+def _cell_detail(cell: Cell) -> str:
+    run = cell.run
+    parts = []
+    if cell.state is CellState.RUNNING:
+        parts.append(f"holder {cell.holder}, TTL {(cell.ttl_ms or 0) / 1000:.0f}s left")
+    elif cell.reason:
+        parts.append(cell.reason)
+    if run is not None:
+        if run.host:
+            parts.append(f"{run.host}:{run.pid}")
+        moment = run.ended if run.ended is not None else run.started
+        if moment is not None:
+            parts.append(f"{'ended' if run.ended is not None else 'started'} {iso(moment)}")
+        if cell.state is not CellState.COMPLETED and run.error:
+            parts.append(run.error.splitlines()[0][:120])
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def status_cells_text(date: str, cells: Mapping[str, Cell], *, color: bool = False) -> str:
+    """One date: each task's state, with its holder, reason, host:pid and time when known."""
+    width = max((len(name) for name in cells), default=0)
+    lines = [f"{date}:"]
+    for name, cell in cells.items():
+        state = _paint(f"{cell.state.value:<9}", _CELL_MARKS[cell.state][1], color)
+        lines.append(f"  {name:<{width}}  {state}{_cell_detail(cell)}".rstrip())
+    return "\n".join(lines)
+
+
+def grid_json(dates: list[str], grid: Mapping[str, Mapping[str, Cell]]) -> dict[str, Any]:
+    """``{"dates": [...], "tasks": {task: {date: {"state": ..., ...}}}}``."""
+    return {
+        "dates": dates,
+        "tasks": {
+            name: {date: cell.to_json() for date, cell in cells.items()} for name, cells in grid.items()
+        },
+    }
+
+
+def grid_text(dates: list[str], grid: Mapping[str, Mapping[str, Cell]], *, color: bool = False) -> str:
+    """Tasks x dates, one character per cell, then every cell that needs a look.
+
+    ``+`` completed, ``!`` failed, ``>`` running, ``?`` abandoned, ``.`` pending,
+    ``~`` recurring (no run recorded), ``x`` missed by a scheduler; a column per
+    date, its day of month above every 7th column.
+    """
+    width = max((len(name) for name in grid), default=0)
+    ticks = "".join(date[6:8][0] if i % 7 == 0 else " " for i, date in enumerate(dates))
+    days = "".join(date[6:8][1] if i % 7 == 0 else " " for i, date in enumerate(dates))
+    lines = [
+        f"{dates[0]} .. {dates[-1]}  (+ completed  ! failed  > running  ? abandoned  . pending"
+        "  ~ recurring  x missed)",
+        f"  {'':<{width}}  {ticks}",
+        f"  {'':<{width}}  {days}",
+    ]
+    attention = []
+    for name, cells in grid.items():
+        row = "".join(_paint(*_CELL_MARKS[cells[d].state], color) for d in dates)
+        lines.append(f"  {name:<{width}}  {row}")
+        for date in dates:
+            cell = cells[date]
+            if cell.state in (CellState.FAILED, CellState.RUNNING, CellState.ABANDONED, CellState.MISSED):
+                attention.append(f"  {date} {name}: {cell.state.value}{_cell_detail(cell)}")
+    counts = Counter(cell.state for cells in grid.values() for cell in cells.values())
+    rare = (CellState.RECURRING, CellState.MISSED)
+    shown = [state for state in CellState if state not in rare or counts.get(state)]
+    lines.append("  " + ", ".join(f"{counts.get(state, 0)} {state.value}" for state in shown))
+    return "\n".join([*lines, *attention])
+
+
+def history_text(runs: list[RunRecord]) -> str:
+    """Runs newest first: date, task, outcome/reason, host:pid, start, duration, attempts, first error."""
+    if not runs:
+        return "no runs recorded"
+    lines = []
+    for run in runs:
+        outcome = run.status + (f"/{run.reason}" if run.reason else "")
+        duration = f"{run.duration:9.3f}s" if run.duration is not None else " " * 10
+        error = f"  {run.error.splitlines()[0][:120]}" if run.error else ""
+        attempts = f"x{run.attempts}" if run.attempts else "  "
+        lines.append(
+            f"{run.date}  {run.task}  {outcome:<20} {run.host}:{run.pid}  {iso(run.started)}"
+            f"  {duration} {attempts}{error}"
+        )
+    return "\n".join(lines)

@@ -230,7 +230,7 @@ def describe(client: Any) -> str:
     return f"{scheme}://{host}:{port}/{db}"
 
 
-def _secrets_of(client: Any) -> list[str]:
+def secrets_of(client: Any) -> list[str]:
     pool = getattr(client, "connection_pool", None)
     kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", {}) or {}
     found = [kwargs.get("password")]
@@ -256,7 +256,7 @@ def translate(exc: BaseException, client: Any) -> BaseException:
 
 def _translate(exc: BaseException, client: Any) -> BaseException:
     message = str(exc) or type(exc).__name__
-    for secret in _secrets_of(client):
+    for secret in secrets_of(client):
         message = message.replace(secret, "***")
     server = describe(client)
     if isinstance(exc, rex.NoPermissionError) or message.startswith("NOPERM"):

@@ -1,0 +1,624 @@
+"""Run records: what every run leaves in Redis, and how it is read back.
+
+A run writes no extra request for its record: the scripts it already sends
+carry it (``_scripts``). The acquire notes the start, the finish or release the
+outcome, with the Redis server's clock, so hosts never disagree. Per task ``T``,
+date ``D`` and run token ``R`` (the run's ``task_id``), next to the seed's keys::
+
+    run:T:D   HASH  f     the fencing counter
+                    l     the latest run's token
+                    R     the run's start: 'fence|started|pid|host'
+                    R:o   its outcome: 'ended|status|reason|attempts|first error'
+                    R:c   the body's counters (JSON), only when there are any
+                    (a slot a scheduler missed: R is 'missed', status 'missed')
+    runs:T    ZSET  'D:R' scored by start time in ms (for history), and '~s',
+                    '~f' scored by the end of the last success and failure
+
+(An ACL user of aiotasks needs ``~run:* ~runs:*`` besides ``~lock:* ~success:*``.)
+
+A record is packed into one or two fields of its date's hash, so a run costs
+its scripts few commands on the server (each ``redis.call`` costs about a
+microsecond): the acquire 6 more than without records, a finish 2 (the
+outcome's ``HSET`` and the index's ``ZADD``; its end is the start plus the
+run's time on the client's monotonic clock, and a run that held its lock to
+the end knows its record exists without reading it).
+
+On Redis Cluster ``T`` is written ``{T}``, the task's hash tag, as in its lock
+and marker: every key of one task shares one slot. A namespace prefixes them
+all. Both keys get the retention as their TTL at every acquire (default 30
+days, ``AIOTASKS_RETENTION``, ``retention=``): a run ends within its lock's TTL,
+far inside the retention, and the index, refreshed by every date's runs,
+outlives each runs hash. The index is trimmed to the retention at each date's
+first run. A retention of 0 writes no records.
+
+A record with no outcome is ``running`` while its token holds its date's lock,
+else ``abandoned``: the worker died, or lost its lock and never came back.
+
+The record's key names (everything after the lock key's own prefix) are
+derived from the lock key, so that ``finish_task`` and ``release_lock``, which
+only get the seed's ``lock_key``, find them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import json
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+from ._constants import Reason, Status
+from ._errors import InvalidConfig
+from ._keys import TaskKeys, task_keys
+
+if TYPE_CHECKING:  # the readers take a Store; the Store imports this module's key builders
+    from ._store import Store
+
+__all__ = [
+    "DEFAULT_RETENTION",
+    "Cell",
+    "CellState",
+    "Outcome",
+    "RecordKeys",
+    "RunRecord",
+    "TaskSummary",
+    "read_grid",
+    "read_runs",
+    "record_keys",
+    "record_missed",
+    "retention_ms",
+]
+
+#: Records are kept this many seconds (30 days) unless told otherwise.
+DEFAULT_RETENTION: Final = 30 * 86400
+#: The first error text is cut to this many characters.
+MAX_ERROR: Final = 500
+#: The counters' JSON is cut to this many bytes (keys dropped from the end).
+MAX_COUNTERS: Final = 4096
+#: A run that ends this long (ms) before its record's retention runs out
+#: writes its outcome without checking that the record exists (``Outcome.fresh``).
+FRESH_MARGIN_MS: Final = 60_000
+#: This host, as ``socket.gethostname()`` says (no lookup).
+HOST: Final = socket.gethostname()
+#: This process's id and ``pid|host`` as the acquire packs it, kept current
+#: across fork() (``os.getpid()`` is a system call per run).
+_pid = [os.getpid()]
+_pid_host = [f"{_pid[0]}|{HOST}".encode()]
+
+
+def _forked() -> None:
+    _pid[0] = os.getpid()
+    _pid_host[0] = f"{_pid[0]}|{HOST}".encode()
+
+
+os.register_at_fork(after_in_child=_forked)
+#: Result-dict keys that are the library's, not the body's counters.
+_STANDARD: Final = frozenset(
+    {"task", "date", "task_id", "status", "errors", "warnings", "reason", "attempts", "fence"}
+)
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def retention_ms(value: float | str | None = None) -> int:
+    """Validate a retention and return it in ms (0: write no records).
+
+    :param value: seconds, or a string such as ``"30d"``, ``"12h"``, ``"90m"``,
+        ``"600"``; ``None`` for ``AIOTASKS_RETENTION``, else 30 days.
+    :raises InvalidConfig: naming the value.
+    """
+    source = "retention"
+    if value is None:
+        value = os.environ.get("AIOTASKS_RETENTION")
+        source = "AIOTASKS_RETENTION"
+        if value is None or value == "":
+            return DEFAULT_RETENTION * 1000
+    seconds: float
+    if isinstance(value, str):
+        text = value.strip().lower()
+        unit = _UNITS.get(text[-1:], 0)
+        try:
+            seconds = float(text[:-1] if unit else text) * (unit or 1)
+        except ValueError:
+            raise InvalidConfig(
+                f"{source} must be seconds or a number with s, m, h or d, not {value!r}", value
+            ) from None
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidConfig(f"{source} must be a number of seconds, not {value!r}", value)
+    else:
+        seconds = value
+    if not seconds >= 0 or seconds == float("inf"):
+        raise InvalidConfig(
+            f"{source} must be 0 (no records) or a positive number of seconds, not {value!r}", value
+        )
+    return round(seconds * 1000)
+
+
+class RecordKeys(NamedTuple):
+    """The record keys of one (task, date), derived from its lock key."""
+
+    task: str
+    date: str
+    #: ``run:T:D``: the date's runs hash (fence counter, latest token, records).
+    state: str
+    #: ``runs:T``: the task's index of runs.
+    history: str
+    #: ``run:T:``: a date's runs hash is this prefix + ``D``.
+    records: str
+    #: ``lock:T:``: a date's lock is this prefix + ``D``.
+    locks: str
+
+
+@functools.lru_cache(maxsize=4096)  # a run's acquire and its finish/release derive the same keys
+def record_keys(lock_key: str) -> RecordKeys | None:
+    """The record keys that go with ``lock_key`` (as ``_keys.task_keys`` builds it).
+
+    :returns: None for a lock key of another shape (a caller's own key): such
+        a run is locked as usual but leaves no record.
+    """
+    parts = lock_key.split(":")
+    if len(parts) not in (3, 4) or parts[-3] != "lock" or not parts[-2] or not parts[-1]:
+        return None
+    prefix = f"{parts[0]}:" if len(parts) == 4 else ""
+    tag, date = parts[-2], parts[-1]
+    task = tag[1:-1] if tag.startswith("{") and tag.endswith("}") else tag
+    if not task or "{" in task or "}" in task:
+        return None
+    return RecordKeys(
+        task,
+        date,
+        f"{prefix}run:{tag}:{date}",
+        f"{prefix}runs:{tag}",
+        f"{prefix}run:{tag}:",
+        f"{prefix}lock:{tag}:",
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _wire_keys(lock_key: str) -> tuple[bytes, bytes, bytes] | None:
+    """The runs hash, the index and the date of ``lock_key``'s record, encoded once for the wire
+    (the door passes bytes through as they are)."""
+    found = record_keys(lock_key)
+    if found is None:
+        return None
+    return found.state.encode(), found.history.encode(), found.date.encode()
+
+
+def task_record_keys(task: str, *, namespace: str | None, cluster: bool) -> RecordKeys | None:
+    """A task's record keys that do not depend on the date (history, prefixes)."""
+    return record_keys(task_keys(task, "0", namespace=namespace, cluster=cluster).lock)
+
+
+# -- what the scripts are sent -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended, as its finish or release writes it into its record."""
+
+    retention_ms: int
+    status: str
+    reason: str = ""
+    attempts: int = 1
+    error: str = ""
+    counters: str = ""
+    #: The end, ms on the server's clock (0: the script reads its clock).
+    ended: int = 0
+    #: The record surely exists without an outcome while the lock is held:
+    #: the run started well within the retention (the script then checks nothing).
+    fresh: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        result: Mapping[str, Any],
+        retention_ms: int,
+        *,
+        status: Status | None = None,
+        default_reason: Reason | None = None,
+        started: int = 0,
+        seconds: float = 0.0,
+    ) -> Outcome:
+        """The outcome a result dict describes.
+
+        A status other than ``success`` or ``failed`` (still ``pending``: the
+        body was interrupted) is written as ``failed`` with ``default_reason``
+        (``cancelled`` unless given); a failure with no reason (the body
+        raised) gets reason ``error``. ``status`` overrides the dict's (a
+        finish records the success the caller is about to report).
+
+        :param started: the run's start on the server's clock (ms, from the
+            acquire); with ``seconds``, the run's time on this host's monotonic
+            clock, the end is ``started`` + ``seconds``: the script need not
+            read the server's clock again (it ends up earlier than the
+            server's own reading by the request's one-way latency).
+        """
+        said: Any = status or result.get("status")
+        reason = "" if said == Status.SUCCESS else result.get("reason") or ""
+        if said not in (Status.SUCCESS, Status.FAILED):
+            said, reason = Status.FAILED.value, (default_reason or Reason.CANCELLED).value
+        elif said == Status.FAILED and not reason:
+            reason = "error"
+        errors = result.get("errors") or []
+        error = str(errors[0])[:MAX_ERROR] if errors else ""
+        attempts = result.get("attempts", 1)
+        elapsed = round(seconds * 1000)
+        return cls(
+            retention_ms,
+            str(said),
+            str(reason),
+            attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 1,
+            error,
+            counters_json(result),
+            started + elapsed if started else 0,
+            bool(started) and elapsed + FRESH_MARGIN_MS < retention_ms,
+        )
+
+    @property
+    def label(self) -> str:
+        """The ``outcome`` label of ``aiotasks_runs_total``: success, or the failure's reason."""
+        return self.status if self.status == Status.SUCCESS else self.reason or self.status
+
+    def record(self, run: Any, started: int, seconds: float) -> RunRecord:
+        """The record this outcome completes, for hooks.
+
+        Nothing is read back: ``ended`` is ``started`` (the server's clock, from
+        the acquire) plus the run's time on this host's monotonic clock.
+
+        :param run: the run's ``task_name``, ``date``, ``task_id`` and ``fence``
+            (a :class:`aiotasks.Run`, or the boilerplate's record of one).
+        """
+        return RunRecord(
+            task=run.task_name,
+            date=run.date,
+            task_id=run.task_id,
+            status=self.status,
+            reason=self.reason or None,
+            fence=run.fence,
+            host=HOST,
+            pid=_pid[0],
+            started=started or None,
+            ended=(started + round(seconds * 1000)) if started else None,
+            attempts=self.attempts,
+            error=self.error or None,
+            counters=json.loads(self.counters) if self.counters else {},
+        )
+
+    def without(self, secrets: Sequence[str]) -> Outcome:
+        """This outcome with every secret (a client's password) in its texts replaced by ``***``."""
+        if not secrets or not (self.error or self.counters):
+            return self
+        error, counters = self.error, self.counters
+        for secret in secrets:
+            error, counters = error.replace(secret, "***"), counters.replace(secret, "***")
+        return replace(self, error=error, counters=counters)
+
+    def args(self) -> tuple[str, str, int]:
+        """The ARGV tail the FINISH and RELEASE scripts read: the packed outcome, the counters, fresh."""
+        ended = self.ended or ""
+        return (
+            f"{ended}|{self.status}|{self.reason}|{self.attempts}|{self.error}",
+            self.counters,
+            int(self.fresh),
+        )
+
+
+def counters_json(result: Mapping[str, Any]) -> str:
+    """The body's own entries of a result dict as JSON, at most ``MAX_COUNTERS`` bytes."""
+    if result.keys() <= _STANDARD:  # the common case, at the cost of one set comparison
+        return ""
+    counters = {k: v for k, v in result.items() if k not in _STANDARD and isinstance(k, str)}
+    if not counters:
+        return ""
+    text = json.dumps(counters, default=str, separators=(",", ":"))
+    while len(text.encode()) > MAX_COUNTERS and counters:
+        counters.pop(next(reversed(counters)))
+        text = json.dumps({**counters, "_truncated": True}, default=str, separators=(",", ":"))
+    return text
+
+
+def acquire_args(
+    keys: TaskKeys, token: str, ttl_ms: int, check_success: bool, retention: int
+) -> tuple[Any, ...]:
+    """numkeys, KEYS and ARGV of the ACQUIRE script (without record keys when there is no record)."""
+    found = _wire_keys(keys.lock) if retention > 0 else None
+    if found is None:
+        return (2, keys.lock, keys.success, token, ttl_ms, int(check_success))
+    state, history, date = found
+    return (
+        4, keys.lock, keys.success, state, history,
+        token, ttl_ms, int(check_success), retention, _pid_host[0], date,
+    )  # fmt: skip
+
+
+def finish_args(
+    keys: TaskKeys, token: str, success_ttl: int, marker: str, outcome: Outcome | None
+) -> tuple[Any, ...]:
+    """numkeys, KEYS and ARGV of the FINISH script."""
+    found = _wire_keys(keys.lock) if outcome is not None and outcome.retention_ms > 0 else None
+    if found is None or outcome is None:
+        return (2, keys.lock, keys.success, token, success_ttl, marker)
+    return (4, keys.lock, keys.success, found[0], found[1], token, success_ttl, marker, *outcome.args())
+
+
+def release_args(lock_key: str, token: str, outcome: Outcome | None) -> tuple[Any, ...]:
+    """numkeys, KEYS and ARGV of the RELEASE script."""
+    found = _wire_keys(lock_key) if outcome is not None and outcome.retention_ms > 0 else None
+    if found is None or outcome is None:
+        return (1, lock_key, token)
+    return (3, lock_key, found[0], found[1], token, *outcome.args())
+
+
+# -- what is read back -----------------------------------------------------------------
+
+
+class CellState(StrEnum):
+    """A (task, date) in the grid, and a run in history (``success``/``failed`` there)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RUNNING = "running"
+    ABANDONED = "abandoned"
+    PENDING = "pending"
+    #: A recurring task with no record for the date (it writes no marker: "pending" would mislead).
+    RECURRING = "recurring"
+    #: A scheduler woke too late for the slot (beyond its catch-up) and no host ran it.
+    MISSED = "missed"
+
+
+def iso(ms: int | None) -> str | None:
+    """Milliseconds since the epoch as ISO 8601 UTC (``2026-11-25T02:00:01.250Z``)."""
+    if ms is None:
+        return None
+    moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run as its record says, decoded once here for every reader.
+
+    ``status`` is ``success``, ``failed``, ``running`` or ``abandoned``;
+    ``started``/``ended`` are the Redis server's clock in ms since the epoch.
+    """
+
+    task: str
+    date: str
+    task_id: str
+    status: str
+    reason: str | None = None
+    fence: int = 0
+    host: str = ""
+    pid: int = 0
+    started: int | None = None
+    ended: int | None = None
+    attempts: int | None = None
+    error: str | None = None
+    counters: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, on the server's clock."""
+        if self.started is None or self.ended is None:
+            return None
+        return (self.ended - self.started) / 1000
+
+    def to_json(self) -> dict[str, Any]:
+        """The document ``history --json`` prints for one run."""
+        return {
+            "task": self.task,
+            "date": self.date,
+            "task_id": self.task_id,
+            "status": self.status,
+            "reason": self.reason,
+            "host": self.host,
+            "pid": self.pid,
+            "started": iso(self.started),
+            "ended": iso(self.ended),
+            "duration": self.duration,
+            "attempts": self.attempts,
+            "errors": [self.error] if self.error else [],
+            "fence": self.fence,
+            "counters": dict(self.counters),
+        }
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _int(value: Any) -> int | None:
+    text = _text(value)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def decode_record(
+    task: str, date: str, token: str, start: Any, outcome: Any, counters: Any, holder: Any
+) -> RunRecord | None:
+    """A record from its fields in the runs hash (None if it has no start: expired).
+
+    ``start`` is ``'fence|started|pid|host'``, ``outcome`` ``'ended|status|reason|
+    attempts|first error'`` or None: no outcome reads ``running`` while the run's
+    token holds its date's lock, else ``abandoned``. ``counters`` is JSON or None.
+    """
+    started = _text(start)
+    if started is None:
+        return None
+    fence, began, pid, host = [*started.split("|", 3), "", "", "", ""][:4]
+    ended: str | None = None
+    reason = error = attempts = None
+    said = _text(outcome)
+    if said is None:
+        status = CellState.RUNNING.value if _text(holder) == token else CellState.ABANDONED.value
+    else:
+        ended, status, reason, attempts, error = [*said.split("|", 4), "", "", "", "", ""][:5]
+    loaded: Any = None
+    raw = _text(counters)
+    if raw:
+        try:
+            loaded = json.loads(raw)
+        except ValueError:
+            loaded = None
+    return RunRecord(
+        task=task,
+        date=date,
+        task_id=token,
+        status=status,
+        reason=reason or None,
+        fence=_int(fence) or 0,
+        host=host,
+        pid=_int(pid) or 0,
+        started=_int(began),
+        ended=_int(ended),
+        attempts=_int(attempts),
+        error=error or None,
+        counters=loaded if isinstance(loaded, dict) else {},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One (task, date) of the grid: its state and the latest run behind it."""
+
+    state: CellState
+    reason: str | None = None
+    holder: str | None = None
+    ttl_ms: int | None = None
+    run: RunRecord | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The grid's JSON cell: ``state`` and whatever else is known."""
+        cell: dict[str, Any] = {"state": self.state.value}
+        if self.reason:
+            cell["reason"] = self.reason
+        if self.holder is not None:
+            cell["holder"] = self.holder
+            cell["ttl_s"] = round((self.ttl_ms or 0) / 1000, 1)
+        if self.run is not None:
+            run = self.run
+            cell.update(task_id=run.task_id, host=run.host, pid=run.pid, started=iso(run.started))
+            if run.ended is not None:
+                cell.update(ended=iso(run.ended), duration=run.duration)
+            if run.error:
+                cell["error"] = run.error
+        return cell
+
+
+def decode_cell(task: str, date: str, reply: Sequence[Any]) -> Cell:
+    """A grid cell from the GRID script's reply for one date.
+
+    The lock wins (``running``), then the marker (``completed``: markers are
+    written by success only, also by hand in seed-style code), then the latest
+    run's record (a recurring task shows its last run), else ``pending``.
+    """
+    exists, holder, pttl = int(reply[0]), _text(reply[1]), int(reply[2])
+    token = _text(reply[3]) if len(reply) > 3 else None
+    run = None
+    if token is not None:
+        start, outcome, counters = [*reply[4:7], None, None, None][:3]
+        run = decode_record(task, date, token, start, outcome, counters, holder)
+    if holder is not None:
+        mine = run if run is not None and run.task_id == holder else None
+        return Cell(CellState.RUNNING, holder=holder, ttl_ms=pttl, run=mine)
+    if exists:
+        return Cell(CellState.COMPLETED, run=run if run and run.status == Status.SUCCESS else None)
+    if run is None:
+        return Cell(CellState.PENDING)
+    if run.status == Status.SUCCESS:
+        return Cell(CellState.COMPLETED, run=run)
+    if run.status == CellState.ABANDONED or run.status == CellState.RUNNING:
+        return Cell(CellState.ABANDONED, run=run)
+    if run.status == CellState.MISSED:
+        return Cell(CellState.MISSED, run=run)
+    return Cell(CellState.FAILED, reason=run.reason, run=run)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """One task's recent runs and its last success/failure, as metrics need them.
+
+    ``last_duration`` is that of the newest finished run among ``runs``.
+    """
+
+    task: str
+    last_success: int | None
+    last_failure: int | None
+    last_duration: float | None
+    runs: list[RunRecord]
+
+    @property
+    def running(self) -> int:
+        return sum(1 for run in self.runs if run.status == CellState.RUNNING)
+
+
+async def read_grid(
+    store: Store, tasks: Sequence[str], dates: Sequence[str], *, namespace: str | None
+) -> dict[str, dict[str, Cell]]:
+    """Every (task, date) cell: one GRID script per task, sent together (one coalesced batch)."""
+
+    def keys_of(task: str) -> list[str]:
+        keys: list[str] = []
+        for date in dates:
+            lock, success = task_keys(task, date, namespace=namespace, cluster=store.cluster)
+            found = record_keys(lock)
+            keys += [lock, success, found.state if found else lock]
+        return keys
+
+    replies = await asyncio.gather(*(store.read_grid(keys_of(task)) for task in tasks))
+    return {
+        task: {date: decode_cell(task, date, cell) for date, cell in zip(dates, reply, strict=True)}
+        for task, reply in zip(tasks, replies, strict=True)
+    }
+
+
+async def record_missed(
+    store: Store, retention: Mapping[str, int], key: str, *, namespace: str | None, note: str
+) -> int:
+    """Record that no host ran ``key`` (a scheduler's slot) for each task: one MISSED script per task.
+
+    Each task whose slot has no marker, no lock and no record gets a record
+    with token ``missed`` and status ``missed`` (``note`` as its error text);
+    replicas that all missed the slot write it once. Tasks with a retention
+    of 0 are left out.
+
+    :param retention: each task's retention in ms.
+    :returns: how many records were written.
+    """
+    calls = []
+    for task, keep in retention.items():
+        keys = task_keys(task, key, namespace=namespace, cluster=store.cluster)
+        found = record_keys(keys.lock)
+        if keep > 0 and found is not None:
+            args = (keep, _pid_host[0], key, note[:MAX_ERROR].replace("|", "/"))
+            calls.append(store.mark_missed((keys.lock, keys.success, found.state, found.history), args))
+    return sum(await asyncio.gather(*calls))
+
+
+async def read_runs(
+    store: Store, tasks: Sequence[str], *, namespace: str | None, last: int
+) -> dict[str, TaskSummary]:
+    """Each task's ``last`` newest runs and summary: one RUNS script per task, sent together."""
+    found = {task: task_record_keys(task, namespace=namespace, cluster=store.cluster) for task in tasks}
+    replies = await asyncio.gather(
+        *(store.read_runs(k.history, last, k.records, k.locks) for k in found.values() if k)
+    )
+    summaries: dict[str, TaskSummary] = {}
+    for task, reply in zip([t for t, k in found.items() if k], replies, strict=True):
+        runs = []
+        for member, holder, start, outcome, counters in reply[2:]:
+            date, _, token = str(_text(member)).rpartition(":")
+            run = decode_record(task, date, token, start, outcome, counters, holder)
+            if run is not None:  # else the record expired before the index entry was trimmed
+                runs.append(run)
+        finished = next((run.duration for run in runs if run.duration is not None), None)
+        summaries[task] = TaskSummary(task, _int(reply[0]), _int(reply[1]), finished, runs)
+    return summaries

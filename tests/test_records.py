@@ -1,0 +1,484 @@
+"""Run records (issue 13): a record per run, written by the scripts a run already sends.
+
+Every test runs against a real ``redis-server``; waits are for conditions, never durations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+import aiotasks
+from aiotasks import Run, TaskError, finish_task, release_lock, task_boilerplate
+from aiotasks._clock import FakeClock
+from aiotasks._keys import task_keys
+from aiotasks._records import RunRecord, read_grid, read_runs, record_keys, retention_ms
+from aiotasks._scheduler import Scheduler
+from aiotasks._store import Acquired, store_for
+from tests.servers import LocalCluster, RedisServer
+from tests.support import eventually
+from tests.test_cli import ROOT, child_env
+
+DATE = "20261125"
+
+
+async def history(client: Redis | RedisCluster, task: str, last: int = 20) -> list[RunRecord]:
+    summaries = await read_runs(store_for(client), [task], namespace=None, last=last)
+    return summaries[task].runs
+
+
+async def latest(client: Redis | RedisCluster, task: str) -> RunRecord:
+    runs = await history(client, task, 1)
+    assert runs, f"no record of {task}"
+    return runs[0]
+
+
+async def test_a_success_leaves_a_record(redis_client: Redis) -> None:
+    """A successful run's record: status, host:pid, server times, attempts, the body's counters."""
+
+    @aiotasks.task()
+    async def counted(run: Run) -> None:
+        run.result["items"] = 3
+
+    result = await counted(DATE, redis=redis_client)
+    record = await latest(redis_client, "counted")
+    assert (record.task, record.date, record.task_id) == ("counted", DATE, result["task_id"])
+    assert (record.status, record.reason, record.attempts) == ("success", None, 1)
+    assert record.host
+    assert record.pid > 0
+    assert record.started is not None
+    assert record.ended is not None
+    assert record.ended >= record.started
+    assert dict(record.counters) == {"items": 3}
+    assert record.fence > 0
+
+
+@pytest.mark.parametrize("kind", ["error", "timeout", "lock_lost"])
+async def test_a_failure_leaves_its_reason(redis_client: Redis, kind: str) -> None:
+    """A failed run's record says failed with its reason (error, timeout, lock_lost) and the first error."""
+
+    async def body(run: Run) -> None:
+        if kind == "error":
+            raise ValueError("bad row 7")
+        if kind == "timeout":
+            await asyncio.Event().wait()
+        await run.redis.delete(run.lock_key)  # the lock is gone before the finish: lock_lost
+
+    task = aiotasks.Task(body, name=f"fails_{kind}", timeout=0.05 if kind == "timeout" else None)
+    with pytest.raises(TaskError):
+        await task(DATE, redis=redis_client)
+    record = await latest(redis_client, task.name)
+    assert (record.status, record.reason) == ("failed", kind)
+    assert record.error
+    if kind == "error":
+        assert record.error == "Unexpected error: ValueError: bad row 7"
+
+
+async def test_a_cancelled_run_leaves_cancelled(redis_client: Redis) -> None:
+    """A run cancelled mid-body is recorded as failed, reason cancelled (its lock released)."""
+    started = asyncio.Event()
+
+    @aiotasks.task()
+    async def waits(run: Run) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    running = asyncio.create_task(waits(DATE, redis=redis_client))
+    await started.wait()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    record = await latest(redis_client, "waits")
+    assert (record.status, record.reason) == ("failed", "cancelled")
+    assert await redis_client.exists(f"lock:waits:{DATE}") == 0
+
+
+async def test_seed_style_runs_are_recorded(redis_client: Redis) -> None:
+    """task_boilerplate + finish_task records a success; + release_lock records a failure or recurring run."""
+
+    async def seed(name: str, *, fail: bool, recurring: bool = False) -> None:
+        conn, lock_key, success_key, result, task_id = await task_boilerplate(
+            name, DATE, skip_success_check=recurring, redis=redis_client
+        )
+        try:
+            if fail:
+                result["status"] = "failed"
+                result["errors"].append("all items failed")
+                return
+            result["status"] = "success"
+            if not recurring:
+                await finish_task(conn, lock_key, success_key, task_id)
+        finally:
+            await release_lock(conn, lock_key, task_id)
+
+    await seed("seed_ok", fail=False)
+    await seed("seed_bad", fail=True)
+    await seed("seed_again", fail=False, recurring=True)
+    ok, bad, again = [await latest(redis_client, n) for n in ("seed_ok", "seed_bad", "seed_again")]
+    assert (ok.status, bad.status, bad.reason, bad.error) == (
+        "success",
+        "failed",
+        "error",
+        "all items failed",
+    )
+    assert again.status == "success"
+
+
+async def evalsha_calls(client: Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_a_chain_records_a_seed_function_that_ends_its_run_by_hand(redis_client: Redis) -> None:
+    """In a chain, a seed-style function that writes its marker and deletes its lock by hand (the
+    seed's verbatim pattern) is recorded as it ended (success, or failed), not abandoned; the chain
+    sends one request for it, and none for a function that ended its run through finish_task."""
+    from aiotasks._constants import REDIS_SUCCESS_TTL
+
+    def seed_by_hand(name: str, fail: bool) -> Any:
+        async def func(date_string: str | None = None) -> dict[str, Any]:
+            l, lock_key, success_key, result, _ = await task_boilerplate(name, date_string)  # noqa: E741 (the seed's name)
+            if result["status"] == "skipped":
+                return result
+            result["items_processed"] = 3
+            try:
+                if fail:
+                    result["status"] = "failed"
+                    raise TaskError("failed", "All items failed: 3 errors")
+                result["status"] = "success"
+                await l.set(success_key, "completed", ex=REDIS_SUCCESS_TTL)
+                return result
+            finally:
+                await l.delete(lock_key)
+
+        return func
+
+    async def seed_through_finish(date_string: str | None = None) -> dict[str, Any]:
+        conn, lock_key, success_key, result, task_id = await task_boilerplate("through", date_string)
+        try:
+            result["status"] = "success"
+            await finish_task(conn, lock_key, success_key, task_id)
+            return result
+        finally:
+            await release_lock(conn, lock_key, task_id)
+
+    chain = [{"id": "by_hand", "func": seed_by_hand("by_hand", fail=False)}]
+    before = await evalsha_calls(redis_client)
+    results = await aiotasks.run_chain(chain, DATE, redis=redis_client)
+    assert results["by_hand"]["status"] == "success"
+    assert await evalsha_calls(redis_client) - before == 2  # the acquire, and the chain's record of the end
+    done = await latest(redis_client, "by_hand")
+    assert (done.status, done.reason, done.counters) == ("success", None, {"items_processed": 3})
+    assert done.ended is not None
+
+    failing = [{"id": "by_hand_bad", "func": seed_by_hand("by_hand_bad", fail=True)}]
+    results = await aiotasks.run_chain(failing, DATE, redis=redis_client)
+    assert results["by_hand_bad"]["status"] == "failed"
+    bad = await latest(redis_client, "by_hand_bad")
+    assert (bad.status, bad.reason) == ("failed", "error")
+
+    before = await evalsha_calls(redis_client)
+    results = await aiotasks.run_chain(
+        [{"id": "through", "func": seed_through_finish}], DATE, redis=redis_client
+    )
+    assert results["through"]["status"] == "success"
+    assert await evalsha_calls(redis_client) - before == 3  # acquire, finish, the seed's release: no more
+    assert (await latest(redis_client, "through")).status == "success"
+
+
+async def test_skips_write_nothing(redis_client: Redis) -> None:
+    """A skip (already_completed) writes no record: one run, one record."""
+
+    @aiotasks.task()
+    async def once(run: Run) -> None:
+        pass
+
+    await once(DATE, redis=redis_client)
+    skipped = await once(DATE, redis=redis_client)
+    assert skipped["reason"] == "already_completed"
+    assert len(await history(redis_client, "once")) == 1
+
+
+async def test_fence_grows_across_acquisitions_and_expired_locks(redis_client: Redis) -> None:
+    """run.fence grows strictly with every acquisition of a (task, date), also after a lock expired."""
+    fences: list[int] = []
+
+    @aiotasks.task(recurring=True)
+    async def fenced(run: Run) -> None:
+        fences.append(run.fence)
+
+    for _ in range(3):
+        await fenced(DATE, redis=redis_client)
+    store = store_for(redis_client)
+    keys = task_keys("fenced", DATE, namespace=None, cluster=False)
+    keep = retention_ms()
+    expiring = await store.acquire(keys, "expiring", 50, check_success=False, retention_ms=keep)
+    assert isinstance(expiring, Acquired)
+    fences.append(expiring.fence)
+
+    async def lock_gone() -> bool:
+        return await redis_client.exists(keys.lock) == 0
+
+    await eventually(lock_gone, "the 50 ms lock expired")
+    after = await store.acquire(keys, "after", 10_000, check_success=False, retention_ms=keep)
+    assert isinstance(after, Acquired)
+    fences.append(after.fence)
+    assert fences == sorted(set(fences))
+    assert len(fences) == 5
+    # A retried acquire (same token) hands back the same fence, it doesn't take a new one.
+    again = await store.acquire(keys, "after", 10_000, check_success=False, retention_ms=keep)
+    assert isinstance(again, Acquired)
+    assert again.fence == after.fence
+
+
+async def start_holder(url: str, task: str, mode: str) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+    """A worker process (tests/workers/holder.py) that took the lock; what its body printed."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.workers.holder", url, task, DATE, mode,
+        cwd=ROOT, env=child_env(), stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 60)
+    return process, json.loads(line)
+
+
+async def test_fence_grows_across_processes(redis_url: str, redis_client: Redis) -> None:
+    """Acquisitions from two processes and this one: every fence is larger than the one before."""
+    fences = []
+
+    @aiotasks.task(name="shared", recurring=True)
+    async def here(run: Run) -> None:
+        fences.append(run.fence)
+
+    for _ in range(2):
+        process, seen = await start_holder(redis_url, "shared", "once")
+        assert await process.wait() == 0
+        fences.append(seen["fence"])
+        await here(DATE, redis=redis_client)
+    assert fences == sorted(set(fences))
+    assert len(fences) == 4
+
+
+async def test_a_killed_worker_shows_abandoned(redis_url: str, redis_client: Redis) -> None:
+    """A worker SIGKILLed mid-body: running while its lock lives, abandoned once it expired."""
+    process, seen = await start_holder(redis_url, "killed", "hang")
+    record = await latest(redis_client, "killed")
+    assert (record.task_id, record.status, record.fence) == (seen["task_id"], "running", seen["fence"])
+    assert record.pid == process.pid
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+
+    async def abandoned() -> bool:
+        return (await latest(redis_client, "killed")).status == "abandoned"
+
+    await eventually(abandoned, "the killed worker's record reads abandoned")
+    grid = await read_grid(store_for(redis_client), ["killed"], [DATE], namespace=None)
+    assert grid["killed"][DATE].state == "abandoned"
+
+    # After the next run of that (task, date), which gets a larger fence, it still reads abandoned.
+    fences = []
+
+    @aiotasks.task(name="killed", recurring=True)
+    async def next_run(run: Run) -> None:
+        fences.append(run.fence)
+
+    await next_run(DATE, redis=redis_client)
+    killed = [run for run in await history(redis_client, "killed") if run.task_id == seen["task_id"]]
+    assert [run.status for run in killed] == ["abandoned"]
+    assert fences[0] > seen["fence"]
+
+
+async def test_records_expire_with_their_retention(redis_client: Redis) -> None:
+    """Every record key gets the retention as TTL, and is gone once it passed."""
+
+    @aiotasks.task(retention=0.5)
+    async def brief(run: Run) -> None:
+        pass
+
+    await brief(DATE, redis=redis_client)
+    record_keys_found = [k for k in await redis_client.keys("run*")]
+    assert len(record_keys_found) == 2  # the date's runs hash, the task's index
+    for key in record_keys_found:
+        assert 0 < await redis_client.pttl(key) <= 500
+
+    async def gone() -> bool:
+        return not await redis_client.keys("run*")
+
+    await eventually(gone, "the records expired")
+
+
+async def test_retention_zero_writes_no_record(redis_client: Redis) -> None:
+    """retention=0 turns records off: only the seed's keys are written."""
+
+    @aiotasks.task(retention=0)
+    async def unrecorded(run: Run) -> None:
+        assert run.fence == 0
+
+    await unrecorded(DATE, redis=redis_client)
+    assert await redis_client.keys("*") == [f"success:unrecorded:{DATE}".encode()]
+
+
+@pytest.mark.parametrize("bad", ["-1", "soon", "inf", "nan", True])
+def test_a_bad_retention_is_refused(bad: Any) -> None:
+    """A retention that is not a duration raises InvalidConfig naming it."""
+    with pytest.raises(aiotasks.InvalidConfig, match="retention"):
+        retention_ms(bad)
+
+
+def test_retention_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retentions read as seconds or with a unit; the default is AIOTASKS_RETENTION, else 30 days."""
+    assert [retention_ms(v) for v in ("90", "2m", "1h", "1d", 1.5)] == [
+        90_000,
+        120_000,
+        3_600_000,
+        86_400_000,
+        1500,
+    ]
+    monkeypatch.delenv("AIOTASKS_RETENTION", raising=False)
+    assert retention_ms() == 30 * 86_400_000
+    monkeypatch.setenv("AIOTASKS_RETENTION", "7d")
+    assert retention_ms() == 7 * 86_400_000
+
+
+def test_record_keys_follow_the_lock_key() -> None:
+    """Record keys are derived from any lock key task_keys builds (namespace, cluster tag)."""
+    found = record_keys("app:lock:{t}:20261125")
+    assert found is not None
+    assert (found.task, found.date, found.state, found.history) == (
+        "t",
+        DATE,
+        "app:run:{t}:20261125",
+        "app:runs:{t}",
+    )
+    assert (found.records, found.locks) == ("app:run:{t}:", "app:lock:{t}:")
+    assert record_keys("my-own-lock") is None
+
+
+async def test_a_password_never_reaches_a_record() -> None:
+    """A body error quoting the client's password is stored with *** (records, grid, history)."""
+    secret = "pw-Rec0rd-s3cret"
+    with RedisServer(password=secret) as server:
+        client = Redis.from_url(f"redis://:{secret}@127.0.0.1:{server.port}/0")
+
+        @aiotasks.task()
+        async def leaky(run: Run) -> None:
+            run.result["url"] = f"redis://:{secret}@db"
+            raise RuntimeError(f"cannot reach redis://:{secret}@db")
+
+        try:
+            with pytest.raises(TaskError):
+                await leaky(DATE, redis=client)
+            dump = []
+            for key in await client.keys("*"):
+                kind = await client.type(key)
+                if kind == b"hash":
+                    value: Any = await client.hgetall(key)
+                else:
+                    value = await (client.zrange(key, 0, -1) if kind == b"zset" else client.get(key))
+                dump.append(repr((key, value)))
+            runs = await history(client, "leaky")
+            grid = await read_grid(store_for(client), ["leaky"], [DATE], namespace=None)
+        finally:
+            await client.aclose()
+    assert runs
+    assert runs[0].error == "Unexpected error: RuntimeError: cannot reach redis://:***@db"
+    texts = [*dump, json.dumps(runs[0].to_json()), json.dumps(grid["leaky"][DATE].to_json())]
+    assert not [text for text in texts if secret in text]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster() as started:
+        yield started
+
+
+@pytest.fixture
+async def cluster_client(cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
+    for node in cluster.nodes:
+        with redis.Redis.from_url(node.url) as sync:
+            sync.flushall()
+    client = RedisCluster.from_url(cluster.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_records_on_a_cluster(cluster_client: RedisCluster) -> None:
+    """On a 3-master cluster every record script is single-slot: runs, history, grid and fences work."""
+    names = [f"c{i}" for i in range(12)]  # spread over the masters
+    fences: dict[str, list[int]] = {}
+
+    def make(name: str) -> aiotasks.Task:
+        async def body(run: Run) -> None:
+            fences.setdefault(run.task_name, []).append(run.fence)
+            if run.date == "20261126":
+                raise ValueError("bad day")
+
+        return aiotasks.Task(body, name=name, recurring=True)
+
+    tasks = [make(name) for name in names]
+    for date in (DATE, "20261126", DATE):
+        results = await asyncio.gather(
+            *(t(date, redis=cluster_client) for t in tasks), return_exceptions=True
+        )
+        assert len(results) == len(names)
+    slots = {cluster_client.keyslot(f"{{{name}}}") for name in names}
+    assert len({cluster_client.nodes_manager.get_node_from_slot(s).name for s in slots}) > 1
+    summaries = await read_runs(store_for(cluster_client), names, namespace=None, last=10)
+    for name in names:
+        statuses = [run.status for run in summaries[name].runs]
+        assert statuses == ["success", "failed", "success"]
+        assert fences[name][0] < fences[name][2]
+    grid = await read_grid(store_for(cluster_client), names, [DATE, "20261126", "20261127"], namespace=None)
+    for name in names:
+        assert [grid[name][d].state for d in (DATE, "20261126", "20261127")] == [
+            "completed",
+            "failed",
+            "pending",
+        ]
+
+
+@aiotasks.task(recurring=True)
+async def every_minute(run: Run) -> None:
+    await run.redis.rpush("every_minute", run.date)
+
+
+async def test_slots_a_scheduler_missed_read_missed_in_history_and_status(redis_client: Redis) -> None:
+    """A scheduler woken 3 slots late (fake clock, no catch-up) leaves a 'missed' record for each slot
+    it skipped, shown by history and the status cell; a second replica that missed them too writes
+    no second record, and the slot that ran reads completed."""
+    clock = FakeClock(dt.datetime(2026, 1, 1, 12, 0, 30, tzinfo=dt.UTC))
+    schedule = aiotasks.Schedule(every_minute, every="1m")
+    replicas = [Scheduler([schedule], redis=redis_client, clock=clock) for _ in range(2)]
+    async with replicas[0], replicas[1]:
+        await clock.sleepers(2)
+        clock.advance(dt.timedelta(minutes=3, seconds=10))
+
+        async def recorded() -> bool:
+            runs = await history(redis_client, "every_minute")
+            return all(s.status()["schedules"][0]["runs"] >= 1 for s in replicas) and len(runs) >= 3
+
+        await eventually(recorded, "both replicas ran the current slot and recorded the missed ones")
+    runs = await history(redis_client, "every_minute")
+    assert sorted((run.date, run.status) for run in runs) == [
+        ("20260101T1201", "missed"),
+        ("20260101T1202", "missed"),
+        ("20260101T1203", "success"),
+    ]
+    missed = next(run for run in runs if run.status == "missed")
+    assert "slot missed" in str(missed.error)
+    cells = await read_grid(
+        store_for(redis_client), ["every_minute"], ["20260101T1201", "20260101T1203"], namespace=None
+    )
+    assert [cell.state.value for cell in cells["every_minute"].values()] == ["missed", "completed"]
