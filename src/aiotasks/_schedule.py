@@ -39,19 +39,15 @@ from cronsim import CronSim, CronSimError
 
 from ._chain import Chain, resolve_chain
 from ._constants import REDIS_SUCCESS_TTL
-from ._errors import InvalidInput
+from ._errors import InvalidSchedule
 from ._task import Task
 
-__all__ = ["InvalidSchedule", "Schedule", "Slot", "parse_every"]
+__all__ = ["Schedule", "Slot", "parse_every"]
 
 _EVERY_RE: Final = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.ASCII)
 _ONE_SECOND: Final = dt.timedelta(seconds=1)
 _ONE_DAY: Final = dt.timedelta(days=1)
 _UTC: Final = dt.UTC
-
-
-class InvalidSchedule(InvalidInput):
-    """A schedule that can't run: a bad cron expression, interval, time zone, catch-up or target."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,8 +46,9 @@ from ._chain import check_run_options, prepare_run
 from ._clock import Clock, current_clock
 from ._constants import Status
 from ._context import resolve
+from ._errors import InvalidSchedule
 from ._records import record_missed, retention_ms
-from ._schedule import InvalidSchedule, Schedule, Slot
+from ._schedule import Schedule, Slot
 from ._store import AnyRedis
 from ._task import Task
 
