@@ -40,6 +40,7 @@ from cronsim import CronSim, CronSimError
 from ._chain import Chain, resolve_chain
 from ._constants import REDIS_SUCCESS_TTL
 from ._errors import InvalidSchedule
+from ._keys import format_date, format_slot
 from ._task import Task
 
 __all__ = ["Schedule", "Slot", "parse_every"]
@@ -193,10 +194,9 @@ class Schedule:
         """The run key of the slot firing at ``at``."""
         local = at.astimezone(self.zone)
         if self.daily:
-            day = local.date() + dt.timedelta(days=self.date_offset)
-            return f"{day.year:04d}{day.month:02d}{day.day:02d}"
-        seconds = self.interval is not None and self.interval % dt.timedelta(minutes=1)
-        return f"{local.year:04d}{local:%m%dT%H%M}" + (f"{local:%S}" if seconds else "")
+            return format_date(local.date() + dt.timedelta(days=self.date_offset))
+        seconds = self.interval is not None and bool(self.interval % dt.timedelta(minutes=1))
+        return format_slot(local, seconds=seconds)
 
     def slots(self, after: dt.datetime) -> Iterator[Slot]:
         """Every slot strictly after ``after`` (aware), in time order; keys strictly increase."""
