@@ -136,6 +136,8 @@ def test_failed_task_exits_1_and_blocks_dependents(redis_url: str) -> None:
         (("explode",), ["explode"]),
         (("status", f"{CHAINS}:chain"), ["needs a Redis"]),
         (("reset", f"{CHAINS}:chain", "--yes"), ["needs a Redis"]),
+        (("reset", f"{CHAINS}:chain", "--task", "zz", "--yes"), ["no task 'zz'"]),
+        (("history", f"{CHAINS}:chain", "--task", "zz"), ["no task 'zz'"]),
     ],
     ids=lambda value: "-".join(value) if isinstance(value, tuple) else None,
 )

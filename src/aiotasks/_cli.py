@@ -607,6 +607,7 @@ def _status(args: argparse.Namespace, chain: Chain) -> int:
 
 
 def _chosen(chain: Chain, only: list[str] | None) -> list[Node]:
+    """The chain's tasks named by ``--task`` (all without it), refusing a name not in the chain."""
     if only:
         unknown = [name for name in only if name not in chain.nodes]
         if unknown:
@@ -687,12 +688,7 @@ def _reset(args: argparse.Namespace, chain: Chain) -> int:
     date = parse_date(args.date)
     if not args.yes and not sys.stdin.isatty():
         raise UsageError("refusing to remove success markers without --yes (stdin is not a terminal)")
-    nodes = list(chain)
-    if args.task:
-        unknown = [name for name in args.task if name not in chain.nodes]
-        if unknown:
-            raise InvalidChain(f"no task {unknown[0]!r} in the chain", unknown[0])
-        nodes = [node for node in nodes if node.id in args.task]
+    nodes = _chosen(chain, args.task)
     settings = _settings(args)
     return _in_loop(lambda signals: _reset_markers(args, settings, nodes, date))
 
