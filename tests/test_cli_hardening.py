@@ -119,12 +119,6 @@ def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
         yield client
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster() as started:
-        yield started
-
-
 # -- item 8: what the user wrote is exit 2, what the server said exit 3, one line, a hint --------------------
 
 
