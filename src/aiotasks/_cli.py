@@ -159,19 +159,25 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--namespace", help="key prefix (default: $AIOTASKS_NAMESPACE)")
         sub.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
 
+    def dates(sub: argparse.ArgumentParser, what: str) -> None:
+        """--date, or --from/--to (a ``what``) bounded by --max-dates; read by :func:`_dates`."""
+        day = sub.add_mutually_exclusive_group()
+        day.add_argument("--date", help="YYYYMMDD or a slot YYYYMMDDTHHMM[SS] (default: today)")
+        day.add_argument("--from", dest="date_from", metavar="YYYYMMDD", help=f"first date of a {what}")
+        sub.add_argument(
+            "--to", dest="date_to", metavar="YYYYMMDD", help=f"last date of a {what} (with --from)"
+        )
+        sub.add_argument(
+            "--max-dates",
+            type=int,
+            default=MAX_DATES,
+            metavar="N",
+            help=f"refuse a {what} of more than N dates (default {MAX_DATES}, about 10 years)",
+        )
+
     run = commands.add_parser("run", help="run a chain for a date or a range of dates")
     target(run)
-    when = run.add_mutually_exclusive_group()
-    when.add_argument("--date", help="YYYYMMDD (default: today)")
-    when.add_argument("--from", dest="date_from", metavar="YYYYMMDD", help="first date of a backfill")
-    run.add_argument("--to", dest="date_to", metavar="YYYYMMDD", help="last date of a backfill (with --from)")
-    run.add_argument(
-        "--max-dates",
-        type=int,
-        default=MAX_DATES,
-        metavar="N",
-        help=f"refuse a backfill of more than N dates (default {MAX_DATES}, about 10 years)",
-    )
+    dates(run, "backfill")
     redis_options(run)
     run.add_argument("--max-concurrency", type=int, help="how many tasks may run at once")
     run.add_argument(
@@ -192,17 +198,7 @@ def _parser() -> argparse.ArgumentParser:
         "status", help="each task (x each date) as completed, failed, running, abandoned or pending"
     )
     target(status)
-    day = status.add_mutually_exclusive_group()
-    day.add_argument("--date", help="YYYYMMDD or a slot YYYYMMDDTHHMM[SS] (default: today)")
-    day.add_argument("--from", dest="date_from", metavar="YYYYMMDD", help="first date of a grid")
-    status.add_argument("--to", dest="date_to", metavar="YYYYMMDD", help="last date of a grid (with --from)")
-    status.add_argument(
-        "--max-dates",
-        type=int,
-        default=MAX_DATES,
-        metavar="N",
-        help=f"refuse a grid of more than N dates ({MAX_DATES})",
-    )
+    dates(status, "grid")
     redis_options(status)
     status.add_argument("--json", action="store_true", help="print one JSON document")
 
