@@ -1,4 +1,4 @@
-"""Shared fixtures: a real redis-server per session (clean per test); fakeredis for units."""
+"""Shared fixtures: real redis-server and Redis Cluster per session (clean per test); fakeredis for units."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Iterator
 import fakeredis
 import pytest
 import redis
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from aiotasks._store import Store
-from tests.servers import RedisServer
+from tests.servers import LocalCluster, RedisServer
 from tests.support import Gate, Wire
 
 
@@ -33,6 +33,32 @@ def redis_url(redis_server: RedisServer) -> str:
 async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
     """A default ``redis.asyncio`` client on the clean session server."""
     client = Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def cluster_servers() -> Iterator[LocalCluster]:
+    """A Redis Cluster of three masters started once for the session on free ports, stopped at the end."""
+    with LocalCluster() as started:
+        yield started
+
+
+@pytest.fixture
+def cluster(cluster_servers: LocalCluster) -> LocalCluster:
+    """The session's cluster, every master's data wiped before the test (it is our own cluster)."""
+    for node in cluster_servers.nodes:
+        with redis.Redis.from_url(node.url) as sync:
+            sync.flushall()
+    return cluster_servers
+
+
+@pytest.fixture
+async def cluster_client(cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
+    """A ``RedisCluster`` client on the clean session cluster."""
+    client = RedisCluster.from_url(cluster.url)
     try:
         yield client
     finally:

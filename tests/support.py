@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from redis.asyncio import Connection, ConnectionPool, Redis
 
@@ -161,3 +163,21 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: fl
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting until {what}")
         await asyncio.sleep(0.01)
+
+
+#: Longest a test waits for a child process or a server to reach a point (bounds a hang; times nothing).
+PATIENCE: Final = 60.0
+
+
+def until(check: Callable[[], bool], what: str, *processes: subprocess.Popen[str]) -> None:
+    """Poll ``check`` until it holds (a condition, not a timing), at most ``PATIENCE`` seconds.
+
+    Fails naming ``what``, or with the output of one of ``processes`` that exited first.
+    """
+    deadline = time.monotonic() + PATIENCE
+    while not check():
+        for process in processes:
+            if process.poll() is not None:
+                raise AssertionError(f"exited ({process.returncode}) before {what}: {process.communicate()}")
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)

@@ -358,6 +358,21 @@ async def test_seed_tasks_use_the_chains_client_and_namespace(fake_redis: Redis)
     assert await fake_redis.exists(f"success:a:{DATE}") == 0
 
 
+async def test_chain_namespace_comes_from_the_enclosing_chain_else_the_environment(
+    fake_redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without namespace=, a chain uses its enclosing chain's namespace, else AIOTASKS_NAMESPACE."""
+    monkeypatch.setenv("AIOTASKS_NAMESPACE", "envns")
+
+    async def nested(date_string: str | None = None) -> dict[str, Any]:
+        inner = await run_chain([{"id": "b", "func": seed_task("b")}], date_string)
+        return inner["b"]
+
+    await run_chain([{"id": "a", "func": seed_task("a")}], DATE, redis=fake_redis)
+    await run_chain([{"id": "n", "func": nested}], DATE, redis=fake_redis, namespace="outer")
+    assert await fake_redis.exists(f"envns:success:a:{DATE}", f"outer:success:b:{DATE}") == 2
+
+
 # -- cancellation and Redis trouble -----------------------------------------------------------------
 
 

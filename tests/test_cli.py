@@ -8,8 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 import redis
 
 from tests.servers import RedisServer, free_port
+from tests.support import until
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAINS = "tests/chains/cli_chains.py"
@@ -136,6 +136,8 @@ def test_failed_task_exits_1_and_blocks_dependents(redis_url: str) -> None:
         (("explode",), ["explode"]),
         (("status", f"{CHAINS}:chain"), ["needs a Redis"]),
         (("reset", f"{CHAINS}:chain", "--yes"), ["needs a Redis"]),
+        (("reset", f"{CHAINS}:chain", "--task", "zz", "--yes"), ["no task 'zz'"]),
+        (("history", f"{CHAINS}:chain", "--task", "zz"), ["no task 'zz'"]),
     ],
     ids=lambda value: "-".join(value) if isinstance(value, tuple) else None,
 )
@@ -292,21 +294,8 @@ def test_force_reruns_completed_tasks(redis_url: str, sync_redis: redis.Redis) -
 # -- signals ---------------------------------------------------------------------------------------------
 
 
-#: Longest a test waits for a child to reach a point (a bound on a wait, not a timing assumption).
-PATIENCE = 60.0
-
-
-def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str], what: str) -> None:
-    """Poll ``condition`` until it holds; fail if the child exits first or PATIENCE runs out."""
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        assert process.poll() is None, (f"the CLI exited before {what}", process.communicate())
-        assert time.monotonic() < deadline, f"{what} never happened"
-        time.sleep(0.02)
-
-
 def wait_for_log(client: redis.Redis, entry: str, process: subprocess.Popen[str]) -> None:
-    wait_until(lambda: entry.encode() in client.lrange("log", 0, -1), process, f"{entry} logged")
+    until(lambda: entry.encode() in client.lrange("log", 0, -1), f"{entry} logged", process)
 
 
 @pytest.mark.parametrize(
@@ -344,7 +333,7 @@ def test_signal_cancels_and_releases_locks(
         wait_for_log(sync_redis, started, process)
         if target == "slow_sync_chain":
             lock = f"lock:slow_sync:{DATE}"
-            wait_until(lambda: bool(sync_redis.exists(lock)), process, "slow_sync took its lock")
+            until(lambda: bool(sync_redis.exists(lock)), "slow_sync took its lock", process)
         assert sync_redis.keys("lock:*")
         process.send_signal(signum)
         _, err = process.communicate(timeout=30)
@@ -368,9 +357,9 @@ def test_signal_while_the_door_is_busy_leaves_no_lock() -> None:
             cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
-            wait_until(lambda: sync.llen("log") == 300, process, "the 300 async tasks started")
+            until(lambda: sync.llen("log") == 300, "the 300 async tasks started", process)
             lock = f"lock:slow_thread:{DATE}"
-            wait_until(lambda: bool(sync.exists(lock)), process, "the thread body's run took its lock")
+            until(lambda: bool(sync.exists(lock)), "the thread body's run took its lock", process)
             server.pause()
             process.send_signal(signal.SIGTERM)
             # A CLI that does not wait for its door exits now, with Redis stopped; one that does

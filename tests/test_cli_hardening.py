@@ -28,15 +28,14 @@ from aiotasks._chain import Chain, State, prepare_run
 from aiotasks._views import live_frame, plan_mermaid
 from tests.chains.cli_chains import logged
 from tests.servers import LocalCluster, RedisServer, free_port
+from tests.support import PATIENCE, until
 from tests.test_cli import (
     CHAINS,
     DATE,
-    PATIENCE,
     ROOT,
     assert_one_error_line,
     child_env,
     cli,
-    wait_until,
     with_redis,
 )
 
@@ -117,12 +116,6 @@ class Terminal:
 def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
     with redis.Redis.from_url(redis_url) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster() as started:
-        yield started
 
 
 # -- item 8: what the user wrote is exit 2, what the server said exit 3, one line, a hint --------------------
@@ -354,9 +347,7 @@ def test_sigint_with_json_prints_the_partial_document(redis_url: str, sync_redis
     with killed_at_exit(
         spawn(*with_redis(redis_url, "run", f"{CHAINS}:partly_slow", "--date", DATE, "--json"))
     ) as process:
-        wait_until(
-            lambda: b"start:slow_after" in sync_redis.lrange("log", 0, -1), process, "slow_after started"
-        )
+        until(lambda: b"start:slow_after" in sync_redis.lrange("log", 0, -1), "slow_after started", process)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=PATIENCE)
     assert process.returncode == 130, err
@@ -496,9 +487,7 @@ def test_a_second_signal_exits_at_once(redis_url: str, sync_redis: redis.Redis) 
     with killed_at_exit(
         spawn(*with_redis(redis_url, "run", f"{CHAINS}:stubborn_chain", "--date", DATE))
     ) as process:
-        wait_until(
-            lambda: bool(sync_redis.exists(f"lock:stubborn:{DATE}")), process, "stubborn took its lock"
-        )
+        until(lambda: bool(sync_redis.exists(f"lock:stubborn:{DATE}")), "stubborn took its lock", process)
         process.send_signal(signal.SIGTERM)
         assert process.stderr is not None
         assert "SIGTERM received" in process.stderr.readline()
@@ -516,7 +505,7 @@ def test_redis_failing_mid_run_exits_3() -> None:
         process = spawn("run", f"{CHAINS}:redis_dies", "--date", DATE, "--json", "--redis-url", server.url)
         with killed_at_exit(process):
             started = b"start:outlives_redis"
-            wait_until(lambda: started in watcher.lrange("log", 0, -1), process, "the task started")
+            until(lambda: started in watcher.lrange("log", 0, -1), "the task started", process)
             server.stop()
             out, err = process.communicate(timeout=PATIENCE)
     assert process.returncode == 3, out + err

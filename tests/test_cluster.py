@@ -6,10 +6,8 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -20,25 +18,6 @@ from tests.support import Gate
 from tests.test_cli import ROOT, child_env
 
 DATE = "20261125"
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster() as started:
-        yield started
-
-
-@pytest.fixture
-async def cluster_client(cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
-    """A RedisCluster client on the module's cluster, every master flushed first (our own cluster)."""
-    for node in cluster.nodes:
-        with redis.Redis.from_url(node.url) as sync:
-            sync.flushall()
-    client = RedisCluster.from_url(cluster.url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def evalsha_calls(cluster: LocalCluster) -> list[int]:
@@ -126,9 +105,6 @@ async def test_run_chain_on_a_cluster(cluster_client: RedisCluster) -> None:
 
 def test_cli_runs_a_chain_on_a_cluster(cluster: LocalCluster) -> None:
     """python -m aiotasks run --cluster uses hash-tagged keys and exits 0."""
-    for node in cluster.nodes:
-        with redis.Redis.from_url(node.url) as sync:
-            sync.flushall()
     done = subprocess.run(
         [sys.executable, "-m", "aiotasks", "run", "examples/seed_chain.py:chain", "--date", DATE,
          "--redis-url", cluster.url, "--cluster", "--json"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -467,19 +467,10 @@ def test_pool_limit_is_recognised_in_both_of_redis_pys_forms() -> None:
     assert not pool_limit(redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused."))
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster() as started:
-        yield started
-
-
 async def test_cluster_under_pool_pressure_leaves_no_lock(cluster: LocalCluster) -> None:
     """Regression (issue 12.1): 500 concurrent runs on a default RedisCluster whose bodies use
     run.redis heavily: the door's commands never fail on the per-node pool limit, so whatever the
     bodies meet, no run leaves its lock and no run fails because of the door."""
-    for node in cluster.nodes:
-        with redis.Redis.from_url(node.url) as sync:
-            sync.flushall()
     client = RedisCluster.from_url(cluster.url)
 
     async def heavy(run: Run) -> None:

@@ -15,6 +15,7 @@ from aiotasks._clock import FakeClock, use_clock
 from aiotasks._keys import (
     check_task_name,
     date_range,
+    format_slot,
     is_slot_key,
     parse_date,
     parse_run_key,
@@ -164,6 +165,16 @@ def test_run_keys_are_dates_or_slots(key: str) -> None:
     """A run key is a date or a slot YYYYMMDDTHHMM[SS]; only the longer form is a slot."""
     assert parse_run_key(key) == key
     assert is_slot_key(key) == (len(key) > 8)
+
+
+def test_slot_keys_are_formatted_whole() -> None:
+    """A slot key has an 8-digit date (years before 1000 too), HHMM, SS only when asked; it parses back."""
+    early = dt.datetime(999, 12, 30, 7, 5, 9)
+    assert format_slot(early) == "09991230T0705"
+    assert format_slot(early, seconds=True) == "09991230T070509"
+    for key in (format_slot(early), format_slot(early, seconds=True)):
+        assert parse_run_key(key) == key
+        assert is_slot_key(key)
 
 
 @pytest.mark.parametrize(

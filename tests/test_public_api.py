@@ -50,6 +50,7 @@ def test_seed_constants_and_error_tree() -> None:
         aiotasks.InvalidDate,
         aiotasks.InvalidChain,
         aiotasks.InvalidConfig,
+        aiotasks.InvalidSchedule,
     ):
         assert issubclass(leaf, aiotasks.InvalidInput)
         assert issubclass(leaf, ValueError)

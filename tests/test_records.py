@@ -10,11 +10,9 @@ import datetime as dt
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-import redis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -25,7 +23,7 @@ from aiotasks._keys import task_keys
 from aiotasks._records import RunRecord, read_grid, read_runs, record_keys, retention_ms
 from aiotasks._scheduler import Scheduler
 from aiotasks._store import Acquired, store_for
-from tests.servers import LocalCluster, RedisServer
+from tests.servers import RedisServer
 from tests.support import eventually
 from tests.test_cli import ROOT, child_env
 
@@ -394,24 +392,6 @@ async def test_a_password_never_reaches_a_record() -> None:
     assert runs[0].error == "Unexpected error: RuntimeError: cannot reach redis://:***@db"
     texts = [*dump, json.dumps(runs[0].to_json()), json.dumps(grid["leaky"][DATE].to_json())]
     assert not [text for text in texts if secret in text]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster() as started:
-        yield started
-
-
-@pytest.fixture
-async def cluster_client(cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
-    for node in cluster.nodes:
-        with redis.Redis.from_url(node.url) as sync:
-            sync.flushall()
-    client = RedisCluster.from_url(cluster.url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_records_on_a_cluster(cluster_client: RedisCluster) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from aiotasks import InvalidChain, InvalidInput, Run, task
-from aiotasks._schedule import InvalidSchedule, Schedule, Slot
+from aiotasks import InvalidChain, InvalidInput, InvalidSchedule, Run, task
+from aiotasks._schedule import Schedule, Slot
 
 
 @task(recurring=True)

@@ -6,12 +6,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
 
 from tests.servers import free_port
+from tests.support import until
 from tests.test_cli import ROOT, assert_one_error_line, child_env, cli
 
 SCHEDULES = "tests/chains/sched_chains.py"
@@ -38,14 +39,6 @@ def serve(url: str, target: str = f"{SCHEDULES}:schedules", *extra: str) -> subp
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def until(check: Callable[[], bool], what: str, within: float = 30.0) -> None:
-    """Poll a condition (bounded); fail naming it."""
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
 
 
 def ticks(client: redis.Redis) -> list[list[str]]:

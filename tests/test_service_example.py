@@ -6,27 +6,16 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
 
 from tests.servers import free_port
+from tests.support import until
 from tests.test_cli import ROOT, child_env
-
-
-def until(check: Callable[[], bool], what: str, process: subprocess.Popen[str], within: float = 30.0) -> None:
-    """Poll a condition (bounded) while the service lives; fail naming it, or with the service's output."""
-    deadline = time.monotonic() + within
-    while not check():
-        if process.poll() is not None:
-            raise AssertionError(f"the service exited ({process.returncode}): {process.communicate()}")
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
 
 
 def health(port: int) -> tuple[int, dict[str, Any]] | None:

@@ -32,6 +32,7 @@ from ._errors import InvalidChain as InvalidChain
 from ._errors import InvalidConfig as InvalidConfig
 from ._errors import InvalidDate as InvalidDate
 from ._errors import InvalidInput as InvalidInput
+from ._errors import InvalidSchedule as InvalidSchedule
 from ._errors import InvalidTaskName as InvalidTaskName
 from ._errors import RedisAuthError as RedisAuthError
 from ._errors import RedisUnavailable as RedisUnavailable
@@ -39,7 +40,6 @@ from ._errors import TaskError as TaskError
 from ._hooks import add_run_hook as add_run_hook
 from ._hooks import remove_run_hook as remove_run_hook
 from ._records import RunRecord as RunRecord
-from ._schedule import InvalidSchedule as InvalidSchedule
 from ._schedule import Schedule as Schedule
 from ._scheduler import Scheduler as Scheduler
 from ._task import Run as Run

@@ -191,6 +191,17 @@ class _OpenRun:
     store: Store
     lock_key: str
 
+    def outcome(self, result: dict[str, Any] | None = None, *, status: Status | None = None) -> Outcome:
+        """The outcome ``result`` (default: the run's own dict) describes, ending now."""
+        seconds = time.monotonic() - self.clock
+        return Outcome.of(
+            self.result if result is None else result,
+            self.retention_ms,
+            status=status,
+            started=self.started,
+            seconds=seconds,
+        )
+
 
 _open_runs: OrderedDict[str, _OpenRun] = OrderedDict()
 
@@ -222,7 +233,7 @@ async def settle_open_run(task_id: str, result: dict[str, Any]) -> None:
     run = _open_runs.get(task_id)
     if run is None:
         return
-    outcome = Outcome.of(result, run.retention_ms, started=run.started, seconds=time.monotonic() - run.clock)
+    outcome = run.outcome(result)
     try:
         await run.store.release(run.lock_key, task_id, outcome)
     except RedisUnavailable as exc:
@@ -240,10 +251,7 @@ async def release_lock(conn: AnyRedis, lock_key: str, task_id: str) -> bool:
         another run (then nothing is deleted).
     """
     run = _open_runs.get(task_id)
-    outcome = None
-    if run is not None:
-        seconds = time.monotonic() - run.clock
-        outcome = Outcome.of(run.result, run.retention_ms, started=run.started, seconds=seconds)
+    outcome = run.outcome() if run is not None else None
     released = await store_of(conn).release(lock_key, task_id, outcome)
     await _ended(task_id, outcome)
     return released
@@ -266,12 +274,7 @@ async def finish_task(
     """
     keys = TaskKeys(lock_key, success_key)
     run = _open_runs.get(task_id)
-    outcome = None
-    if run is not None:
-        seconds = time.monotonic() - run.clock
-        outcome = Outcome.of(
-            run.result, run.retention_ms, status=Status.SUCCESS, started=run.started, seconds=seconds
-        )
+    outcome = run.outcome(status=Status.SUCCESS) if run is not None else None
     finished = await store_of(conn).finish(keys, task_id, check_success_ttl(success_ttl), outcome)
     if outcome is not None and not finished:
         outcome = Outcome(outcome.retention_ms, Status.FAILED.value, Reason.LOCK_LOST.value, outcome.attempts)

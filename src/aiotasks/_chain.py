@@ -72,9 +72,8 @@ from typing import Any, Final
 from . import _metrics
 from ._boilerplate import new_result, settle_open_run
 from ._cancel import shielded
-from ._config import env_namespace
 from ._constants import Reason, Status
-from ._context import Binding, NodeReport, current, default_client, reporting_to, store_of
+from ._context import Binding, NodeReport, current, reporting_to, resolve
 from ._errors import InvalidChain, InvalidConfig, InvalidInput, RedisUnavailable, TaskError
 from ._keys import TaskKeys, check_namespace, check_task_name, parse_run_key, task_keys
 from ._store import AnyRedis, Store
@@ -691,19 +690,14 @@ def prepare_run(
     """
     date = parse_run_key(date_string)
     check_run_options(max_concurrency, wait_timeout)
-    binding = current.get()
     if namespace is not None:
         check_namespace(namespace)
-    elif binding is not None:
-        namespace = binding.namespace
-    else:
-        namespace = env_namespace()
-    client = redis if redis is not None else (binding.redis if binding is not None else default_client())
+    store, bound_namespace, _ = resolve(redis)  # the client and namespace a task call would use
     return ChainRun(
         chain,
         date,
-        store_of(client),
-        namespace=namespace,
+        store,
+        namespace=bound_namespace if namespace is None else namespace,
         force=force,
         max_concurrency=max_concurrency,
         wait_timeout=wait_timeout,

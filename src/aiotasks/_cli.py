@@ -159,19 +159,25 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--namespace", help="key prefix (default: $AIOTASKS_NAMESPACE)")
         sub.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
 
+    def dates(sub: argparse.ArgumentParser, what: str) -> None:
+        """--date, or --from/--to (a ``what``) bounded by --max-dates; read by :func:`_dates`."""
+        day = sub.add_mutually_exclusive_group()
+        day.add_argument("--date", help="YYYYMMDD or a slot YYYYMMDDTHHMM[SS] (default: today)")
+        day.add_argument("--from", dest="date_from", metavar="YYYYMMDD", help=f"first date of a {what}")
+        sub.add_argument(
+            "--to", dest="date_to", metavar="YYYYMMDD", help=f"last date of a {what} (with --from)"
+        )
+        sub.add_argument(
+            "--max-dates",
+            type=int,
+            default=MAX_DATES,
+            metavar="N",
+            help=f"refuse a {what} of more than N dates (default {MAX_DATES}, about 10 years)",
+        )
+
     run = commands.add_parser("run", help="run a chain for a date or a range of dates")
     target(run)
-    when = run.add_mutually_exclusive_group()
-    when.add_argument("--date", help="YYYYMMDD (default: today)")
-    when.add_argument("--from", dest="date_from", metavar="YYYYMMDD", help="first date of a backfill")
-    run.add_argument("--to", dest="date_to", metavar="YYYYMMDD", help="last date of a backfill (with --from)")
-    run.add_argument(
-        "--max-dates",
-        type=int,
-        default=MAX_DATES,
-        metavar="N",
-        help=f"refuse a backfill of more than N dates (default {MAX_DATES}, about 10 years)",
-    )
+    dates(run, "backfill")
     redis_options(run)
     run.add_argument("--max-concurrency", type=int, help="how many tasks may run at once")
     run.add_argument(
@@ -192,17 +198,7 @@ def _parser() -> argparse.ArgumentParser:
         "status", help="each task (x each date) as completed, failed, running, abandoned or pending"
     )
     target(status)
-    day = status.add_mutually_exclusive_group()
-    day.add_argument("--date", help="YYYYMMDD or a slot YYYYMMDDTHHMM[SS] (default: today)")
-    day.add_argument("--from", dest="date_from", metavar="YYYYMMDD", help="first date of a grid")
-    status.add_argument("--to", dest="date_to", metavar="YYYYMMDD", help="last date of a grid (with --from)")
-    status.add_argument(
-        "--max-dates",
-        type=int,
-        default=MAX_DATES,
-        metavar="N",
-        help=f"refuse a grid of more than N dates ({MAX_DATES})",
-    )
+    dates(status, "grid")
     redis_options(status)
     status.add_argument("--json", action="store_true", help="print one JSON document")
 
@@ -607,6 +603,7 @@ def _status(args: argparse.Namespace, chain: Chain) -> int:
 
 
 def _chosen(chain: Chain, only: list[str] | None) -> list[Node]:
+    """The chain's tasks named by ``--task`` (all without it), refusing a name not in the chain."""
     if only:
         unknown = [name for name in only if name not in chain.nodes]
         if unknown:
@@ -687,12 +684,7 @@ def _reset(args: argparse.Namespace, chain: Chain) -> int:
     date = parse_date(args.date)
     if not args.yes and not sys.stdin.isatty():
         raise UsageError("refusing to remove success markers without --yes (stdin is not a terminal)")
-    nodes = list(chain)
-    if args.task:
-        unknown = [name for name in args.task if name not in chain.nodes]
-        if unknown:
-            raise InvalidChain(f"no task {unknown[0]!r} in the chain", unknown[0])
-        nodes = [node for node in nodes if node.id in args.task]
+    nodes = _chosen(chain, args.task)
     settings = _settings(args)
     return _in_loop(lambda signals: _reset_markers(args, settings, nodes, date))
 

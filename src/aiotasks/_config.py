@@ -30,6 +30,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from ._constants import DEFAULT_REDIS_URL
 from ._errors import InvalidConfig
 from ._keys import check_namespace
 
@@ -232,8 +233,6 @@ class Settings:
     @property
     def url(self) -> str:
         """The URL clients connect to: ``redis_url``, or the seed's default."""
-        from ._constants import DEFAULT_REDIS_URL
-
         return self.redis_url or DEFAULT_REDIS_URL
 
     @property

@@ -8,7 +8,8 @@ Every exception the library raises on purpose derives from one root::
     │   ├── InvalidTaskName
     │   ├── InvalidDate
     │   ├── InvalidChain
-    │   └── InvalidConfig
+    │   ├── InvalidConfig
+    │   └── InvalidSchedule
     └── RedisUnavailable          Redis could not be reached, timed out, or refused us
         │   (also a redis.exceptions.ConnectionError)
         └── RedisAuthError        wrong password or ACL user
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidConfig",
     "InvalidDate",
     "InvalidInput",
+    "InvalidSchedule",
     "InvalidTaskName",
     "RedisAuthError",
     "RedisUnavailable",
@@ -95,6 +97,10 @@ class InvalidChain(InvalidInput):
 
 class InvalidConfig(InvalidInput):
     """A setting that can't be used: a malformed Redis URL, a bad namespace or timeout."""
+
+
+class InvalidSchedule(InvalidInput):
+    """A schedule that can't run: a bad cron expression, interval, time zone, catch-up or target."""
 
 
 class RedisUnavailable(AioTasksError, rex.ConnectionError):

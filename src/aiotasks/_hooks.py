@@ -32,6 +32,7 @@ from typing import Any, Final, TypeAlias
 import anyio.to_thread
 
 from . import _metrics
+from ._errors import InvalidConfig
 from ._records import Outcome, RunRecord
 
 __all__ = ["HOOK_TIMEOUT", "RunHook", "add_run_hook", "remove_run_hook", "report"]
@@ -54,8 +55,6 @@ def add_run_hook(hook: RunHook) -> None:
     have no record. A hook added twice is called twice.
     """
     if not callable(hook):
-        from ._errors import InvalidConfig
-
         raise InvalidConfig(f"a run hook must be callable, not {hook!r}", hook)
     _hooks.append(hook)
 

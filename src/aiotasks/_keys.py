@@ -38,6 +38,7 @@ __all__ = [
     "check_task_name",
     "date_range",
     "format_date",
+    "format_slot",
     "is_slot_key",
     "parse_date",
     "parse_run_key",
@@ -86,6 +87,12 @@ def format_date(day: dt.date) -> str:
     """``day`` as ``YYYYMMDD``, always eight digits (``strftime("%Y")`` drops the
     leading zeros of years before 1000 on glibc)."""
     return f"{day.year:04d}{day.month:02d}{day.day:02d}"
+
+
+def format_slot(local: dt.datetime, *, seconds: bool = False) -> str:
+    """A slot's wall time ``local`` as ``YYYYMMDDTHHMM`` (``YYYYMMDDTHHMMSS`` with ``seconds``)."""
+    slot = f"{format_date(local.date())}T{local.hour:02d}{local.minute:02d}"
+    return f"{slot}{local.second:02d}" if seconds else slot
 
 
 def today() -> str:

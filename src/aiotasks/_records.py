@@ -557,6 +557,7 @@ class TaskSummary:
 
     @property
     def running(self) -> int:
+        """How many of ``runs`` hold their lock right now."""
         return sum(1 for run in self.runs if run.status == CellState.RUNNING)
 
 

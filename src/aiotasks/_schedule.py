@@ -39,19 +39,16 @@ from cronsim import CronSim, CronSimError
 
 from ._chain import Chain, resolve_chain
 from ._constants import REDIS_SUCCESS_TTL
-from ._errors import InvalidInput
+from ._errors import InvalidSchedule
+from ._keys import format_date, format_slot
 from ._task import Task
 
-__all__ = ["InvalidSchedule", "Schedule", "Slot", "parse_every"]
+__all__ = ["Schedule", "Slot", "parse_every"]
 
 _EVERY_RE: Final = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.ASCII)
 _ONE_SECOND: Final = dt.timedelta(seconds=1)
 _ONE_DAY: Final = dt.timedelta(days=1)
 _UTC: Final = dt.UTC
-
-
-class InvalidSchedule(InvalidInput):
-    """A schedule that can't run: a bad cron expression, interval, time zone, catch-up or target."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,10 +194,9 @@ class Schedule:
         """The run key of the slot firing at ``at``."""
         local = at.astimezone(self.zone)
         if self.daily:
-            day = local.date() + dt.timedelta(days=self.date_offset)
-            return f"{day.year:04d}{day.month:02d}{day.day:02d}"
-        seconds = self.interval is not None and self.interval % dt.timedelta(minutes=1)
-        return f"{local.year:04d}{local:%m%dT%H%M}" + (f"{local:%S}" if seconds else "")
+            return format_date(local.date() + dt.timedelta(days=self.date_offset))
+        seconds = self.interval is not None and bool(self.interval % dt.timedelta(minutes=1))
+        return format_slot(local, seconds=seconds)
 
     def slots(self, after: dt.datetime) -> Iterator[Slot]:
         """Every slot strictly after ``after`` (aware), in time order; keys strictly increase."""

@@ -42,12 +42,13 @@ from typing import Any
 
 from . import _metrics
 from ._backfill import Results, check_window, run_window
-from ._chain import check_run_options, prepare_run
+from ._chain import ChainRun, check_run_options, prepare_run
 from ._clock import Clock, current_clock
 from ._constants import Status
 from ._context import resolve
+from ._errors import InvalidSchedule
 from ._records import record_missed, retention_ms
-from ._schedule import InvalidSchedule, Schedule, Slot
+from ._schedule import Schedule, Slot
 from ._store import AnyRedis
 from ._task import Task
 
@@ -138,10 +139,12 @@ class Scheduler:
 
     @property
     def state(self) -> SchedulerState:
+        """Where the scheduler is in its life: new, running, stopping or stopped."""
         return self._state
 
     @property
     def schedules(self) -> list[Schedule]:
+        """The schedules it fires, in the order given."""
         return [track.schedule for track in self._tracks]
 
     def status(self) -> dict[str, Any]:
@@ -290,7 +293,7 @@ class Scheduler:
         by_key = {slot.key: slot for slot in slots}
         track.running.update(by_key)
 
-        def done(run: Any, results: Results) -> None:
+        def done(run: ChainRun, results: Results) -> None:
             track.running.discard(run.date)
             track.runs += 1
             track.last, track.last_outcome = by_key[run.date], _outcome(results)

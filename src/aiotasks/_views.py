@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 from ._boilerplate import new_result
 from ._chain import Chain, ChainRun, Progress, State
 from ._constants import Reason, Status
 from ._records import Cell, CellState, RunRecord, iso
-from ._store import LockState
 
 __all__ = [
     "cell_rows",
@@ -30,10 +29,10 @@ __all__ = [
     "plan_mermaid",
     "plan_text",
     "status_cells_text",
-    "status_rows",
     "summarize",
     "summary_line",
     "task_lines",
+    "to_json",
 ]
 
 #: Exit codes of ``python -m aiotasks`` (documented in README.md).
@@ -222,42 +221,6 @@ def plan_dot(chain: Chain) -> str:
         lines.append(f'    "{name}";')
         lines.extend(f'    "{dep}" -> "{name}";' for dep in chain.nodes[name].depends_on)
     lines.append("}")
-    return "\n".join(lines)
-
-
-def status_rows(states: Mapping[str, LockState], recurring: Collection[str] = ()) -> list[dict[str, Any]]:
-    """Each task as ``completed``, ``running`` (holder, TTL left), ``pending``, or
-    ``recurring`` (a recurring task not running now: it never writes a marker,
-    so it is never "completed", and "pending" would read as never run)."""
-    rows = []
-    for name, state in states.items():
-        if state.holder is not None:
-            rows.append(
-                {
-                    "task": name,
-                    "state": "running",
-                    "holder": state.holder,
-                    "ttl_s": round(state.ttl_ms / 1000, 1),
-                }
-            )
-        elif state.completed:
-            rows.append({"task": name, "state": "completed"})
-        elif name in recurring:
-            rows.append({"task": name, "state": "recurring"})
-        else:
-            rows.append({"task": name, "state": "pending"})
-    return rows
-
-
-def status_text(date: str, rows: list[dict[str, Any]]) -> str:
-    """A status table for humans."""
-    width = max((len(row["task"]) for row in rows), default=0)
-    lines = [f"{date}:"]
-    for row in rows:
-        extra = (
-            f" (holder {row['holder']}, TTL {row['ttl_s']:.0f}s left)" if row["state"] == "running" else ""
-        )
-        lines.append(f"  {row['task']:<{width}}  {row['state']}{extra}")
     return "\n".join(lines)
 
 
