@@ -2,11 +2,11 @@
 
 Run as many replicas as you like against one Redis; each slot still runs once::
 
-    pip install 'aiotasks[example]'
+    pip install 'aiotasks-redis[example]'
     AIOTASKS_REDIS_URL=redis://127.0.0.1:6379/0 uvicorn examples.service:app --port 8000
     curl -s 127.0.0.1:8000/health
 
-Without ``AIOTASKS_REDIS_URL`` it uses an in-process store (``aiotasks[local]``)
+Without ``AIOTASKS_REDIS_URL`` it uses an in-process store (``aiotasks-redis[local]``)
 and says so: fine to try it, but it coordinates nothing across replicas.
 ``HEARTBEAT_EVERY`` sets the interval of the heartbeat schedule (default ``30s``).
 
@@ -73,7 +73,7 @@ def redis_client() -> tuple[Redis | RedisCluster, str]:
     settings = aiotasks.Settings.from_env()
     if settings.redis_url is not None:
         return settings.create_client(), settings.redacted_url
-    import fakeredis  # aiotasks[local]
+    import fakeredis  # aiotasks-redis[local]
 
     logger.warning(
         "AIOTASKS_REDIS_URL is not set: using an in-process store, which coordinates nothing "

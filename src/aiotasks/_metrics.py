@@ -1,6 +1,6 @@
 """Metrics: in-process Prometheus metrics (optional), and the exposition the CLI computes from records.
 
-In-process (``pip install 'aiotasks[metrics]'``, i.e. ``prometheus_client``),
+In-process (``pip install 'aiotasks-redis[metrics]'``, i.e. ``prometheus_client``),
 on the default registry, so a service that already serves ``/metrics`` gets:
 
 ``aiotasks_runs_total{task, outcome}``       counter; outcome ``success``, a
