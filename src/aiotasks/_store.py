@@ -327,8 +327,7 @@ class Store:
         caller is cancelled after that, the door reads the reply and gives the
         lock back if it was taken. An interrupted acquire leaves nothing behind.
         """
-        cancelled = Outcome(retention_ms, "failed", "cancelled") if retention_ms else None
-        stalled = Outcome(retention_ms, "failed", "redis_unavailable") if retention_ms else None
+        cancelled, stalled = _failures(retention_ms) if retention_ms else (None, None)
         op = _Op(
             ACQUIRE,
             acquire_args(keys, token, ttl_ms, check_success, retention_ms),
@@ -866,6 +865,13 @@ def _may_hold(op: _Op) -> bool:
     if op.state == _DONE and not isinstance(op.reply, BaseException) and op.reply is not None:
         return int(op.reply[0]) == 1
     return op.maybe_landed and not op.trailed
+
+
+@functools.lru_cache(maxsize=64)
+def _failures(retention_ms: int) -> tuple[Outcome, Outcome]:
+    """The outcomes an acquire's give-back records (cancelled, Redis stalled): built once per
+    retention (outcomes are frozen), not twice per run for the rare run that needs one."""
+    return Outcome(retention_ms, "failed", "cancelled"), Outcome(retention_ms, "failed", "redis_unavailable")
 
 
 def _settle(op: _Op) -> None:
