@@ -96,3 +96,41 @@ def test_retry_backoff_doubles_from_retry_delay_and_stops_at_60_seconds(
     else:
         assert ceilings == [1.5, 3.0, 6.0, 60.0, 60.0]
     assert _task.backoff(90.0, 1) == 60.0
+
+
+async def test_a_failure_the_body_already_recorded_is_listed_once(redis_client: Redis) -> None:
+    """Seed style: a body that appends its error to result["errors"] and raises TaskError with the
+    same text has that error listed once, not twice."""
+
+    @aiotasks.task()
+    async def recorded(run: Run) -> None:
+        run.result["errors"].append("upstream down")
+        raise TaskError("failed", "upstream down")
+
+    with pytest.raises(TaskError) as caught:
+        await recorded(DATE, redis=redis_client)
+    assert caught.value.result is not None
+    assert caught.value.result["errors"] == ["upstream down"]
+
+
+async def test_retries_back_off_from_the_tasks_own_retry_delay(
+    redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pause before each retry is backed off from the task's own retry_delay, attempt by attempt."""
+    asked: list[tuple[float, int]] = []
+    backoff = _task.backoff
+
+    def observed(base: float, attempt: int) -> float:
+        asked.append((base, attempt))
+        return backoff(base, attempt)
+
+    monkeypatch.setattr(_task, "backoff", observed)
+
+    @aiotasks.task(retries=2, retry_delay=0.01)
+    async def flaky(run: Run) -> None:
+        if run.attempt < 3:
+            raise TaskError("failed", f"attempt {run.attempt}")
+
+    result = await flaky(DATE, redis=redis_client)
+    assert (result["status"], result["attempts"]) == ("success", 3)
+    assert asked == [(0.01, 1), (0.01, 2)]
