@@ -10,7 +10,7 @@ proxy in front of the session's redis-server. Nothing waits on real time: a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 from redis.asyncio import Redis
@@ -106,7 +106,7 @@ class Body:
             raise
 
 
-async def lost(runner: asyncio.Future[object], client: Redis, proxy: Proxy) -> None:
+async def lost(runner: Awaitable[object], client: Redis, proxy: Proxy) -> None:
     """``runner`` failed with lock_lost; once Redis answers again, no lock or marker is left."""
     with pytest.raises(TaskError) as caught:
         await asyncio.wait_for(runner, HANG)

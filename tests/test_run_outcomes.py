@@ -7,13 +7,13 @@ against a change to the decorator that the rest of the suite let through.
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 from redis.asyncio import ConnectionPool, Redis
 
 import aiotasks
-from aiotasks import Run, TaskError
-from aiotasks import _task
+from aiotasks import Run, TaskError, _task
 from tests.servers import free_port
 
 DATE = "20261125"
@@ -89,7 +89,7 @@ def test_retry_backoff_doubles_from_retry_delay_and_stops_at_60_seconds(
 ) -> None:
     """The pause before retry n is drawn from [retry_delay, retry_delay * 2**(n-1)], never above
     60 s (the jitter's draw pinned to either end of its range)."""
-    monkeypatch.setattr(_task.random, "uniform", (lambda low, high: low) if end == "low" else max)
+    monkeypatch.setattr(random, "uniform", (lambda low, high: low) if end == "low" else max)
     ceilings = [_task.backoff(1.5, attempt) for attempt in (1, 2, 3, 7, 30)]
     if end == "low":
         assert ceilings == [1.5, 1.5, 1.5, 1.5, 1.5]
