@@ -1,0 +1,92 @@
+"""What the Redis door does with outcomes its caller no longer waits for, against a real redis-server.
+
+Written from a mutation campaign over ``_store.py``: each test here failed
+against a change to the door that the rest of the suite let through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+import aiotasks
+from aiotasks import Run, TaskError, release_lock, task_boilerplate
+from aiotasks._store import store_for
+from tests.proxy import Proxy
+from tests.servers import RedisServer
+from tests.support import Gate, eventually, load_scripts
+
+DATE = "20261125"
+#: Bound on waiting for what must happen at once (guards a hang, times nothing).
+HANG = 10.0
+
+
+@pytest.fixture
+async def proxy(redis_server: RedisServer, redis_url: str) -> AsyncIterator[Proxy]:
+    async with Proxy(redis_server.port) as started:
+        yield started
+
+
+async def test_a_release_cancelled_while_it_waits_for_a_lane_is_still_sent(
+    redis_client: Redis, gate: Gate
+) -> None:
+    """A release queued behind busy lanes whose caller is cancelled is not dropped with it: the door
+    sends it once a lane is free (a release is never unwanted), and the lock is gone."""
+    await load_scripts(redis_client)
+    await redis_client.set(f"lock:mine:{DATE}", "tok")
+    gate.before = {"acquire"}
+    blockers = []
+    for lane in range(2):  # occupy both lanes, one batch each
+        blockers.append(asyncio.ensure_future(task_boilerplate(f"b{lane}", DATE, redis=redis_client)))
+
+        async def sent(count: int = lane + 1) -> bool:
+            return len(gate.log) >= count
+
+        await eventually(sent, f"lane {lane} holds a batch")
+    queued = asyncio.ensure_future(release_lock(redis_client, f"lock:mine:{DATE}", "tok"))
+
+    async def in_the_queue() -> bool:
+        return bool(store_for(redis_client)._queue)
+
+    await eventually(in_the_queue, "the release waits for a lane")
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    gate.open()
+    for done in await asyncio.gather(*blockers):
+        await release_lock(done[0], done[1], done[4])
+    await asyncio.wait_for(store_for(redis_client).drain(), HANG)
+    assert await redis_client.keys("*") == []
+
+
+async def test_an_acquire_whose_reply_never_came_is_given_back(
+    proxy: Proxy, redis_client: Redis, gate: Gate
+) -> None:
+    """An acquire that ran on Redis but whose reply timed out (outcome unknown) fails the run with
+    redis_unavailable, and the door sends a release for it before the error propagates, rather
+    than leave the lock for lock_timeout. (That this release lands while Redis still stalls is
+    test_faults' xfailed DEBUG SLEEP regression: its connection's handshake stalls too.)"""
+    await load_scripts(redis_client)
+    client = Redis.from_url(proxy.url, socket_timeout=0.5)
+    ran: list[str] = []
+
+    @aiotasks.task(lock_timeout=600)
+    async def unanswered(run: Run) -> None:
+        ran.append(run.task_id)
+
+    try:
+        await client.ping()
+        proxy.hold_replies()  # the acquire runs on Redis; its reply stays here
+        with pytest.raises(TaskError) as caught:
+            await unanswered(DATE, redis=client)
+        assert caught.value.result is not None
+        assert caught.value.result["reason"] == "redis_unavailable"
+        assert ran == []
+        assert gate.log == [["acquire"], ["release"]]
+        assert gate.commands[1] == ("release", (1, f"lock:unanswered:{DATE}", caught.value.result["task_id"]))
+    finally:
+        proxy.release_replies()
+        await client.aclose()
