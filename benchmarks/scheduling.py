@@ -27,10 +27,14 @@ Backfill makespan
     the critical path``; the makespan over ``ceil(365/N) x`` the critical path
     (``x_ideal``) and over ``ceil(365/N) x`` one date's measured makespan
     (``x_one_date``: what the window itself adds, apart from the per-level cost
-    of round trips and timers); and this process's CPU time.
+    of round trips and timers); and this process's CPU time. Each task sleeps
+    50 ms by default: every dependency edge costs about a millisecond (the
+    finish and the dependent's acquire round trips, and epoll rounding each
+    timer up to the next millisecond), which is 2% of a 50 ms task but 10-20%
+    of a 10 ms one (``--sleep-ms 10`` shows it: 1.2-1.3 x ideal at N = 8, 32).
 
 Run: ``python -m benchmarks.scheduling [--seconds 10] [--replicas 3,1] [--idle-seconds 3] [--days 365]
-[--windows 1,8,32] [--sleep-ms 10] [--json] [--smoke]``.
+[--windows 1,8,32] [--sleep-ms 50] [--json] [--smoke]``.
 """
 
 from __future__ import annotations
@@ -321,7 +325,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--idle-seconds", type=float, default=3, help="idle stretch measured (idle CPU)")
     parser.add_argument("--days", type=int, default=365, help="dates in the backfill")
     parser.add_argument("--windows", default="1,8,32", help="backfill windows, comma-separated")
-    parser.add_argument("--sleep-ms", type=float, default=10, help="each backfill task's sleep")
+    parser.add_argument("--sleep-ms", type=float, default=50, help="each backfill task's sleep (ms)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI: checks it runs, not speed")
     return parser

@@ -20,7 +20,7 @@ from aiotasks import RedisUnavailable, Run, TaskError
 from aiotasks._store import Store
 from tests.proxy import Proxy
 from tests.servers import RedisServer
-from tests.support import eventually, load_scripts
+from tests.support import eventually, load_scripts, lock_and_marker_keys
 
 DATE = "20261125"
 #: The tests' lock_timeout: long enough that real time never reaches a renewal; the clock is moved.
@@ -115,7 +115,7 @@ async def lost(runner: Awaitable[object], client: Redis, proxy: Proxy) -> None:
     proxy.release_replies()
 
     async def clean() -> bool:
-        return await client.keys("*") == []
+        return await lock_and_marker_keys(client) == []
 
     await eventually(clean, "the lost run's lock is given back")
 
