@@ -35,7 +35,7 @@ from . import _metrics
 from ._errors import InvalidConfig
 from ._records import Outcome, RunRecord
 
-__all__ = ["HOOK_TIMEOUT", "RunHook", "add_run_hook", "remove_run_hook", "report"]
+__all__ = ["HOOK_TIMEOUT", "RunHook", "add_run_hook", "remove_run_hook", "report", "wants_outcomes"]
 
 logger = logging.getLogger("aiotasks.hooks")
 
@@ -79,6 +79,11 @@ async def _call(hook: RunHook, record: RunRecord) -> None:
                        record.task, record.date)  # fmt: skip
     except Exception:
         logger.exception("run hook %r failed for %s %s", hook, record.task, record.date)
+
+
+def wants_outcomes() -> bool:
+    """Whether anything in this process reads finished runs' outcomes: a hook, or the metrics."""
+    return bool(_hooks) or _metrics.enabled()
 
 
 async def report(

@@ -29,7 +29,15 @@ from typing import Any, Final
 
 from ._records import TaskSummary
 
-__all__ = ["exposition", "observe_run", "observe_skip", "observe_start", "observe_wait", "serve_metrics"]
+__all__ = [
+    "enabled",
+    "exposition",
+    "observe_run",
+    "observe_skip",
+    "observe_start",
+    "observe_wait",
+    "serve_metrics",
+]
 
 logger = logging.getLogger("aiotasks.metrics")
 
@@ -85,6 +93,11 @@ def _instruments() -> _Instruments | None:
         found = _Instruments(prometheus_client)
     _state["default"] = found
     return found
+
+
+def enabled() -> bool:
+    """Whether the in-process metrics are on (``prometheus_client`` is installed)."""
+    return _instruments() is not None
 
 
 def observe_start(task: str) -> None:

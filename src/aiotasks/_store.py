@@ -109,7 +109,7 @@ import logging
 import random
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -289,9 +289,10 @@ class Store:
         self.body_capacity = _body_capacity(client, lanes)
         self._body_slots = None if self.body_capacity is None else asyncio.Semaphore(self.body_capacity)
 
-    @contextlib.asynccontextmanager
-    async def body_slot(self) -> AsyncIterator[None]:
-        """Hold one of the client's body slots while the block runs (see :func:`_body_capacity`).
+    def body_slot(self) -> _BodySlot:
+        """Hold one of the client's body slots while an ``async with`` block runs.
+
+        See :func:`_body_capacity`.
 
         For the task bodies that share the client: waits while every slot is
         taken, so bodies never ask the pool for more connections than it
@@ -299,16 +300,7 @@ class Store:
         of this store (a task called from a task body, a decorated task in a
         chain) takes none, so nesting never waits on itself.
         """
-        held = _holding.get()
-        if self._body_slots is None or self in held:
-            yield
-            return
-        async with self._body_slots:
-            token = _holding.set((*held, self))
-            try:
-                yield
-            finally:
-                _holding.reset(token)
+        return _BodySlot(self._body_slots, self)
 
     # -- the library's operations ------------------------------------------------
 
@@ -854,6 +846,33 @@ def _body_capacity(client: AnyRedis, lanes: int) -> int | None:
 _holding: contextvars.ContextVar[tuple[Store, ...]] = contextvars.ContextVar(
     "aiotasks_body_slots", default=()
 )
+
+
+class _BodySlot:
+    """:meth:`Store.body_slot`'s context manager: a class, not a generator, as it is entered per run."""
+
+    __slots__ = ("_slots", "_store", "_token")
+
+    def __init__(self, slots: asyncio.Semaphore | None, store: Store) -> None:
+        self._slots = slots
+        self._store = store
+        self._token: contextvars.Token[tuple[Store, ...]] | None = None
+
+    async def __aenter__(self) -> None:
+        if self._slots is None:
+            return
+        held = _holding.get()
+        if self._store in held:
+            return
+        await self._slots.acquire()
+        self._token = _holding.set((*held, self._store))
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _holding.reset(self._token)
+            self._token = None
+            assert self._slots is not None
+            self._slots.release()
 
 
 def _may_hold(op: _Op) -> bool:

@@ -53,7 +53,7 @@ from ._cancel import shielded
 from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
 from ._context import report_run, resolve
 from ._errors import InvalidConfig, RedisUnavailable, TaskError
-from ._hooks import report
+from ._hooks import report, wants_outcomes
 from ._keys import TaskKeys, check_task_name, is_slot_key, parse_run_key, task_keys
 from ._records import Outcome, retention_ms
 from ._store import Acquired, AnyRedis, Completed, Store
@@ -333,29 +333,37 @@ class Task:
         run.fence = outcome.fence
         _metrics.observe_start(self.name)
         began = outcome.started  # on the server's clock, 0 without a record
+        # Without a record, hooks or metrics nobody reads the outcome: don't build it.
+        tracked = keep > 0 or wants_outcomes()
         started = time.monotonic()
+        ending: Outcome | None = None
         try:
             error = await self._attempts(store, run)
             if error is None:
-                ending = Outcome.of(
-                    result, keep, status=Status.SUCCESS, started=began, seconds=time.monotonic() - started
-                )
+                if tracked:
+                    ending = Outcome.of(
+                        result, keep, status=Status.SUCCESS, started=began, seconds=time.monotonic() - started
+                    )
                 error = await self._finish(store, run, keys, once, ending)
-                if error is not None:  # the lock was lost: the record says so too
+                if error is not None and tracked:  # the lock was lost: the record says so too
                     ending = Outcome.of(result, keep)
             else:
-                ending = Outcome.of(result, keep, started=began, seconds=time.monotonic() - started)
+                if tracked:
+                    ending = Outcome.of(result, keep, started=began, seconds=time.monotonic() - started)
                 await _release_quietly(store, run, ending)
         except BaseException:
             # Cancelled (or interrupted): give the lock back before propagating, without
             # waiting on Redis's answer (the door reads it; a stalled Redis can't hold us).
             run._request_stop()
-            ending = Outcome.of(result, keep, started=began, seconds=time.monotonic() - started)
+            if tracked:
+                ending = Outcome.of(result, keep, started=began, seconds=time.monotonic() - started)
             await shielded(store.give_back(run.lock_key, run.task_id, ending))
-            await report(run, ending, began, time.monotonic() - started, background=True)
+            if ending is not None:
+                await report(run, ending, began, time.monotonic() - started, background=True)
             raise
         elapsed = time.monotonic() - started
-        await report(run, ending, began, elapsed)
+        if ending is not None:
+            await report(run, ending, began, elapsed)
         if error is not None:
             logger.warning("%s %s: failed after %.3fs: %s", self.name, date, elapsed, result["errors"][-1])
             raise TaskError(Status.FAILED.value, result["errors"][-1], result) from error
@@ -432,7 +440,7 @@ class Task:
             await run_in_thread(self._body, run, on_cancel=run._request_stop)
 
     async def _finish(
-        self, store: Store, run: Run, keys: TaskKeys, once: bool, success: Outcome
+        self, store: Store, run: Run, keys: TaskKeys, once: bool, success: Outcome | None
     ) -> BaseException | None:
         """Record success (marker and release in one step, or release only for a recurring date run)."""
         try:
@@ -556,7 +564,7 @@ def _reset_for_retry(run: Run, attempt: int, delay: float) -> None:
     run._stop = False  # the failed attempt's timeout asked its (thread) body to stop, not the next one
 
 
-async def _release_quietly(store: Store, run: Run, outcome: Outcome) -> None:
+async def _release_quietly(store: Store, run: Run, outcome: Outcome | None) -> None:
     if run.lock_lost:  # Redis may be what failed: don't wait on its answer (the door reads it)
         await store.give_back(run.lock_key, run.task_id, outcome)
         return
