@@ -10,8 +10,9 @@ import redis
 from redis.asyncio import Redis, RedisCluster
 
 from aiotasks._store import Store
+from tests.proxy import Proxy
 from tests.servers import LocalCluster, RedisServer
-from tests.support import Gate, Wire
+from tests.support import Gate, Wire, load_scripts
 
 
 @pytest.fixture(scope="session")
@@ -92,3 +93,27 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Gate:
     holder = Gate()
     monkeypatch.setattr(Store, "_execute", holder.wrap(Store._execute))
     return holder
+
+
+@pytest.fixture
+async def proxy(redis_server: RedisServer, redis_url: str) -> AsyncIterator[Proxy]:
+    """A loopback proxy in front of the clean session server, which can hold or drop traffic."""
+    async with Proxy(redis_server.port) as started:
+        yield started
+
+
+@pytest.fixture
+async def proxied(proxy: Proxy, redis_client: Redis) -> AsyncIterator[Redis]:
+    """A client that talks to Redis through ``proxy``, connected and with the scripts loaded.
+
+    Without socket timeouts (as in issue 12.5): whatever waits on a held reply waits for good.
+    """
+    await load_scripts(redis_client)
+    client = Redis.from_url(proxy.url, socket_timeout=None, socket_connect_timeout=None)
+    await client.ping()
+    try:
+        yield client
+    finally:
+        proxy.release_requests()
+        proxy.release_replies()
+        await client.aclose()

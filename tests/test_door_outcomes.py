@@ -7,7 +7,6 @@ against a change to the door that the rest of the suite let through.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -16,18 +15,11 @@ import aiotasks
 from aiotasks import Run, TaskError, release_lock, task_boilerplate
 from aiotasks._store import store_for
 from tests.proxy import Proxy
-from tests.servers import RedisServer
 from tests.support import Gate, eventually, load_scripts, lock_and_marker_keys
 
 DATE = "20261125"
 #: Bound on waiting for what must happen at once (guards a hang, times nothing).
 HANG = 10.0
-
-
-@pytest.fixture
-async def proxy(redis_server: RedisServer, redis_url: str) -> AsyncIterator[Proxy]:
-    async with Proxy(redis_server.port) as started:
-        yield started
 
 
 async def test_a_release_cancelled_while_it_waits_for_a_lane_is_still_sent(

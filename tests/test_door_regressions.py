@@ -37,36 +37,12 @@ from aiotasks._store import Acquired, store_for
 from aiotasks._wire import pool_limit, take
 from tests.proxy import Proxy
 from tests.servers import LocalCluster, RedisServer, free_port
-from tests.support import eventually, load_scripts, lock_and_marker_keys
+from tests.support import eventually, lock_and_marker_keys
 
 DATE = "20261125"
 KEYS = TaskKeys(f"lock:t:{DATE}", f"success:t:{DATE}")
 #: Generous bound on waiting for something that must happen at once (guards a hang, times nothing).
 HANG = 10.0
-
-
-@pytest.fixture
-async def proxy(redis_server: RedisServer, redis_url: str) -> AsyncIterator[Proxy]:
-    """A proxy in front of the clean session server."""
-    async with Proxy(redis_server.port) as started:
-        yield started
-
-
-@pytest.fixture
-async def proxied(proxy: Proxy, redis_client: Redis) -> AsyncIterator[Redis]:
-    """A client that talks to Redis through ``proxy``, connected and with the scripts loaded.
-
-    Without socket timeouts (as in issue 12.5): whatever waits on a held reply waits for good.
-    """
-    await load_scripts(redis_client)
-    client = Redis.from_url(proxy.url, socket_timeout=None, socket_connect_timeout=None)
-    await client.ping()
-    try:
-        yield client
-    finally:
-        proxy.release_requests()
-        proxy.release_replies()
-        await client.aclose()
 
 
 # -- cancelling at an exact moment, four ways -----------------------------------------

@@ -10,7 +10,7 @@ proxy in front of the session's redis-server. Nothing waits on real time: a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 
 import pytest
 from redis.asyncio import Redis
@@ -19,7 +19,6 @@ import aiotasks
 from aiotasks import RedisUnavailable, Run, TaskError
 from aiotasks._store import Store
 from tests.proxy import Proxy
-from tests.servers import RedisServer
 from tests.support import eventually, load_scripts, lock_and_marker_keys
 
 DATE = "20261125"
@@ -44,25 +43,6 @@ class Clock:
 @pytest.fixture
 async def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return Clock(asyncio.get_running_loop(), monkeypatch)
-
-
-@pytest.fixture
-async def proxy(redis_server: RedisServer, redis_url: str) -> AsyncIterator[Proxy]:
-    async with Proxy(redis_server.port) as started:
-        yield started
-
-
-@pytest.fixture
-async def proxied(proxy: Proxy, redis_client: Redis) -> AsyncIterator[Redis]:
-    """A client through ``proxy``, scripts loaded, no socket timeouts: a held reply waits for good."""
-    await load_scripts(redis_client)
-    client = Redis.from_url(proxy.url, socket_timeout=None, socket_connect_timeout=None)
-    await client.ping()
-    try:
-        yield client
-    finally:
-        proxy.release_replies()
-        await client.aclose()
 
 
 Renewals = tuple[asyncio.Queue[None], asyncio.Queue[bool | Exception]]
