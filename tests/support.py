@@ -12,8 +12,9 @@ from typing import Any, Final
 
 from redis.asyncio import Connection, ConnectionPool, Redis
 
+from aiotasks import release_lock, task_boilerplate
 from aiotasks._scripts import ACQUIRE, FINISH, RELEASE, RENEW, STATUS
-from aiotasks._store import Store
+from aiotasks._store import DEFAULT_LANES, Store, store_for
 
 Execute = Callable[..., Awaitable[list[Any] | None]]
 
@@ -181,3 +182,38 @@ def until(check: Callable[[], bool], what: str, *processes: subprocess.Popen[str
                 raise AssertionError(f"exited ({process.returncode}) before {what}: {process.communicate()}")
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         time.sleep(0.02)
+
+
+async def cancel_while_queued(
+    gate: Gate, client: Redis, command: Callable[[], Awaitable[object]], what: str
+) -> None:
+    """Cancel ``command`` while it waits in the door's queue, then let everything through.
+
+    Every lane is first given an acquire that ``gate`` holds before it reaches Redis
+    (``gate.before`` must name ``"acquire"``), so ``command`` must queue; once it is
+    cancelled there the gate opens and the blockers' locks are released.
+    """
+    blockers = []
+    for lane in range(DEFAULT_LANES):  # occupy every lane, one batch each
+        blockers.append(asyncio.ensure_future(task_boilerplate(f"b{lane}", "20261125", redis=client)))
+
+        async def sent(count: int = lane + 1) -> bool:
+            return len(gate.log) >= count
+
+        await eventually(sent, f"lane {lane} holds a batch")
+    queued = asyncio.ensure_future(command())
+
+    async def in_the_queue() -> bool:
+        return bool(store_for(client)._queue)
+
+    await eventually(in_the_queue, f"{what} waits for a lane")
+    queued.cancel()
+    try:
+        await queued
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError(f"{what} was not cancelled")
+    gate.open()
+    for done in await asyncio.gather(*blockers):
+        await release_lock(done[0], done[1], done[4])

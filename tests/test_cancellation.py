@@ -23,7 +23,7 @@ import aiotasks
 from aiotasks import Run, finish_task, release_lock, task_boilerplate
 from aiotasks._keys import TaskKeys
 from aiotasks._store import store_for
-from tests.support import Gate, Wire, eventually, load_scripts, lock_and_marker_keys
+from tests.support import Gate, Wire, cancel_while_queued, load_scripts, lock_and_marker_keys
 
 DATE = "20261125"
 
@@ -49,26 +49,9 @@ async def cancel_at(gate: Gate, work: Awaitable[object], client: Redis) -> None:
 async def test_cancelled_while_acquire_is_queued_is_never_sent(redis_client: Redis, gate: Gate) -> None:
     """A caller cancelled while its acquire waits in the queue is dropped: the script never reaches Redis."""
     gate.before = {"acquire"}
-    blockers = []
-    for lane in range(2):  # occupy both lanes, one batch each
-        blockers.append(asyncio.ensure_future(task_boilerplate(f"b{lane}", DATE, redis=redis_client)))
-
-        async def sent(count: int = lane + 1) -> bool:
-            return len(gate.log) >= count
-
-        await eventually(sent, f"lane {lane} holds a batch")
-    queued = asyncio.ensure_future(task_boilerplate("queued", DATE, redis=redis_client))
-
-    async def in_the_queue() -> bool:
-        return bool(store_for(redis_client)._queue)
-
-    await eventually(in_the_queue, "the third acquire waits for a lane")
-    queued.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await queued
-    gate.open()
-    for done in await asyncio.gather(*blockers):
-        await release_lock(done[0], done[1], done[4])
+    await cancel_while_queued(
+        gate, redis_client, lambda: task_boilerplate("queued", DATE, redis=redis_client), "the third acquire"
+    )
     names = [name for batch in gate.log for name in batch]
     assert names.count("acquire") == 2  # the two blockers, never the cancelled one
     assert await lock_and_marker_keys(redis_client) == []

@@ -12,10 +12,10 @@ import pytest
 from redis.asyncio import Redis
 
 import aiotasks
-from aiotasks import Run, TaskError, release_lock, task_boilerplate
+from aiotasks import Run, TaskError, release_lock
 from aiotasks._store import store_for
 from tests.proxy import Proxy
-from tests.support import Gate, eventually, load_scripts, lock_and_marker_keys
+from tests.support import Gate, cancel_while_queued, eventually, load_scripts, lock_and_marker_keys
 
 DATE = "20261125"
 #: Bound on waiting for what must happen at once (guards a hang, times nothing).
@@ -30,26 +30,9 @@ async def test_a_release_cancelled_while_it_waits_for_a_lane_is_still_sent(
     await load_scripts(redis_client)
     await redis_client.set(f"lock:mine:{DATE}", "tok")
     gate.before = {"acquire"}
-    blockers = []
-    for lane in range(2):  # occupy both lanes, one batch each
-        blockers.append(asyncio.ensure_future(task_boilerplate(f"b{lane}", DATE, redis=redis_client)))
-
-        async def sent(count: int = lane + 1) -> bool:
-            return len(gate.log) >= count
-
-        await eventually(sent, f"lane {lane} holds a batch")
-    queued = asyncio.ensure_future(release_lock(redis_client, f"lock:mine:{DATE}", "tok"))
-
-    async def in_the_queue() -> bool:
-        return bool(store_for(redis_client)._queue)
-
-    await eventually(in_the_queue, "the release waits for a lane")
-    queued.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await queued
-    gate.open()
-    for done in await asyncio.gather(*blockers):
-        await release_lock(done[0], done[1], done[4])
+    await cancel_while_queued(
+        gate, redis_client, lambda: release_lock(redis_client, f"lock:mine:{DATE}", "tok"), "the release"
+    )
     await asyncio.wait_for(store_for(redis_client).drain(), HANG)
     assert await lock_and_marker_keys(redis_client) == []
 
