@@ -13,11 +13,10 @@ Differences from the seed, all invisible to code written against it:
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
 import math
-import os
+import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -45,9 +44,21 @@ __all__ = [
 logger = logging.getLogger("aiotasks.boilerplate")
 
 
+#: Every pair of base32 characters (RFC 4648's alphabet, lower case), by its 10-bit value.
+_PAIRS: Final = [
+    a + b for a in "abcdefghijklmnopqrstuvwxyz234567" for b in "abcdefghijklmnopqrstuvwxyz234567"
+]
+
+
 def new_task_id() -> str:
-    """Eight random characters (40 bits) identifying one run; also the lock's value."""
-    return base64.b32encode(os.urandom(5)).decode().lower()
+    """Eight random characters (40 bits, base32) identifying one run; also the lock's value.
+
+    From ``random`` (seeded from the OS, and again in a forked child) rather
+    than ``os.urandom``: a token only has to differ from other runs' tokens,
+    and this costs a run a quarter as much.
+    """
+    bits = random.getrandbits(40)
+    return _PAIRS[bits >> 30] + _PAIRS[bits >> 20 & 1023] + _PAIRS[bits >> 10 & 1023] + _PAIRS[bits & 1023]
 
 
 def new_result(task_name: str, date: str, task_id: str | None) -> dict[str, Any]:

@@ -26,16 +26,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeAlias
 
 import anyio.to_thread
 
 from . import _metrics
+from ._constants import Reason, Status
 from ._errors import InvalidConfig
 from ._records import Outcome, RunRecord
 
-__all__ = ["HOOK_TIMEOUT", "RunHook", "add_run_hook", "remove_run_hook", "report", "wants_outcomes"]
+__all__ = ["HOOK_TIMEOUT", "RunHook", "add_run_hook", "has_hooks", "observe", "remove_run_hook", "report"]
 
 logger = logging.getLogger("aiotasks.hooks")
 
@@ -81,9 +82,26 @@ async def _call(hook: RunHook, record: RunRecord) -> None:
         logger.exception("run hook %r failed for %s %s", hook, record.task, record.date)
 
 
-def wants_outcomes() -> bool:
-    """Whether anything in this process reads finished runs' outcomes: a hook, or the metrics."""
-    return bool(_hooks) or _metrics.enabled()
+def has_hooks() -> bool:
+    """Whether a hook reads finished runs' records in this process."""
+    return bool(_hooks)
+
+
+def observe(task: str, result: Mapping[str, Any], seconds: float) -> None:
+    """Feed a finished run that built no :class:`Outcome` (no record, no hook) to the metrics.
+
+    Its outcome label as :meth:`Outcome.label` says it: ``success``, else the
+    failure's reason, ``error`` without one, ``cancelled`` for a run that
+    never got a status (it was interrupted).
+    """
+    status = result.get("status")
+    if status == Status.SUCCESS:
+        label = "success"
+    elif status == Status.FAILED:
+        label = result.get("reason") or "error"
+    else:
+        label = Reason.CANCELLED.value
+    _metrics.observe_run(task, label, seconds)
 
 
 async def report(

@@ -81,7 +81,7 @@ Pool limits
     make a run leave its lock behind. Only after that is it an error, which
     says it is the client's pool limit. The door also knows how many task
     bodies can share that pool besides its own connections:
-    :meth:`Store.body_slot` bounds them, so bodies using the client never run
+    :attr:`Store.bodies` bounds them (``_slots``), so bodies using the client never run
     it out of connections (the decorator and the chain take a slot per body).
 
 Connections
@@ -103,7 +103,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import functools
 import logging
 import random
@@ -114,7 +113,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from redis import exceptions as rex
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
@@ -123,6 +122,7 @@ from ._constants import SUCCESS_MARKER
 from ._keys import TaskKeys
 from ._records import Outcome, acquire_args, finish_args, release_args
 from ._scripts import ACQUIRE, FINISH, GRID, MISSED, RELEASE, RENEW, RUNS, STATUS, Script
+from ._slots import BodySlots, capacity
 
 __all__ = ["Acquired", "AnyRedis", "Completed", "Held", "LockState", "Store", "store_for"]
 
@@ -213,7 +213,7 @@ class _Op:
         *,
         must_land: bool = False,
         then: Callable[[_Op], None] | None = None,
-        trailer: tuple[Script, tuple[Any, ...]] | None = None,
+        trailer: Callable[[], tuple[Script, tuple[Any, ...]]] | None = None,
     ) -> None:
         self.script = script
         self.args = args  # for a script: numkeys, *keys, *argv; else the whole command
@@ -221,7 +221,8 @@ class _Op:
         self.must_land = must_land
         #: What the door does with the outcome once nobody waits for it.
         self.then = then
-        #: The script (and its args) that settles this command if its reply does not come in time.
+        #: The script (and its args) that settles this command if its reply does not come in
+        #: time; made only then (an acquire's would cost its run a release's args).
         self.trailer = trailer
         #: That trailer was written right behind this command on its connection (see Store._read).
         self.trailed = False
@@ -239,7 +240,7 @@ class _Op:
         """The trailer as EVAL, which runs whether or not the server has the script cached."""
         if self.trailer is None:
             return None
-        script, args = self.trailer
+        script, args = self.trailer()
         return ("EVAL", script.source, *args)
 
     def command(self, *, load: bool = False) -> tuple[Any, ...]:
@@ -285,22 +286,12 @@ class Store:
         self._in_flight = 0
         self._drained: asyncio.Future[None] | None = None  # what drain() waits on
         self._pool_full = False
-        #: How many task bodies can use the client at once (None: no limit needed).
-        self.body_capacity = _body_capacity(client, lanes)
-        self._body_slots = None if self.body_capacity is None else asyncio.Semaphore(self.body_capacity)
+        #: The slots of the task bodies that share the client (see ``_slots``).
+        self.bodies = BodySlots(capacity(client, lanes))
 
-    def body_slot(self) -> _BodySlot:
-        """Hold one of the client's body slots while an ``async with`` block runs.
-
-        See :func:`_body_capacity`.
-
-        For the task bodies that share the client: waits while every slot is
-        taken, so bodies never ask the pool for more connections than it
-        serves besides the door's own. A block nested in one that holds a slot
-        of this store (a task called from a task body, a decorated task in a
-        chain) takes none, so nesting never waits on itself.
-        """
-        return _BodySlot(self._body_slots, self)
+    def body_slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold one of the client's body slots while an ``async with`` block runs (see ``_slots``)."""
+        return self.bodies.hold()
 
     # -- the library's operations ------------------------------------------------
 
@@ -319,19 +310,18 @@ class Store:
         caller is cancelled after that, the door reads the reply and gives the
         lock back if it was taken. An interrupted acquire leaves nothing behind.
         """
-        cancelled, stalled = _failures(retention_ms) if retention_ms else (None, None)
         op = _Op(
             ACQUIRE,
             acquire_args(keys, token, ttl_ms, check_success, retention_ms),
-            then=functools.partial(self._give_back_if_taken, keys.lock, token, cancelled),
-            trailer=(RELEASE, release_args(keys.lock, token, stalled)),
+            then=lambda op: self._give_back_if_taken(keys.lock, token, _failure(retention_ms, 0), op),
+            trailer=lambda: (RELEASE, release_args(keys.lock, token, _failure(retention_ms, 1))),
         )
         try:
             # Straight from this task only where the door reads the reply itself.
             reply = await self._run(op, direct=self._connections is not None)
         except Exception:
             if _may_hold(op):
-                await self.give_back(keys.lock, token, stalled)
+                await self.give_back(keys.lock, token, _failure(retention_ms, 1))
             raise
         code = int(reply[0])
         if code == 1:
@@ -349,7 +339,7 @@ class Store:
         lost the record says ``failed``, ``lock_lost`` instead.
         """
         args = finish_args(keys, token, success_ttl, SUCCESS_MARKER, self._scrubbed(outcome))
-        return int(await self._run(_Op(FINISH, args, trailer=(FINISH, args)), direct=True)) != 0
+        return int(await self._run(_Op(FINISH, args, trailer=lambda: (FINISH, args)), direct=True)) != 0
 
     async def release(self, lock_key: str, token: str, outcome: Outcome | None = None) -> bool:
         """Delete the lock if it still holds ``token``; False otherwise.
@@ -441,7 +431,7 @@ class Store:
             args,
             must_land=True,
             then=functools.partial(_log_failed_release, lock_key),
-            trailer=(RELEASE, args),
+            trailer=lambda: (RELEASE, args),
         )
 
     def _give_back_if_taken(self, lock_key: str, token: str, outcome: Outcome | None, op: _Op) -> None:
@@ -822,59 +812,6 @@ class Store:
             self._start_lane()
 
 
-def _body_capacity(client: AnyRedis, lanes: int) -> int | None:
-    """How many task bodies can use ``client`` at once, one connection each.
-
-    That is what its pool can serve (per node, for a cluster) minus the
-    ``lanes`` connections the door may use for the library's own commands.
-    None when the client needs no limit: its pool waits for a free connection
-    by itself (``BlockingConnectionPool``), or it has a single connection.
-    """
-    if isinstance(client, RedisCluster):
-        limit = client.nodes_manager.connection_kwargs.get("max_connections")
-    else:
-        pool = getattr(client, "connection_pool", None)
-        if pool is None or isinstance(pool, BlockingConnectionPool) or client.single_connection_client:
-            return None
-        limit = pool.max_connections
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        return None
-    return max(1, limit - lanes)
-
-
-#: The stores whose body slot the current context holds: a run nested in a body needs no second one.
-_holding: contextvars.ContextVar[tuple[Store, ...]] = contextvars.ContextVar(
-    "aiotasks_body_slots", default=()
-)
-
-
-class _BodySlot:
-    """:meth:`Store.body_slot`'s context manager: a class, not a generator, as it is entered per run."""
-
-    __slots__ = ("_slots", "_store", "_token")
-
-    def __init__(self, slots: asyncio.Semaphore | None, store: Store) -> None:
-        self._slots = slots
-        self._store = store
-        self._token: contextvars.Token[tuple[Store, ...]] | None = None
-
-    async def __aenter__(self) -> None:
-        if self._slots is None:
-            return
-        held = _holding.get()
-        if self._store in held:
-            return
-        await self._slots.acquire()
-        self._token = _holding.set((*held, self._store))
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._token is not None:
-            _holding.reset(self._token)
-            self._token = None
-            assert self._slots is not None
-            self._slots.release()
-
-
 def _may_hold(op: _Op) -> bool:
     """Whether an acquire may have taken the lock, and nothing gives it back yet.
 
@@ -888,9 +825,13 @@ def _may_hold(op: _Op) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _failures(retention_ms: int) -> tuple[Outcome, Outcome]:
-    """The outcomes an acquire's give-back records (cancelled, Redis stalled): built once per
-    retention (outcomes are frozen), not twice per run for the rare run that needs one."""
     return Outcome(retention_ms, "failed", "cancelled"), Outcome(retention_ms, "failed", "redis_unavailable")
+
+
+def _failure(retention_ms: int, which: int) -> Outcome | None:
+    """What an acquire's give-back records: 0 cancelled, 1 Redis stalled; None without records.
+    Built once per retention (outcomes are frozen), and only for the rare run that needs one."""
+    return _failures(retention_ms)[which] if retention_ms else None
 
 
 def _settle(op: _Op) -> None:

@@ -53,7 +53,7 @@ from ._cancel import shielded
 from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
 from ._context import report_run, resolve
 from ._errors import InvalidConfig, RedisUnavailable, TaskError
-from ._hooks import report, wants_outcomes
+from ._hooks import has_hooks, observe, report
 from ._keys import TaskKeys, check_task_name, is_slot_key, parse_run_key, task_keys
 from ._records import Outcome, retention_ms
 from ._store import Acquired, AnyRedis, Completed, Store
@@ -333,8 +333,9 @@ class Task:
         run.fence = outcome.fence
         _metrics.observe_start(self.name)
         began = outcome.started  # on the server's clock, 0 without a record
-        # Without a record, hooks or metrics nobody reads the outcome: don't build it.
-        tracked = keep > 0 or wants_outcomes()
+        # Without a record or a hook nobody reads the outcome: don't build it (the metrics
+        # need only its label).
+        tracked = keep > 0 or has_hooks()
         started = time.monotonic()
         ending: Outcome | None = None
         try:
@@ -360,10 +361,14 @@ class Task:
             await shielded(store.give_back(run.lock_key, run.task_id, ending))
             if ending is not None:
                 await report(run, ending, began, time.monotonic() - started, background=True)
+            else:
+                observe(self.name, result, time.monotonic() - started)
             raise
         elapsed = time.monotonic() - started
         if ending is not None:
             await report(run, ending, began, elapsed)
+        else:
+            observe(self.name, result, elapsed)
         if error is not None:
             logger.warning("%s %s: failed after %.3fs: %s", self.name, date, elapsed, result["errors"][-1])
             raise TaskError(Status.FAILED.value, result["errors"][-1], result) from error
@@ -372,32 +377,43 @@ class Task:
 
     async def _attempts(self, store: Store, run: Run) -> BaseException | None:
         """Run the body until it succeeds or retries run out; None on success."""
-        loop = store.loop
-        guard = asyncio.timeout(None)  # fired by the lease when the lock is lost
+        # When the lock is lost the lease cancels this task, and the cancellation is told
+        # apart from anyone else's as asyncio.timeout() does it (which would cost a timer
+        # object per run): by the task's count of cancel requests.
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        lease = _Lease(store, run, self._lock_ms, task.cancel)
         try:
-            async with guard:
-                lease = _Lease(store, run, self._lock_ms, lambda: guard.reschedule(loop.time()))
+            attempt = 0
+            while True:
+                attempt += 1
+                run.attempt = attempt
+                slot = store.bodies.enter()
+                if slot is None:
+                    slot = await store.bodies.wait()
                 try:
-                    attempt = 0
-                    while True:
-                        attempt += 1
-                        run.attempt = attempt
-                        async with store.body_slot():
-                            error = await self._attempt(run)
-                        if error is None or attempt > self.retries:
-                            return error
-                        delay = backoff(self.retry_delay, attempt)
-                        logger.info("%s: attempt %d failed, retrying in %.2fs", run, attempt, delay)
-                        _reset_for_retry(run, attempt, delay)
-                        await asyncio.sleep(delay)
+                    error = await self._attempt(run)
                 finally:
-                    lease.stop()
-        except TimeoutError as exc:
-            if not guard.expired():
-                raise
+                    store.bodies.leave(slot)
+                if error is None or attempt > self.retries:
+                    break
+                delay = backoff(self.retry_delay, attempt)
+                logger.info("%s: attempt %d failed, retrying in %.2fs", run, attempt, delay)
+                _reset_for_retry(run, attempt, delay)
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            if not run._lock_lost or task.uncancel() > cancelling:
+                raise  # a cancellation of the run itself
             message = "lock lost while the task ran: it expired or was taken"
             _fail(run.result, message, Reason.LOCK_LOST)
-            return exc
+            return TimeoutError(message)
+        finally:
+            lease.stop()
+        if run._lock_lost:
+            # Lost while the body returned: its cancel request was never delivered; withdraw it.
+            task.uncancel()
+        return error
 
     async def _attempt(self, run: Run) -> BaseException | None:
         """Run the body once; None on success, else the error (already in the result).

@@ -125,7 +125,15 @@ async def read(connection: AbstractConnection, count: int, replies: list[Any]) -
     ``replies`` holds what was read so far and a later ``read`` on the same
     connection (by the door, in its own task) goes on where this one stopped.
     """
-    async with asyncio.timeout(connection.socket_timeout or None) as timer:
+    if not connection.socket_timeout:
+        # No bound (redis-py's default): no timer either, which costs more than reading a reply.
+        while len(replies) < count:
+            try:
+                replies.append(await connection.read_response(timeout=math.inf, disconnect_on_error=False))
+            except rex.ResponseError as exc:
+                replies.append(exc)
+        return
+    async with asyncio.timeout(connection.socket_timeout) as timer:
         try:
             while len(replies) < count:
                 try:
