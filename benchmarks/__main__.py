@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from redis.utils import HIREDIS_AVAILABLE
 
-from benchmarks import chain_overhead, lock_contention, records, scheduling
+from benchmarks import chain_overhead, lock_contention, records, scheduling, versus
 
 HERE = Path(__file__).parent
 
@@ -39,6 +39,8 @@ SUITE: list[tuple[str, Any, list[str]]] = [
         lock_contention,
         ["--processes", "4", "--workers", "1,32", "--contenders", "aiotasks,seed,redis_lock,floor"],
     ),
+    # Issue 12: "no worse than today's", today being the revision before hardening and records.
+    ("Lock contention against 20ffb54, interleaved in this run", versus, ["20ffb54"]),
     ("Chain overhead and makespan", chain_overhead, []),
     ("Run records: memory and the date grid", records, []),
     ("Scheduling: fire latency, idle cost, windowed backfill", scheduling, []),

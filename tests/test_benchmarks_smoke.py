@@ -27,6 +27,7 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert [b["title"] for b in results["benchmarks"]] == [
         "Lock contention, coroutines in one process",
         "Lock contention, 4 OS processes",
+        "Lock contention against 20ffb54, interleaved in this run",
         "Chain overhead and makespan",
         "Run records: memory and the date grid",
         "Scheduling: fire latency, idle cost, windowed backfill",
@@ -47,17 +48,22 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
                 assert row["cmds_run"] == 2.0, row
             if row["contention"] == "high" and "cmds_skip" in row:
                 assert row["cmds_skip"] == 1.0, row
-    chain = results["benchmarks"][2]["result"]
+    versus = results["benchmarks"][2]["result"]
+    # Both sides measured (a clone has the history), and no contender of either side failed.
+    assert {
+        (row["contender"], row["base_attempts_s"] > 0, row["this_attempts_s"] > 0) for row in versus["rows"]
+    } == {("aiotasks", True, True), ("norecords", True, True), ("floor", True, True)}, versus
+    chain = results["benchmarks"][3]["result"]
     assert {row["shape"] for row in chain["overhead"]} == {"wide", "deep", "random"}
     assert chain["makespan"]
     assert all("aiotasks_ratio" in row and "baseline_ratio" in row for row in chain["makespan"])
-    scheduling = results["benchmarks"][4]["result"]
+    scheduling = results["benchmarks"][5]["result"]
     # Correctness, not speed: no slot's body ran twice across the replicas; an idle scheduler sent nothing.
     assert [row["duplicates"] for row in scheduling["fire_latency"] if "duplicates" in row] == [0]
     assert scheduling["idle"][0]["redis_cmds"] == 0, scheduling["idle"]
     contenders = [row["contender"] for row in scheduling["backfill"]]
     assert contenders == ["baseline: date by date", "window 1", "window 4"]
     assert all(row["makespan_s"] > 0 and row["target_s"] > 0 for row in scheduling["backfill"])
-    recorded = results["benchmarks"][3]["result"]
+    recorded = results["benchmarks"][4]["result"]
     assert recorded["memory"]["runs"] == recorded["memory"]["tasks"] * recorded["memory"]["days"]
     assert recorded["grid"]["commands_per_read"] == recorded["grid"]["tasks"]  # one script per task

@@ -1,0 +1,160 @@
+"""Lock contention of this checkout against an earlier revision, interleaved in one run.
+
+Figures from another day (or another machine) can't be compared: this
+machine's speed moves by a factor of two with its load. So both sides run
+here, now: the earlier revision is exported with ``git archive`` into a
+temporary directory, and each repeat runs ``benchmarks.lock_contention`` once
+for each side, in a fresh process, in random order, each with its own
+redis-server. The best of the repeats is kept per side, and the table shows
+the rates side by side with their ratio, and each side's ``x_floor`` (its rate
+over two bare PINGs measured in the same process), which is what the issues'
+targets are stated in. A revision from before run records has no
+``norecords`` contender: its decorator is that path, so it stands in for it.
+
+``python -m benchmarks.versus 20ffb54``   this checkout against 20ffb54
+(the revision issue 12 asks "no worse than").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def export(revision: str, into: Path) -> Path:
+    """``revision``'s tree (``git archive``), unpacked under ``into``."""
+    archive = into / "tree.tar"
+    with archive.open("wb") as out:
+        subprocess.run(["git", "archive", revision], cwd=ROOT, stdout=out, check=True)
+    tree = into / "tree"
+    with tarfile.open(archive) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
+
+
+def contenders_of(tree: Path) -> list[str]:
+    """The contenders ``tree``'s lock-contention benchmark knows."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import benchmarks.lock_contention as b; print(','.join(b.CONTENDERS))"],
+        cwd=tree, env=environment(tree), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return found.stdout.strip().split(",")
+
+
+def environment(tree: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{tree}"}
+
+
+def measure(tree: Path, workers: str, contenders: list[str], attempts: int) -> list[dict[str, Any]]:
+    """One interleaved pass of ``tree``'s benchmark (its own process and redis-server)."""
+    command = [
+        sys.executable, "-m", "benchmarks.lock_contention", "--json", "--contention", "low",
+        "--workers", workers, "--contenders", ",".join(contenders), "--repeat", "1",
+        "--attempts", str(attempts),
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=tree, env=environment(tree), capture_output=True, text=True, check=True
+    )
+    rows: list[dict[str, Any]] = json.loads(done.stdout)["rows"]
+    return rows
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    wanted = args.contenders.split(",")
+    with tempfile.TemporaryDirectory(prefix="aiotasks-versus-") as scratch:
+        try:
+            sides = {"base": export(args.revision, Path(scratch)), "this": ROOT}
+        except (OSError, subprocess.CalledProcessError) as exc:  # not a git checkout, or a shallow one
+            return {"revision": args.revision, "rows": [], "skipped": f"cannot export {args.revision}: {exc}"}
+        known = {side: [c for c in wanted if c in contenders_of(tree)] for side, tree in sides.items()}
+        best: dict[tuple[str, int, str], dict[str, Any]] = {}
+        for _ in range(args.repeat):
+            for side in random.sample(list(sides), len(sides)):
+                for row in measure(sides[side], args.workers, known[side], args.attempts):
+                    names = [row["contender"]]
+                    if row["contender"] == "aiotasks" and "norecords" not in known[side]:
+                        names.append("norecords")  # a revision without records: its decorator is that path
+                    for name in names:
+                        key = (side, row["workers"], name)
+                        if key not in best or row["attempts_s"] > best[key]["attempts_s"]:
+                            best[key] = row
+    rows = []
+    for workers in sorted({w for _, w, _ in best}):
+        for contender in wanted:
+            base, this = best.get(("base", workers, contender)), best.get(("this", workers, contender))
+            if base is None and this is None:
+                continue
+            rows.append({
+                "workers": workers,
+                "contender": contender,
+                "base_attempts_s": base and base["attempts_s"],
+                "this_attempts_s": this and this["attempts_s"],
+                "this_x_base": round(this["attempts_s"] / base["attempts_s"], 2) if base and this else None,
+                "base_x_floor": base and base["x_floor"],
+                "this_x_floor": this and this["x_floor"],
+            })  # fmt: skip
+    return {"revision": args.revision, "rows": rows}
+
+
+COLUMNS = [
+    "workers",
+    "contender",
+    "base_attempts_s",
+    "this_attempts_s",
+    "this_x_base",
+    "base_x_floor",
+    "this_x_floor",
+]
+
+
+def render(result: dict[str, Any]) -> str:
+    if "skipped" in result:
+        return f"skipped: {result['skipped']}"
+    rows = result["rows"]
+    widths = {c: max(len(c), *(len(str(r[c] if r[c] is not None else "")) for r in rows)) for c in COLUMNS}
+    lines = ["  ".join(c.rjust(widths[c]) for c in COLUMNS)]
+    for row in rows:
+        lines.append("  ".join(str("" if row[c] is None else row[c]).rjust(widths[c]) for c in COLUMNS))
+    title = f"This checkout against {result['revision']} (lock contention, low, 1 process; best of repeats)"
+    return f"{title}\n" + "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("revision", nargs="?", default="20ffb54", help="the git revision to compare with")
+    parser.add_argument("--workers", default="1,32", help="coroutines, comma-separated")
+    parser.add_argument("--contenders", default="aiotasks,norecords,floor")
+    parser.add_argument("--attempts", type=int, default=3000, help="attempts per contender and configuration")
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved passes per side; the best is kept")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks it runs, not speed")
+    return parser
+
+
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    if args.smoke:
+        args.workers, args.attempts, args.repeat = "1", 40, 1
+    result = compare(args)
+    result["parameters"] = {k: v for k, v in vars(args).items() if k != "json"}
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result = collect(args)
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
