@@ -180,3 +180,43 @@ async def test_a_renewal_that_failed_is_tried_again_before_the_lock_runs_out(
     finally:
         proxy.release_replies()
         await client.aclose()
+
+
+async def test_a_cancellation_after_the_lock_was_lost_still_cancels_the_run(
+    redis_client: Redis, clock: Clock, renewals: Renewals
+) -> None:
+    """The lease cancels the run's task when the lock is lost, and that cancellation alone becomes
+    lock_lost: a body that swallows it and is then cancelled by its caller ends cancelled (the
+    caller's CancelledError, not a TaskError), and the lock another run took is left to it."""
+    sent, answered = renewals
+    swallowed, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def stubborn(run: Run) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.set()  # the lease's: kept going, as a careless body might
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    runs = aiotasks.task(name="stubborn", lock_timeout=LEASE)(stubborn)
+    runner = asyncio.ensure_future(runs(DATE, redis=redis_client))
+    lock = f"lock:stubborn:{DATE}"
+
+    async def locked() -> bool:
+        return bool(await redis_client.exists(lock))
+
+    await eventually(locked, "the run holds its lock")
+    await redis_client.set(lock, "another-run")  # taken: the next renewal finds it gone
+    clock.advance(LEASE / 3)
+    await asyncio.wait_for(sent.get(), HANG)
+    assert await asyncio.wait_for(answered.get(), HANG) is False
+    await asyncio.wait_for(swallowed.wait(), HANG)
+    runner.cancel()
+    await asyncio.wait_for(cancelled.wait(), HANG)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(runner, HANG)
+    assert await redis_client.get(lock) == b"another-run"

@@ -84,16 +84,20 @@ class BodySlots:
 
     async def wait(self) -> Any:
         """Wait for a slot (after :meth:`enter` said None): a token for :meth:`leave`."""
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._hand_over()  # it was handed a slot as it was cancelled: pass it on
-            else:
-                self._waiters.remove(waiter)
-            raise
+        assert self.limit is not None
+        if self._taken < self.limit and not self._waiters:
+            self._taken += 1  # one came free since enter() (the caller was not this call's task)
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._hand_over()  # it was handed a slot as it was cancelled: pass it on
+                else:
+                    self._waiters.remove(waiter)
+                raise
         return _holding.set((*_holding.get(), self))
 
     def leave(self, token: Any) -> None:
