@@ -220,3 +220,50 @@ async def test_a_cancellation_after_the_lock_was_lost_still_cancels_the_run(
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(runner, HANG)
     assert await redis_client.get(lock) == b"another-run"
+
+
+async def test_the_lock_counts_as_valid_from_when_the_acquire_was_sent_not_from_its_reply(
+    proxy: Proxy, proxied: Redis, redis_client: Redis, clock: Clock, renewals: Renewals
+) -> None:
+    """Redis may have taken the lock as soon as the acquire arrived: with the acquire's reply held
+    for half of lock_timeout and the first renewal's reply held too, the body is cancelled
+    lock_timeout after the acquire was sent, not lock_timeout after its reply came."""
+    sent, _ = renewals
+    await load_scripts(redis_client)
+    body = Body()
+    slow = aiotasks.task(name="slow", lock_timeout=LEASE)(body)
+    proxy.hold_replies()
+    runner = asyncio.ensure_future(slow(DATE, redis=proxied))
+    await asyncio.wait_for(proxy.reply_held.wait(), HANG)  # t0: the acquire ran; its reply is held
+    clock.advance(LEASE / 2)
+    proxy.release_replies()  # t0 + 30: the run learns it holds the lock
+    await asyncio.wait_for(body.holding.wait(), HANG)
+    proxy.hold_replies()
+    clock.advance(LEASE / 3)  # t0 + 50: the first renewal is sent; its reply is held
+    await asyncio.wait_for(sent.get(), HANG)
+    assert not body.cancelled.is_set()
+    clock.advance(LEASE / 6 + 1)  # t0 + 61: past lock_timeout since the acquire was sent
+    await asyncio.wait_for(body.cancelled.wait(), HANG)
+    await lost(runner, redis_client, proxy)
+
+
+async def test_an_acquire_whose_reply_outlived_the_lock_arms_the_deadline_at_once(
+    proxy: Proxy, proxied: Redis, redis_client: Redis, clock: Clock
+) -> None:
+    """An acquire whose reply came after more than 2/3 of lock_timeout: the lock may run out
+    before the first renewal is due, so the deadline is armed from the start. (A long lease:
+    the first renewal stays further away in real time than the wait for the cancellation.)"""
+    lease = 600.0
+    await load_scripts(redis_client)
+    body = Body()
+    slow = aiotasks.task(name="slow", lock_timeout=lease)(body)
+    proxy.hold_replies()
+    runner = asyncio.ensure_future(slow(DATE, redis=proxied))
+    await asyncio.wait_for(proxy.reply_held.wait(), HANG)  # t0: the acquire ran; its reply is held
+    clock.advance(lease * 5 / 6)
+    proxy.release_replies()  # t0 + 500: the first renewal would be due at t0 + 700
+    await asyncio.wait_for(body.holding.wait(), HANG)
+    proxy.hold_replies()
+    clock.advance(lease / 6 + 1)  # t0 + 601: no renewal was due yet, the lock may be gone
+    await asyncio.wait_for(body.cancelled.wait(), HANG)
+    await lost(runner, redis_client, proxy)

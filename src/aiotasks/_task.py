@@ -176,7 +176,9 @@ class _Lease:
     due, so a run shorter than ``lock_timeout / 3`` costs nothing here.
     """
 
-    def __init__(self, store: Store, run: Run, ttl: int, on_lost: Callable[[], object]) -> None:
+    def __init__(
+        self, store: Store, run: Run, ttl: int, on_lost: Callable[[], object], *, since: float
+    ) -> None:
         self._store = store
         self._run = run
         self._ttl_ms = ttl
@@ -184,10 +186,17 @@ class _Lease:
         self._on_lost = on_lost
         loop = store.loop
         self._loop = loop
-        self._valid_until = loop.time() + ttl / 1000
+        # The lock is surely valid for its TTL from when the acquire was sent (Redis may have run
+        # it at once), not from its reply.
+        self._valid_until = since + ttl / 1000
         self._timer: asyncio.TimerHandle | None = loop.call_later(self._interval, self._due)
-        # Until the first renewal is due the lock is certainly valid: no deadline timer yet.
-        self._deadline: asyncio.TimerHandle | None = None
+        # Until the first renewal is due the lock is certainly valid, so no deadline timer yet,
+        # unless the acquire's reply took so long that the lock may run out before then.
+        self._deadline: asyncio.TimerHandle | None = (
+            loop.call_at(self._valid_until, self._expired)
+            if loop.time() + self._interval >= self._valid_until
+            else None
+        )
         self._renewal: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -315,6 +324,7 @@ class Task:
         result = new_result(self.name, date, task_id)
         keep = retention_ms(self.retention)
         report_run(self.name, keys, task_id, result)
+        sent = store.loop.time()
         try:
             outcome = await store.acquire(
                 keys, task_id, self._lock_ms, check_success=once and not force, retention_ms=keep
@@ -339,7 +349,7 @@ class Task:
         started = time.monotonic()
         ending: Outcome | None = None
         try:
-            error = await self._attempts(store, run)
+            error = await self._attempts(store, run, sent)
             if error is None:
                 if tracked:
                     ending = Outcome.of(
@@ -375,7 +385,7 @@ class Task:
         logger.info("%s %s: success in %.3fs", self.name, date, elapsed)
         return result
 
-    async def _attempts(self, store: Store, run: Run) -> BaseException | None:
+    async def _attempts(self, store: Store, run: Run, sent: float) -> BaseException | None:
         """Run the body until it succeeds or retries run out; None on success."""
         # When the lock is lost the lease cancels this task, and the cancellation is told
         # apart from anyone else's as asyncio.timeout() does it (which would cost a timer
@@ -383,7 +393,7 @@ class Task:
         task = asyncio.current_task()
         assert task is not None
         cancelling = task.cancelling()
-        lease = _Lease(store, run, self._lock_ms, task.cancel)
+        lease = _Lease(store, run, self._lock_ms, task.cancel, since=sent)
         try:
             attempt = 0
             while True:
