@@ -46,7 +46,8 @@ class Proxy:
         self._replies_open = asyncio.Event()
         self._requests_open.set()
         self._replies_open.set()
-        self._drop_next_reply = False
+        self._drop_replies = 0
+        self._drop_scripts = 0
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -76,7 +77,13 @@ class Proxy:
     def drop_next_reply(self) -> None:
         """The next reply from Redis (its request ran) is discarded and its client connection closed."""
         self.dropped.clear()
-        self._drop_next_reply = True
+        self._drop_replies = 1
+
+    def drop_script_replies(self, count: int) -> None:
+        """The replies to the next ``count`` requests that run a script are dropped, as
+        :meth:`drop_next_reply` drops one (a new connection's handshake is answered)."""
+        self.dropped.clear()
+        self._drop_scripts = count
 
     # -- running ---------------------------------------------------------------------
 
@@ -108,9 +115,10 @@ class Proxy:
         self.connections += 1
         redis_reader, redis_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         self._writers.update((client_writer, redis_writer))
+        doomed = [False]  # this connection's next reply is to be dropped (it answers a script)
         for pump in (
-            self._pump(client_reader, redis_writer, requests=True, peer=client_writer),
-            self._pump(redis_reader, client_writer, requests=False, peer=redis_writer),
+            self._pump(client_reader, redis_writer, requests=True, peer=client_writer, doomed=doomed),
+            self._pump(redis_reader, client_writer, requests=False, peer=redis_writer, doomed=doomed),
         ):
             task = asyncio.get_running_loop().create_task(pump)
             self._pumps.add(task)
@@ -123,6 +131,7 @@ class Proxy:
         *,
         requests: bool,
         peer: asyncio.StreamWriter,
+        doomed: list[bool],
     ) -> None:
         gate, held = (
             (self._requests_open, self.request_held) if requests else (self._replies_open, self.reply_held)
@@ -132,8 +141,12 @@ class Proxy:
                 if not gate.is_set():
                     held.set()
                     await gate.wait()
-                if not requests and self._drop_next_reply:
-                    self._drop_next_reply = False
+                if requests and self._drop_scripts and (b"EVALSHA" in data or b"EVAL\r\n" in data):
+                    self._drop_scripts -= 1
+                    doomed[0] = True
+                if not requests and (self._drop_replies or doomed[0]):
+                    if not doomed[0]:
+                        self._drop_replies -= 1
                     writer.close()  # the client's connection: its request ran, its reply is gone
                     peer.close()
                     self.dropped.set()

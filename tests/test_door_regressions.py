@@ -500,3 +500,31 @@ async def test_refused_credentials_are_a_redis_authentication_error() -> None:
     assert isinstance(caught.value, RedisAuthError)
     assert isinstance(caught.value, AioTasksError)
     assert "wrong" not in str(caught.value)
+
+
+# -- the door's retries of a written command -----------------------------------------------
+
+
+async def test_a_written_command_whose_replies_are_lost_is_tried_door_attempts_times(
+    proxy: Proxy, proxied: Redis, redis_client: Redis
+) -> None:
+    """A request written and then cut off (the reply lost with its connection) is tried again, on a
+    new connection each time, DOOR_ATTEMPTS times in all; then the run fails with RedisUnavailable
+    and the lock that those attempts may have taken (they did: same token) is given back."""
+    proxy.drop_script_replies(door.DOOR_ATTEMPTS)
+    with pytest.raises(RedisUnavailable):
+        await store_for(proxied).acquire(KEYS, "tok", 60_000, check_success=True)
+    assert proxy._drop_scripts == 0  # every attempt reached Redis and lost its reply
+
+    async def released() -> bool:
+        return await redis_client.exists(KEYS.lock) == 0
+
+    await eventually(released, "the lock the lost attempts took is given back")
+
+
+async def test_a_command_whose_last_attempt_is_answered_succeeds(proxy: Proxy, proxied: Redis) -> None:
+    """One lost reply fewer than DOOR_ATTEMPTS: the last attempt is answered and the acquire
+    reports the lock taken (the retries reused the token, so the earlier landings are its own)."""
+    proxy.drop_script_replies(door.DOOR_ATTEMPTS - 1)
+    assert await store_for(proxied).acquire(KEYS, "tok", 60_000, check_success=True) == Acquired()
+    assert proxy.connections == door.DOOR_ATTEMPTS  # the first attempt on the pinged connection
