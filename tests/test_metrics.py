@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 
+import prometheus_client.metrics
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 import aiotasks
-from aiotasks import Run, TaskError
+from aiotasks import Run, TaskError, _metrics
 from tests.test_cli import ROOT, child_env
 
 DATE = "20261125"
@@ -94,7 +102,9 @@ async def t(run):
 
 async def main():
     client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-    print((await t("20261125", redis=client))["status"], _metrics._instruments())
+    status = (await t("20261125", redis=client))["status"]
+    loaded = sorted(name for name in sys.modules if name.startswith("prometheus_client."))
+    print(status, _metrics.enabled(), sys.modules["prometheus_client"], loaded, _metrics._tasks)
 
 asyncio.run(main())
 """
@@ -102,4 +112,224 @@ asyncio.run(main())
         [sys.executable, "-c", program], cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["success", "None"]
+    assert done.stdout.split() == ["success", "False", "None", "[]", "{}"]
+
+
+# -- the exposition: the same as prometheus_client's own instruments --------------------------
+
+BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, float("inf"))
+ODD = 'm_same_"odd\\\n'  # a quote, a backslash and a newline to escape
+# What a process observes, (kind, task, outcome, seconds): starts, runs, skips and waits, with
+# durations below, on and between bucket bounds.
+OBSERVATIONS: tuple[tuple[str, str, str, float], ...] = (
+    ("start", "m_same_a", "", 0),
+    ("run", "m_same_a", "success", 0.003),
+    ("skip", "m_same_b", "lock_held", 0),
+    ("start", "m_same_a", "", 0),
+    ("start", ODD, "", 0),
+    ("run", "m_same_a", "timeout", 0.5),
+    ("wait", "m_same_c", "", 2.5),
+    ("skip", "m_same_a", "already_completed", 0),
+    ("start", "m_same_b", "", 0),
+    ("wait", "m_same_c", "", 0.0),
+    ("run", "m_same_b", "error", 1e6),
+    ("skip", ODD, "missed", 0),
+    ("start", "m_same_b", "", 0),
+    ("run", "m_same_b", "error", 7200.0),
+)
+
+
+def reference(to: CollectorRegistry) -> None:
+    """Feed OBSERVATIONS to prometheus_client's Counter, Histogram and Gauge as aiotasks defined them."""
+    help_runs, help_wait = "Runs and skips, by outcome", "Time spent waiting for another worker's run"
+    runs = Counter("aiotasks_runs_total", help_runs, ["task", "outcome"], registry=to)
+    duration = Histogram(
+        "aiotasks_run_duration_seconds", "Duration of finished runs", ["task"], buckets=BUCKETS, registry=to
+    )
+    wait = Histogram("aiotasks_lock_wait_seconds", help_wait, ["task"], buckets=BUCKETS, registry=to)
+    in_progress = Gauge("aiotasks_runs_in_progress", "Runs in progress", ["task"], registry=to)
+    for kind, task, outcome, seconds in OBSERVATIONS:
+        if kind == "start":
+            in_progress.labels(task).inc()
+            duration.labels(task)  # the series appears at the first start
+        elif kind == "run":
+            in_progress.labels(task).dec()
+            runs.labels(task, outcome).inc()
+            duration.labels(task).observe(seconds)
+        elif kind == "skip":
+            runs.labels(task, outcome).inc()
+        else:
+            wait.labels(task).observe(seconds)
+
+
+def ours(text: bytes) -> str:
+    """The aiotasks lines of an exposition about the m_same_ tasks, ``_created`` values blanked."""
+    lines = [
+        re.sub(r"(_created\{.*\}) \S+$", r"\1 T", line)
+        for line in text.decode().splitlines()
+        if (line.startswith("# ") and "aiotasks_" in line) or 'task="m_same_' in line
+    ]
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def observed() -> None:
+    """OBSERVATIONS fed to the in-process metrics, once."""
+    for kind, task, outcome, seconds in OBSERVATIONS:
+        if kind == "start":
+            _metrics.observe_start(task)
+        elif kind == "run":
+            _metrics.observe_run(task, outcome, seconds)
+        elif kind == "skip":
+            _metrics.observe_skip(task, outcome)
+        else:
+            _metrics.observe_wait(task, seconds)
+
+
+@pytest.fixture(params=[True, False], ids=["created", "no-created"])
+def created(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """With and without the ``_created`` samples (``prometheus_client.disable_created_metrics()``)."""
+    monkeypatch.setattr(prometheus_client.metrics, "_use_created", request.param)
+    return bool(request.param)
+
+
+RENDERS: dict[str, Callable[[CollectorRegistry], bytes]] = {
+    "text": generate_latest,
+    "openmetrics": openmetrics.generate_latest,
+}
+
+
+@pytest.mark.parametrize("render", RENDERS)
+def test_exposition_is_prometheus_clients_own(observed: None, created: bool, render: str) -> None:
+    """The default registry shows what prometheus_client's Counter/Histogram/Gauge would for the same
+    observations: families, help, types, buckets, labels (escaped), values, series order, _created."""
+    expected = CollectorRegistry()
+    reference(expected)
+    got = ours(RENDERS[render](REGISTRY))
+    assert got == ours(RENDERS[render](expected))
+    assert ("_created{" in got) is created
+    assert 'aiotasks_run_duration_seconds_bucket{le="7200.0",task="m_same_b"} 1.0' in got
+
+
+def test_exposition_parses(observed: None) -> None:
+    """prometheus_client's parsers read the exposition back: four families of the documented types."""
+    documented = {
+        "aiotasks_runs": "counter",
+        "aiotasks_run_duration_seconds": "histogram",
+        "aiotasks_lock_wait_seconds": "histogram",
+        "aiotasks_runs_in_progress": "gauge",
+    }
+    for families in (
+        text_string_to_metric_families(generate_latest(REGISTRY).decode()),
+        parse_openmetrics(openmetrics.generate_latest(REGISTRY).decode()),  # type: ignore[no-untyped-call]
+    ):
+        types = {family.name: family.type for family in families if family.name.startswith("aiotasks_")}
+        assert types.items() >= documented.items()
+    assert value("aiotasks_runs_total", task="m_same_b", outcome="error") == 2
+    assert value("aiotasks_runs_in_progress", task=ODD) == 1
+    assert value("aiotasks_lock_wait_seconds_sum", task="m_same_c") == 2.5
+
+
+# -- registration -----------------------------------------------------------------------------
+
+
+def test_registering_again_replaces_the_collector() -> None:
+    """Registering twice (a test, a second start) neither raises nor shows the families twice."""
+    registry = CollectorRegistry(auto_describe=True)
+    _metrics._register(registry)
+    _metrics._register(registry)
+    assert generate_latest(registry).decode().count("# TYPE aiotasks_runs_total counter") == 1
+
+
+def test_names_taken_by_someone_else_are_left_alone(caplog: pytest.LogCaptureFixture) -> None:
+    """A registry where another collector already owns aiotasks_runs_total keeps it; a warning says why."""
+    registry = CollectorRegistry(auto_describe=True)
+    Counter("aiotasks_runs_total", "Someone else's", registry=registry)
+    with caplog.at_level(logging.WARNING, "aiotasks.metrics"):
+        _metrics._register(registry)
+    assert "Someone else's" in generate_latest(registry).decode()
+    assert "aiotasks metrics not registered" in caplog.text
+
+
+def test_a_reloaded_module_registers_without_raising() -> None:
+    """importlib.reload of the module (fresh tallies) replaces the collector of the earlier copy."""
+    program = """
+import importlib
+from prometheus_client import REGISTRY, generate_latest
+from aiotasks import _metrics
+_metrics.observe_skip("t", "lock_held")
+_metrics = importlib.reload(_metrics)
+_metrics.observe_skip("t", "lock_held")
+text = generate_latest(REGISTRY).decode()
+print(text.count("# TYPE aiotasks_runs_total counter"),
+      REGISTRY.get_sample_value("aiotasks_runs_total", {"task": "t", "outcome": "lock_held"}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "1.0"]
+
+
+# -- threads ----------------------------------------------------------------------------------
+
+
+def test_runs_in_threads_and_scrapes_are_consistent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs finishing in several threads while another scrapes: no update is lost, no scrape fails
+    (series appear meanwhile), and each scrape is one moment (runs counted == durations observed)."""
+    for tallies in ("_outcomes", "_outcomes_created", "_tasks", "_waits"):  # this test's own, emptied after
+        monkeypatch.setattr(_metrics, tallies, {})
+    task, threads, rounds = "m_threads", 4, 5000
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def scrape() -> dict[tuple[str, str | None, str | None], float]:
+        return {
+            (sample.name, sample.labels.get("le"), sample.labels.get("outcome")): sample.value
+            for family in _metrics._Collector().collect()
+            for sample in family.samples
+            if sample.labels.get("task") == task
+        }
+
+    def runs(k: int) -> None:
+        try:
+            for i in range(rounds):
+                _metrics.observe_start(task)
+                _metrics.observe_skip(f"{task}_{k}_{i}", "lock_held")  # new series while scraping
+                _metrics.observe_run(task, "success", 0.002)
+        except BaseException as exc:
+            failures.append(exc)
+
+    def scrapes() -> None:
+        try:
+            while not done.is_set():
+                samples = scrape()
+                if not samples:
+                    continue
+                buckets = [v for (name, _, _), v in samples.items() if name.endswith("_bucket")]
+                assert buckets == sorted(buckets)
+                count = samples["aiotasks_run_duration_seconds_count", None, None]
+                assert count == buckets[-1] == samples.get(("aiotasks_runs_total", None, "success"), 0)
+                assert samples["aiotasks_runs_in_progress", None, None] in range(threads + 1)
+        except BaseException as exc:
+            failures.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often
+    try:
+        scraper = threading.Thread(target=scrapes)
+        scraper.start()
+        workers = [threading.Thread(target=runs, args=(k,)) for k in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        done.set()
+        scraper.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+    samples = scrape()
+    assert samples["aiotasks_runs_total", None, "success"] == threads * rounds
+    assert samples["aiotasks_run_duration_seconds_count", None, None] == threads * rounds
+    assert samples["aiotasks_runs_in_progress", None, None] == 0
