@@ -18,25 +18,31 @@ date ``D`` and run token ``R`` (the run's ``task_id``), next to the seed's keys:
 
 A record is packed into one or two fields of its date's hash, so a run costs
 its scripts few commands on the server (each ``redis.call`` costs about a
-microsecond): the acquire 6 more than without records, a finish 2 (the
-outcome's ``HSET`` and the index's ``ZADD``; its end is the start plus the
-run's time on the client's monotonic clock, and a run that held its lock to
-the end knows its record exists without reading it).
+microsecond, one that makes a key or a member more): the acquire 6 more than
+without records (``TIME``, ``HGET`` of the fence, one ``HSET``, ``ZADD``, a
+``PEXPIRE`` each), a finish 2 (the outcome's ``HSET`` and the index's
+``ZADD``; its end is the start plus the run's time on the client's monotonic
+clock, and a run that held its lock to the end knows its record exists
+without reading it).
 
 On Redis Cluster ``T`` is written ``{T}``, the task's hash tag, as in its lock
 and marker: every key of one task shares one slot. A namespace prefixes them
 all. Both keys get the retention as their TTL at every acquire (default 30
 days, ``AIOTASKS_RETENTION``, ``retention=``): a run ends within its lock's TTL,
 far inside the retention, and the index, refreshed by every date's runs,
-outlives each runs hash. The index is trimmed to the retention at each date's
-first run. A retention of 0 writes no records.
+outlives each runs hash. About one acquisition in 16 (chosen by the
+microseconds of the server's clock, so no state is read for it) trims the
+index to the retention: it holds the retention's runs plus, on average, the 16
+before them, and goes entirely a retention after the task's last run. A
+retention of 0 writes no records.
 
 A record with no outcome is ``running`` while its token holds its date's lock,
 else ``abandoned``: the worker died, or lost its lock and never came back.
 
 The record's key names (everything after the lock key's own prefix) are
 derived from the lock key, so that ``finish_task`` and ``release_lock``, which
-only get the seed's ``lock_key``, find them.
+only get the seed's ``lock_key``, find them: per run by splitting off the date
+(what precedes it is parsed once per task), as bytes for the wire.
 """
 
 from __future__ import annotations
@@ -89,11 +95,14 @@ HOST: Final = socket.gethostname()
 #: across fork() (``os.getpid()`` is a system call per run).
 _pid = [os.getpid()]
 _pid_host = [f"{_pid[0]}|{HOST}".encode()]
+#: The ACQUIRE script's record argument, ``retention|pid|host``, per retention.
+_owners: dict[int, bytes] = {}
 
 
 def _forked() -> None:
     _pid[0] = os.getpid()
     _pid_host[0] = f"{_pid[0]}|{HOST}".encode()
+    _owners.clear()
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -111,12 +120,33 @@ def retention_ms(value: float | str | None = None) -> int:
         ``"600"``; ``None`` for ``AIOTASKS_RETENTION``, else 30 days.
     :raises InvalidConfig: naming the value.
     """
-    source = "retention"
     if value is None:
-        value = os.environ.get("AIOTASKS_RETENTION")
-        source = "AIOTASKS_RETENTION"
-        if value is None or value == "":
-            return DEFAULT_RETENTION * 1000
+        return _env_retention(_environ_value(b"AIOTASKS_RETENTION"))
+    if value.__class__ is int and value >= 0:  # a decorator's own, checked once per run
+        return value * 1000
+    return _retention_ms(value, "retention")
+
+
+def _environ_value(name: bytes) -> bytes | None:
+    """``os.environb.get(name)`` at the cost of a dict lookup: ``os.environ`` encodes the name
+    and decodes the value on every read, a microsecond or two a run (its mapping is private:
+    where it is missing or not keyed by bytes, the public way)."""
+    data = getattr(os.environ, "_data", None)
+    if os.supports_bytes_environ and isinstance(data, dict):  # POSIX: keyed by bytes
+        found = data.get(name)
+        return found if isinstance(found, bytes) else None
+    value = os.environ.get(name.decode())
+    return None if value is None else value.encode()
+
+
+@functools.lru_cache(maxsize=16)
+def _env_retention(value: bytes | None) -> int:
+    if not value:
+        return DEFAULT_RETENTION * 1000
+    return _retention_ms(value.decode(errors="replace"), "AIOTASKS_RETENTION")
+
+
+def _retention_ms(value: float | str, source: str) -> int:
     seconds: float
     if isinstance(value, str):
         text = value.strip().lower()
@@ -178,14 +208,49 @@ def record_keys(lock_key: str) -> RecordKeys | None:
     )
 
 
-@functools.lru_cache(maxsize=4096)
-def _wire_keys(lock_key: str) -> tuple[bytes, bytes, bytes] | None:
-    """The runs hash, the index and the date of ``lock_key``'s record, encoded once for the wire
-    (the door passes bytes through as they are)."""
-    found = record_keys(lock_key)
-    if found is None:
+#: Per lock-key head (the lock key up to its date): the runs hashes' prefix and
+#: the index, encoded for the wire, or None for a key of another shape.
+_heads: dict[str, tuple[bytes, bytes] | None] = {}
+_MAX_HEADS: Final = 4096
+
+
+#: The last lock keys' record keys: a run's acquire derives them, its trailer and
+#: its finish or release find them here.
+_recent: dict[str, tuple[bytes, bytes] | None] = {}
+_MAX_RECENT: Final = 1024
+
+
+def _wire_keys(lock_key: str) -> tuple[bytes, bytes] | None:
+    """The runs hash and the index of ``lock_key``'s record, as bytes for the wire (the door
+    passes bytes through as they are); None when it has no record (see :func:`record_keys`).
+
+    Every run has a new lock key (a new date, or a new task), so a cache keyed by
+    it serves only that run's own later calls (``_recent``); the head (everything
+    before the date) is cached once per task and namespace.
+    """
+    try:
+        return _recent[lock_key]
+    except KeyError:
+        pass
+    if len(_recent) >= _MAX_RECENT:
+        _recent.clear()
+    found = _recent[lock_key] = _derive_wire_keys(lock_key)
+    return found
+
+
+def _derive_wire_keys(lock_key: str) -> tuple[bytes, bytes] | None:
+    head, _, date = lock_key.rpartition(":")
+    try:
+        found = _heads[head]
+    except KeyError:
+        keys = record_keys(f"{head}:0")
+        found = None if keys is None else (keys.records.encode(), keys.history.encode())
+        if len(_heads) >= _MAX_HEADS:
+            _heads.clear()
+        _heads[head] = found
+    if found is None or not date:
         return None
-    return found.state.encode(), found.history.encode(), found.date.encode()
+    return found[0] + date.encode(), found[1]
 
 
 def task_record_keys(task: str, *, namespace: str | None, cluster: bool) -> RecordKeys | None:
@@ -211,6 +276,8 @@ class Outcome:
     #: The record surely exists without an outcome while the lock is held:
     #: the run started well within the retention (the script then checks nothing).
     fresh: bool = False
+    #: What :meth:`args` returns, once it was asked.
+    _args: tuple[str | bytes, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def of(
@@ -297,14 +364,20 @@ class Outcome:
             error, counters = error.replace(secret, "***"), counters.replace(secret, "***")
         return replace(self, error=error, counters=counters)
 
-    def args(self) -> tuple[str, str, int]:
-        """The ARGV tail the FINISH and RELEASE scripts read: the packed outcome, the counters, fresh."""
-        ended = self.ended or ""
-        return (
-            f"{ended}|{self.status}|{self.reason}|{self.attempts}|{self.error}",
-            self.counters,
-            int(self.fresh),
-        )
+    def args(self) -> tuple[str | bytes, ...]:
+        """The ARGV tail the FINISH and RELEASE scripts read: the packed outcome, fresh, and the
+        counters only when there are any."""
+        if self._args is not None:  # an acquire's give-back outcome serves every run
+            return self._args
+        packed: str | bytes
+        if self.status == "success" and self.ended and not (self.reason or self.error):
+            packed = b"%d|success||%d|" % (self.ended, self.attempts)  # the common case, no str
+        else:
+            packed = f"{self.ended or ''}|{self.status}|{self.reason}|{self.attempts}|{self.error}"
+        fresh = b"1" if self.fresh else b"0"
+        args = (packed, fresh, self.counters) if self.counters else (packed, fresh)
+        object.__setattr__(self, "_args", args)
+        return args
 
 
 def counters_json(result: Mapping[str, Any]) -> str:
@@ -321,18 +394,25 @@ def counters_json(result: Mapping[str, Any]) -> str:
     return text
 
 
+def _owner(retention: int) -> bytes:
+    """``retention|pid|host``, the ACQUIRE script's record argument, built once per retention."""
+    found = _owners.get(retention)
+    if found is None:
+        if len(_owners) >= 64:
+            _owners.clear()
+        found = _owners[retention] = b"%d|%s" % (retention, _pid_host[0])
+    return found
+
+
 def acquire_args(
     keys: TaskKeys, token: str, ttl_ms: int, check_success: bool, retention: int
 ) -> tuple[Any, ...]:
     """numkeys, KEYS and ARGV of the ACQUIRE script (without record keys when there is no record)."""
+    check = b"1" if check_success else b"0"
     found = _wire_keys(keys.lock) if retention > 0 else None
     if found is None:
-        return (2, keys.lock, keys.success, token, ttl_ms, int(check_success))
-    state, history, date = found
-    return (
-        4, keys.lock, keys.success, state, history,
-        token, ttl_ms, int(check_success), retention, _pid_host[0], date,
-    )  # fmt: skip
+        return (2, keys.lock, keys.success, token, ttl_ms, check)
+    return (4, keys.lock, keys.success, *found, token, ttl_ms, check, _owner(retention))
 
 
 def finish_args(
@@ -342,7 +422,7 @@ def finish_args(
     found = _wire_keys(keys.lock) if outcome is not None and outcome.retention_ms > 0 else None
     if found is None or outcome is None:
         return (2, keys.lock, keys.success, token, success_ttl, marker)
-    return (4, keys.lock, keys.success, found[0], found[1], token, success_ttl, marker, *outcome.args())
+    return (4, keys.lock, keys.success, *found, token, success_ttl, marker, *outcome.args())
 
 
 def release_args(lock_key: str, token: str, outcome: Outcome | None) -> tuple[Any, ...]:
@@ -350,7 +430,7 @@ def release_args(lock_key: str, token: str, outcome: Outcome | None) -> tuple[An
     found = _wire_keys(lock_key) if outcome is not None and outcome.retention_ms > 0 else None
     if found is None or outcome is None:
         return (1, lock_key, token)
-    return (3, lock_key, found[0], found[1], token, *outcome.args())
+    return (3, lock_key, *found, token, *outcome.args())
 
 
 # -- what is read back -----------------------------------------------------------------
