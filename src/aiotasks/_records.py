@@ -95,14 +95,13 @@ HOST: Final = socket.gethostname()
 #: across fork() (``os.getpid()`` is a system call per run).
 _pid = [os.getpid()]
 _pid_host = [f"{_pid[0]}|{HOST}".encode()]
-#: The ACQUIRE script's record argument, ``retention|pid|host``, per retention.
-_owners: dict[int, bytes] = {}
+#: The retentions as the ACQUIRE script gets them.
+_retentions: dict[int, bytes] = {}
 
 
 def _forked() -> None:
     _pid[0] = os.getpid()
     _pid_host[0] = f"{_pid[0]}|{HOST}".encode()
-    _owners.clear()
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -216,12 +215,12 @@ _MAX_HEADS: Final = 4096
 
 #: The last lock keys' record keys: a run's acquire derives them, its trailer and
 #: its finish or release find them here.
-_recent: dict[str, tuple[bytes, bytes] | None] = {}
+_recent: dict[str, tuple[bytes, bytes, bytes] | None] = {}
 _MAX_RECENT: Final = 1024
 
 
-def _wire_keys(lock_key: str) -> tuple[bytes, bytes] | None:
-    """The runs hash and the index of ``lock_key``'s record, as bytes for the wire (the door
+def _wire_keys(lock_key: str) -> tuple[bytes, bytes, bytes] | None:
+    """The runs hash, the index and the date of ``lock_key``'s record, as bytes for the wire (the door
     passes bytes through as they are); None when it has no record (see :func:`record_keys`).
 
     Every run has a new lock key (a new date, or a new task), so a cache keyed by
@@ -238,7 +237,7 @@ def _wire_keys(lock_key: str) -> tuple[bytes, bytes] | None:
     return found
 
 
-def _derive_wire_keys(lock_key: str) -> tuple[bytes, bytes] | None:
+def _derive_wire_keys(lock_key: str) -> tuple[bytes, bytes, bytes] | None:
     head, _, date = lock_key.rpartition(":")
     try:
         found = _heads[head]
@@ -250,7 +249,8 @@ def _derive_wire_keys(lock_key: str) -> tuple[bytes, bytes] | None:
         _heads[head] = found
     if found is None or not date:
         return None
-    return found[0] + date.encode(), found[1]
+    encoded = date.encode()
+    return found[0] + encoded, found[1], encoded
 
 
 def task_record_keys(task: str, *, namespace: str | None, cluster: bool) -> RecordKeys | None:
@@ -394,13 +394,12 @@ def counters_json(result: Mapping[str, Any]) -> str:
     return text
 
 
-def _owner(retention: int) -> bytes:
-    """``retention|pid|host``, the ACQUIRE script's record argument, built once per retention."""
-    found = _owners.get(retention)
+def _retention(retention: int) -> bytes:
+    found = _retentions.get(retention)
     if found is None:
-        if len(_owners) >= 64:
-            _owners.clear()
-        found = _owners[retention] = b"%d|%s" % (retention, _pid_host[0])
+        if len(_retentions) >= 64:
+            _retentions.clear()
+        found = _retentions[retention] = b"%d" % retention
     return found
 
 
@@ -412,7 +411,11 @@ def acquire_args(
     found = _wire_keys(keys.lock) if retention > 0 else None
     if found is None:
         return (2, keys.lock, keys.success, token, ttl_ms, check)
-    return (4, keys.lock, keys.success, *found, token, ttl_ms, check, _owner(retention))
+    state, history, date = found
+    return (
+        4, keys.lock, keys.success, state, history,
+        token, ttl_ms, check, _retention(retention), _pid_host[0], date,
+    )  # fmt: skip
 
 
 def finish_args(
@@ -422,7 +425,7 @@ def finish_args(
     found = _wire_keys(keys.lock) if outcome is not None and outcome.retention_ms > 0 else None
     if found is None or outcome is None:
         return (2, keys.lock, keys.success, token, success_ttl, marker)
-    return (4, keys.lock, keys.success, *found, token, success_ttl, marker, *outcome.args())
+    return (4, keys.lock, keys.success, found[0], found[1], token, success_ttl, marker, *outcome.args())
 
 
 def release_args(lock_key: str, token: str, outcome: Outcome | None) -> tuple[Any, ...]:
@@ -430,7 +433,7 @@ def release_args(lock_key: str, token: str, outcome: Outcome | None) -> tuple[An
     found = _wire_keys(lock_key) if outcome is not None and outcome.retention_ms > 0 else None
     if found is None or outcome is None:
         return (1, lock_key, token)
-    return (3, lock_key, *found, token, *outcome.args())
+    return (3, lock_key, found[0], found[1], token, *outcome.args())
 
 
 # -- what is read back -----------------------------------------------------------------

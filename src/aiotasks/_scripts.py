@@ -45,12 +45,11 @@ ACQUIRE: Final = Script(
 -- KEYS[1] - the lock key
 -- KEYS[2] - the success-marker key
 -- KEYS[3], KEYS[4] - optional, both or none (no run record): the (task, date)'s
---   runs hash, whose name ends in ':' .. date, and the task's history index
---   (see _records for their layout)
+--   runs hash and the task's history index (see _records for their layout)
 -- ARGV[1] - the run's token (its task_id)
 -- ARGV[2] - the lock's TTL in milliseconds
 -- ARGV[3] - '1' to skip when the marker exists, '0' to ignore the marker
--- ARGV[4] - with the record keys: 'retention ms|pid|host'
+-- ARGV[4..6] - with the record keys: retention in ms, 'pid|host', date
 -- return {1, fence, started ms} the lock is ours (also when it already held
 --            this token: a retried acquire is idempotent, resets the TTL, never
 --            stretches it, and hands back the first attempt's fence);
@@ -76,25 +75,25 @@ if not KEYS[4] then
 end
 -- Every redis.call costs the server about a microsecond, a new key or member
 -- more: a new date's run makes six (TIME, HGET, HSET, PEXPIRE, ZADD, PEXPIRE).
--- Numbers are concatenated as they are: Lua prints a double's integer part
--- exactly up to 14 digits, and ms since the epoch have 13 until the year 2286.
+-- Lua's own work shows too: numbers stay strings (the start in ms is TIME's
+-- seconds and the first three of its six microsecond digits), the arguments
+-- come apart (no pattern splits them).
 local time = redis.call('time')
-local now = time[1] * 1000 + math.floor(time[2] / 1000)
-local keep, owner = string.match(ARGV[4], '^(%d+)|(.*)$')
+local now = time[1] .. string.sub('00000' .. time[2], -6, -4)
 -- The fence only grows: +1 per acquisition while the runs hash lives (it
 -- outlives locks by the retention), and a new hash starts from the server's
 -- clock in ms, above any fence handed out before it expired.
 local fence = redis.call('hget', KEYS[3], 'f')
-fence = fence and fence + 1 or now
-redis.call('hset', KEYS[3], 'f', fence, 'l', ARGV[1], ARGV[1], fence .. '|' .. now .. '|' .. owner)
-redis.call('pexpire', KEYS[3], keep)
-redis.call('zadd', KEYS[4], now, string.match(KEYS[3], '[^:]*$') .. ':' .. ARGV[1])
-redis.call('pexpire', KEYS[4], keep)
+fence = fence and string.format('%d', fence + 1) or now
+redis.call('hset', KEYS[3], 'f', fence, 'l', ARGV[1], ARGV[1], fence .. '|' .. now .. '|' .. ARGV[5])
+redis.call('pexpire', KEYS[3], ARGV[4])
+redis.call('zadd', KEYS[4], now, ARGV[6] .. ':' .. ARGV[1])
+redis.call('pexpire', KEYS[4], ARGV[4])
 -- About one acquisition in 16 (by the clock's microseconds) trims the index
 -- to the retention: it holds the retention's runs and a few more (the TTL
 -- above ends it retention after the task's last run).
 if time[2] % 16 == 0 then
-    redis.call('zremrangebyscore', KEYS[4], '-inf', now - keep)
+    redis.call('zremrangebyscore', KEYS[4], '-inf', now - ARGV[4])
 end
 return {1, fence, now}
 """,
@@ -124,7 +123,7 @@ local function write_outcome(runs, index, token, outcome, counters, known, succe
     local ended = string.match(outcome, '^%d*')
     if ended == '' then
         local time = redis.call('time')
-        ended = time[1] * 1000 + math.floor(time[2] / 1000)
+        ended = time[1] .. string.sub('00000' .. time[2], -6, -4)
         outcome = ended .. outcome
     end
     if counters then
