@@ -126,13 +126,16 @@ def retention_ms(value: float | str | None = None) -> int:
     return _retention_ms(value, "retention")
 
 
+#: ``os.environ``'s own mapping where it is keyed by bytes (POSIX): a lookup there
+#: is a dict lookup, where ``os.environ.get`` encodes the name and decodes the value,
+#: a microsecond or two a run. It is private: where it is missing, the public way.
+_ENVIRON: Final = getattr(os.environ, "_data", None) if os.supports_bytes_environ else None
+
+
 def _environ_value(name: bytes) -> bytes | None:
-    """``os.environb.get(name)`` at the cost of a dict lookup: ``os.environ`` encodes the name
-    and decodes the value on every read, a microsecond or two a run (its mapping is private:
-    where it is missing or not keyed by bytes, the public way)."""
-    data = getattr(os.environ, "_data", None)
-    if os.supports_bytes_environ and isinstance(data, dict):  # POSIX: keyed by bytes
-        found = data.get(name)
+    """``os.environb.get(name)``, at the cost of a dict lookup where that is possible."""
+    if isinstance(_ENVIRON, dict):
+        found = _ENVIRON.get(name)
         return found if isinstance(found, bytes) else None
     value = os.environ.get(name.decode())
     return None if value is None else value.encode()
