@@ -19,8 +19,18 @@ from redis.asyncio.cluster import RedisCluster
 import aiotasks
 from aiotasks import Run, TaskError, finish_task, release_lock, task_boilerplate
 from aiotasks._clock import FakeClock
-from aiotasks._keys import task_keys
-from aiotasks._records import RunRecord, read_grid, read_runs, record_keys, retention_ms
+from aiotasks._keys import TaskKeys, task_keys
+from aiotasks._records import (
+    Outcome,
+    RunRecord,
+    acquire_args,
+    finish_args,
+    read_grid,
+    read_runs,
+    record_keys,
+    release_args,
+    retention_ms,
+)
 from aiotasks._scheduler import Scheduler
 from aiotasks._store import Acquired, store_for
 from tests.servers import RedisServer
@@ -315,6 +325,71 @@ async def test_records_expire_with_their_retention(redis_client: Redis) -> None:
     await eventually(gone, "the records expired")
 
 
+async def test_the_index_is_trimmed_to_the_retention(redis_client: Redis) -> None:
+    """Index entries older than the retention go: about one acquisition in 16 trims (by the server
+    clock's microseconds), so 400 acquisitions miss every trim with odds of 6e-12."""
+    store = store_for(redis_client)
+    keep = retention_ms()
+    first = task_keys("trimmed", DATE, namespace=None, cluster=False)
+    assert isinstance(
+        await store.acquire(first, "t0", 60_000, check_success=True, retention_ms=keep), Acquired
+    )
+    await redis_client.zadd("runs:trimmed", {"19990101:old": 1})  # a run long past the retention
+    for day in range(1, 400):
+        keys = task_keys(
+            "trimmed", f"2027{day // 28 + 1:02d}{day % 28 + 1:02d}", namespace=None, cluster=False
+        )
+        await store.acquire(keys, f"t{day}", 60_000, check_success=True, retention_ms=keep)
+    assert await redis_client.zscore("runs:trimmed", "19990101:old") is None
+    assert await redis_client.zscore("runs:trimmed", f"{DATE}:t0") is not None
+
+
+def test_record_arguments_follow_the_lock_key() -> None:
+    """The scripts get the runs hash and index of the lock key's own task, namespace and hash tag,
+    and no record keys for a caller's own lock key or a retention of 0."""
+    keep = retention_ms()
+    for namespace, cluster, state, index in [
+        (None, False, b"run:t:20261125", b"runs:t"),
+        ("app", True, b"app:run:{t}:20261125", b"app:runs:{t}"),
+    ]:
+        keys = task_keys("t", DATE, namespace=namespace, cluster=cluster)
+        outcome = Outcome(keep, "success", ended=2, fresh=True)
+        assert acquire_args(keys, "tok", 9, True, keep)[:5] == (4, keys.lock, keys.success, state, index)
+        assert finish_args(keys, "tok", 9, "completed", outcome)[:5] == (
+            4,
+            keys.lock,
+            keys.success,
+            state,
+            index,
+        )
+        assert release_args(keys.lock, "tok", outcome)[:4] == (3, keys.lock, state, index)
+        assert acquire_args(keys, "tok", 9, True, 0)[0] == 2
+    own = TaskKeys("my-own-lock", "my-own-marker")
+    assert acquire_args(own, "tok", 9, True, keep)[0] == 2
+    assert release_args("my-own-lock", "tok", Outcome(keep, "failed", "error"))[0] == 1
+
+
+async def test_a_failure_with_counters_and_no_start_is_recorded_whole(redis_client: Redis) -> None:
+    """A release whose outcome has no end (the script reads the clock) and carries counters writes
+    both, and its failure becomes the index's last failure."""
+    store = store_for(redis_client)
+    keep = retention_ms()
+    keys = task_keys("ended", DATE, namespace=None, cluster=False)
+    assert isinstance(
+        await store.acquire(keys, "tok", 60_000, check_success=True, retention_ms=keep), Acquired
+    )
+    outcome = Outcome(keep, "failed", "error", 2, "boom", '{"rows":1}')
+    assert await store.release(keys.lock, "tok", outcome) is True
+    record = await latest(redis_client, "ended")
+    assert (record.status, record.reason, record.attempts, record.error) == ("failed", "error", 2, "boom")
+    assert dict(record.counters) == {"rows": 1}
+    assert record.started is not None
+    assert record.ended is not None
+    assert record.ended >= record.started
+    assert await redis_client.zscore("runs:ended", "~f") == record.ended
+    assert await redis_client.zscore("runs:ended", "~s") is None
+
+
 async def test_retention_zero_writes_no_record(redis_client: Redis) -> None:
     """retention=0 turns records off: only the seed's keys are written."""
 
@@ -346,6 +421,13 @@ def test_retention_units(monkeypatch: pytest.MonkeyPatch) -> None:
     assert retention_ms() == 30 * 86_400_000
     monkeypatch.setenv("AIOTASKS_RETENTION", "7d")
     assert retention_ms() == 7 * 86_400_000
+    monkeypatch.setenv("AIOTASKS_RETENTION", "12h")  # read at every run, not once
+    assert retention_ms() == 12 * 3_600_000
+    monkeypatch.setenv("AIOTASKS_RETENTION", "soon")
+    for _ in range(2):  # refused every time, not only the first
+        with pytest.raises(aiotasks.InvalidConfig, match="AIOTASKS_RETENTION"):
+            retention_ms()
+    assert [retention_ms(0), retention_ms(60)] == [0, 60_000]
 
 
 def test_record_keys_follow_the_lock_key() -> None:

@@ -64,34 +64,37 @@ if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
         return {3, holder, redis.call('pttl', KEYS[1])}
     end
     redis.call('pexpire', KEYS[1], ARGV[2])
-    if #KEYS < 4 then
+    if not KEYS[4] then
         return {1, 0, 0}
     end
     local fence, started = string.match(redis.call('hget', KEYS[3], ARGV[1]) or '', '^(%d+)|(%d+)|')
     return {1, tonumber(fence) or 0, tonumber(started) or 0}
 end
-if #KEYS < 4 then
+if not KEYS[4] then
     return {1, 0, 0}
 end
+-- Every redis.call costs the server about a microsecond, a new key or member
+-- more: a new date's run makes six (TIME, HGET, HSET, PEXPIRE, ZADD, PEXPIRE).
+-- Lua's own work shows too: numbers stay strings (the start in ms is TIME's
+-- seconds and the first three of its six microsecond digits), the arguments
+-- come apart (no pattern splits them).
 local time = redis.call('time')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local started = string.format('%d', now)
+local now = time[1] .. string.sub('00000' .. time[2], -6, -4)
 -- The fence only grows: +1 per acquisition while the runs hash lives (it
 -- outlives locks by the retention), and a new hash starts from the server's
--- clock in ms, above any fence handed out before it expired. A new hash is
--- also the date's first run: the one time the history index is trimmed.
-local fence = redis.call('hincrby', KEYS[3], 'f', 1)
-local start = started .. '|' .. ARGV[5]
-if fence == 1 then
-    fence = now
-    redis.call('hset', KEYS[3], 'f', started, 'l', ARGV[1], ARGV[1], started .. '|' .. start)
-    redis.call('zremrangebyscore', KEYS[4], '-inf', now - tonumber(ARGV[4]))
-else
-    redis.call('hset', KEYS[3], 'l', ARGV[1], ARGV[1], string.format('%d|', fence) .. start)
-end
+-- clock in ms, above any fence handed out before it expired.
+local fence = redis.call('hget', KEYS[3], 'f')
+fence = fence and string.format('%d', fence + 1) or now
+redis.call('hset', KEYS[3], 'f', fence, 'l', ARGV[1], ARGV[1], fence .. '|' .. now .. '|' .. ARGV[5])
 redis.call('pexpire', KEYS[3], ARGV[4])
 redis.call('zadd', KEYS[4], now, ARGV[6] .. ':' .. ARGV[1])
 redis.call('pexpire', KEYS[4], ARGV[4])
+-- About one acquisition in 16 (by the clock's microseconds) trims the index
+-- to the retention: it holds the retention's runs and a few more (the TTL
+-- above ends it retention after the task's last run).
+if time[2] % 16 == 0 then
+    redis.call('zremrangebyscore', KEYS[4], '-inf', now - ARGV[4])
+end
 return {1, fence, now}
 """,
 )
@@ -101,7 +104,7 @@ _WRITE_OUTCOME: Final = """
 -- runs, index: the run's (task, date) runs hash and its task's history index;
 -- token: the run's; outcome: 'ended|status|reason|attempts|error' where ended
 -- (ms) is the run's start on the server's clock plus its time on the client's
--- monotonic clock, or '' for "now" (TIME); counters: JSON or '';
+-- monotonic clock, or '' for "now" (TIME); counters: JSON, or nil for none;
 -- known: true when the caller held the lock until now and knows the record
 -- exists without an outcome (it started within the retention, and an outcome
 -- is only written by the call that gives the lock up): nothing to check.
@@ -109,26 +112,26 @@ _WRITE_OUTCOME: Final = """
 -- expired: never create a key without its TTL; the index lives at least as
 -- long as the runs hash) or already has an outcome (a retried call, or the
 -- seed's release after a finish). The index's '~s'/'~f' members, scored by
--- end time, are the task's last success and last failure.
-local function write_outcome(runs, index, token, outcome, counters, known)
+-- end time, are the task's last success (success: true) and last failure.
+local function write_outcome(runs, index, token, outcome, counters, known, success)
     if not known then
         local found = redis.call('hmget', runs, token, token .. ':o')
         if not found[1] or found[2] then
             return
         end
     end
-    local ended, rest = string.match(outcome, '^(%d*)|(.*)$')
+    local ended = string.match(outcome, '^%d*')
     if ended == '' then
         local time = redis.call('time')
-        ended = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
-        outcome = ended .. '|' .. rest
+        ended = time[1] .. string.sub('00000' .. time[2], -6, -4)
+        outcome = ended .. outcome
     end
-    if counters == '' then
-        redis.call('hset', runs, token .. ':o', outcome)
-    else
+    if counters then
         redis.call('hset', runs, token .. ':o', outcome, token .. ':c', counters)
+    else
+        redis.call('hset', runs, token .. ':o', outcome)
     end
-    redis.call('zadd', index, ended, string.sub(rest, 1, 8) == 'success|' and '~s' or '~f')
+    redis.call('zadd', index, ended, success and '~s' or '~f')
 end
 """
 
@@ -142,8 +145,9 @@ FINISH: Final = Script(
 -- ARGV[1] - the run's token
 -- ARGV[2] - the marker's TTL in seconds
 -- ARGV[3] - the marker's value
--- ARGV[4], ARGV[5], ARGV[6] - with the record keys: the outcome ('ended|success|...'),
---   counters, '1' if the record is fresh (started well within the retention)
+-- ARGV[4], ARGV[5] - with the record keys: the outcome ('ended|success|...'),
+--   '1' if the record is fresh (started well within the retention)
+-- ARGV[6] - optional: the counters (JSON), when there are any
 -- return 1 the lock was ours: marker written and lock deleted, in one step;
 --        2 the lock is not ours but the marker exists (a retried finish whose
 --          first attempt landed): nothing written;
@@ -158,14 +162,14 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 elseif redis.call('exists', KEYS[2]) == 1 then
     code = 2
 end
-if #KEYS >= 4 then
+if KEYS[4] then
     local outcome = ARGV[4]
     if code == 0 then
         local ended, attempts = string.match(outcome, '^(%d*)|[^|]*|[^|]*|([^|]*)')
         outcome = (ended or '') .. '|failed|lock_lost|' .. (attempts or '1')
             .. '|lock lost before the run could be recorded: it expired or was taken'
     end
-    write_outcome(KEYS[3], KEYS[4], ARGV[1], outcome, ARGV[5], code == 1 and ARGV[6] == '1')
+    write_outcome(KEYS[3], KEYS[4], ARGV[1], outcome, ARGV[6], code == 1 and ARGV[5] == '1', code ~= 0)
 end
 return code
 """,
@@ -178,8 +182,9 @@ RELEASE: Final = Script(
 -- KEYS[1] - the lock key
 -- KEYS[2], KEYS[3] - optional, both or none: the runs hash, the history index
 -- ARGV[1] - the run's token
--- ARGV[2], ARGV[3], ARGV[4] - with the record keys: the outcome
---   ('ended|status|reason|attempts|error'), counters, '1' if the record is fresh
+-- ARGV[2], ARGV[3] - with the record keys: the outcome
+--   ('ended|status|reason|attempts|error'), '1' if the record is fresh
+-- ARGV[4] - optional: the counters (JSON), when there are any
 -- return 1 the lock was ours and is deleted;
 --        0 another token holds it: lock untouched;
 --        -1 there is no lock: it expired, or (for a retry) the earlier attempt
@@ -192,8 +197,9 @@ if holder == ARGV[1] then
 elseif holder then
     code = 0
 end
-if #KEYS >= 3 then
-    write_outcome(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], code == 1 and ARGV[4] == '1')
+if KEYS[3] then
+    write_outcome(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[4], code == 1 and ARGV[3] == '1',
+        string.find(ARGV[2], '^%d*|success|') ~= nil)
 end
 return code
 """,
