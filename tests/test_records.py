@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 import aiotasks
-from aiotasks import Run, TaskError, finish_task, release_lock, task_boilerplate
+from aiotasks import Run, TaskError, _config, finish_task, release_lock, task_boilerplate
 from aiotasks._clock import FakeClock
 from aiotasks._keys import TaskKeys, task_keys
 from aiotasks._records import (
@@ -544,3 +544,27 @@ async def test_slots_a_scheduler_missed_read_missed_in_history_and_status(redis_
         store_for(redis_client), ["every_minute"], ["20260101T1201", "20260101T1203"], namespace=None
     )
     assert [cell.state.value for cell in cells["every_minute"].values()] == ["missed", "completed"]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["environ's own dict", "os.environ.get"])
+def test_the_environment_is_read_as_os_environ_says_at_every_call(
+    monkeypatch: pytest.MonkeyPatch, fast: bool
+) -> None:
+    """``_config.environ`` (namespace and retention, every run) sees what os.environ holds now,
+    through os.environ's own dict or, where that is missing, the public way."""
+    if not fast:
+        monkeypatch.setattr(_config, "_ENVIRON", None)
+    monkeypatch.setenv("AIOTASKS_NAMESPACE", "first")
+    assert _config.environ(b"AIOTASKS_NAMESPACE") == b"first"
+    assert _config.env_namespace() == "first"
+    monkeypatch.setenv("AIOTASKS_NAMESPACE", "second")
+    assert _config.env_namespace() == "second"
+    monkeypatch.setenv("AIOTASKS_NAMESPACE", "")
+    assert _config.env_namespace() is None
+    monkeypatch.delenv("AIOTASKS_NAMESPACE")
+    assert _config.environ(b"AIOTASKS_NAMESPACE") is None
+    monkeypatch.setenv("AIOTASKS_NAMESPACE", "no:colons")
+    with pytest.raises(aiotasks.InvalidConfig, match="no:colons"):
+        _config.env_namespace()
+    monkeypatch.setenv("AIOTASKS_RETENTION", "2h")
+    assert retention_ms() == 2 * 3_600_000

@@ -63,6 +63,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from ._config import environ
 from ._constants import Reason, Status
 from ._errors import InvalidConfig
 from ._keys import TaskKeys, task_keys
@@ -125,25 +126,10 @@ def retention_ms(value: float | str | None = None) -> int:
     :raises InvalidConfig: naming the value.
     """
     if value is None:
-        return _env_retention(_environ_value(b"AIOTASKS_RETENTION"))
+        return _env_retention(environ(b"AIOTASKS_RETENTION"))
     if value.__class__ is int and value >= 0:  # a decorator's own, checked once per run
         return value * 1000
     return _retention_ms(value, "retention")
-
-
-#: ``os.environ``'s own mapping where it is keyed by bytes (POSIX): a lookup there
-#: is a dict lookup, where ``os.environ.get`` encodes the name and decodes the value,
-#: a microsecond or two a run. It is private: where it is missing, the public way.
-_ENVIRON: Final = getattr(os.environ, "_data", None) if os.supports_bytes_environ else None
-
-
-def _environ_value(name: bytes) -> bytes | None:
-    """``os.environb.get(name)``, at the cost of a dict lookup where that is possible."""
-    if isinstance(_ENVIRON, dict):
-        found = _ENVIRON.get(name)
-        return found if isinstance(found, bytes) else None
-    value = os.environ.get(name.decode())
-    return None if value is None else value.encode()
 
 
 @functools.lru_cache(maxsize=16)
