@@ -8,7 +8,8 @@ for each side, in a fresh process, in random order, each with its own
 redis-server. The best of the repeats is kept per side, and the table shows
 the rates side by side with their ratio, and each side's ``x_floor`` (its rate
 over two bare PINGs measured in the same process), which is what the issues'
-targets are stated in. A revision from before run records has no
+targets are stated in; ``x_floor_vs_base`` divides this side's by the base's,
+which cancels most of the machine's drift between the two processes. A revision from before run records has no
 ``norecords`` contender: its decorator is that path, so it stands in for it.
 
 ``python -m benchmarks.versus 20ffb54``   this checkout against 20ffb54
@@ -102,6 +103,10 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                 "this_x_base": round(this["attempts_s"] / base["attempts_s"], 2) if base and this else None,
                 "base_x_floor": base and base["x_floor"],
                 "this_x_floor": this and this["x_floor"],
+                # The issues' measure: each side over its own floor, then this over base.
+                "x_floor_vs_base": (
+                    round(this["x_floor"] / base["x_floor"], 2) if base and this and base["x_floor"] else None
+                ),
             })  # fmt: skip
     return {"revision": args.revision, "rows": rows}
 
@@ -114,6 +119,7 @@ COLUMNS = [
     "this_x_base",
     "base_x_floor",
     "this_x_floor",
+    "x_floor_vs_base",
 ]
 
 
