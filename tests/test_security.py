@@ -24,7 +24,7 @@ SECRET = "pw-Zq81-very-secret"
 ACL_RULES = ["~lock:*", "~success:*", "~run:*", "~runs:*", "-@all", "+evalsha", "+eval", "+ping", "+del",
              "+get", "+set", "+exists", "+pexpire", "+pttl",
              # the run records (README, "Run records")
-             "+time", "+hset", "+hget", "+hmget", "+hexists", "+hincrby", "+hgetall", "+zadd",
+             "+time", "+hset", "+hget", "+hmget", "+hexists", "+hgetall", "+zadd",
              "+zremrangebyscore", "+zrevrange"]  # fmt: skip
 
 
