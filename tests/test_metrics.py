@@ -74,6 +74,45 @@ async def test_durations_are_observed_without_records(redis_client: Redis) -> No
     assert await redis_client.exists(f"run:m_norecords:{DATE}") == 0
 
 
+@pytest.mark.parametrize("retention", [None, 0], ids=["records", "retention=0"])
+async def test_a_failure_has_the_same_outcome_label_with_or_without_records(
+    redis_client: Redis, retention: int | None
+) -> None:
+    """Without records (and hooks) no Outcome is built: the label comes from the result dict, and
+    says what the record's would: the failure's reason, error for a raise, cancelled."""
+    suffix = "rec" if retention is None else "plain"
+    started = asyncio.Event()
+
+    @aiotasks.task(name=f"m_slow_{suffix}", timeout=0.01, retention=retention)
+    async def slow(run: Run) -> None:
+        await asyncio.Event().wait()
+
+    @aiotasks.task(name=f"m_raise_{suffix}", retention=retention)
+    async def raising(run: Run) -> None:
+        raise ValueError("no")
+
+    @aiotasks.task(name=f"m_stop_{suffix}", retention=retention)
+    async def stopped(run: Run) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    expected = {slow.name: "timeout", raising.name: "error", stopped.name: "cancelled"}
+    before = {
+        task: value("aiotasks_runs_total", task=task, outcome=label) for task, label in expected.items()
+    }
+    for failing in (slow, raising):
+        with pytest.raises(TaskError):
+            await failing(DATE, redis=redis_client)
+    runner = asyncio.ensure_future(stopped(DATE, redis=redis_client))
+    await asyncio.wait_for(started.wait(), 10)
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    for task, label in expected.items():
+        assert value("aiotasks_runs_total", task=task, outcome=label) == before[task] + 1, (task, label)
+        assert value("aiotasks_runs_in_progress", task=task) == 0
+
+
 async def test_a_chain_wait_is_observed(redis_client: Redis) -> None:
     """aiotasks_lock_wait_seconds observes a chain's wait for another worker's lock."""
 

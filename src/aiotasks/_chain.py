@@ -398,7 +398,7 @@ class ChainRun:
                     if node.is_task:  # it takes its own body slot, around its body only
                         returned = await node.func(self.date)
                     else:
-                        async with self.store.body_slot():
+                        async with self.store.bodies.hold():
                             if is_async:
                                 returned = await node.func(self.date)
                             else:

@@ -36,7 +36,15 @@ from ._constants import Reason, Status
 from ._errors import InvalidConfig
 from ._records import Outcome, RunRecord
 
-__all__ = ["HOOK_TIMEOUT", "RunHook", "add_run_hook", "has_hooks", "observe", "remove_run_hook", "report"]
+__all__ = [
+    "HOOK_TIMEOUT",
+    "RunHook",
+    "add_run_hook",
+    "has_hooks",
+    "observe_result",
+    "remove_run_hook",
+    "report",
+]
 
 logger = logging.getLogger("aiotasks.hooks")
 
@@ -87,7 +95,7 @@ def has_hooks() -> bool:
     return bool(_hooks)
 
 
-def observe(task: str, result: Mapping[str, Any], seconds: float) -> None:
+def observe_result(task: str, result: Mapping[str, Any], seconds: float) -> None:
     """Feed a finished run that built no :class:`Outcome` (no record, no hook) to the metrics.
 
     Its outcome label as :meth:`Outcome.label` says it: ``success``, else the

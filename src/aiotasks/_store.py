@@ -289,10 +289,6 @@ class Store:
         #: The slots of the task bodies that share the client (see ``_slots``).
         self.bodies = BodySlots(capacity(client, lanes))
 
-    def body_slot(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """Hold one of the client's body slots while an ``async with`` block runs (see ``_slots``)."""
-        return self.bodies.hold()
-
     # -- the library's operations ------------------------------------------------
 
     async def acquire(
@@ -313,15 +309,15 @@ class Store:
         op = _Op(
             ACQUIRE,
             acquire_args(keys, token, ttl_ms, check_success, retention_ms),
-            then=lambda op: self._give_back_if_taken(keys.lock, token, _failure(retention_ms, 0), op),
-            trailer=lambda: (RELEASE, release_args(keys.lock, token, _failure(retention_ms, 1))),
+            then=lambda op: self._give_back_if_taken(keys.lock, token, _cancelled(retention_ms), op),
+            trailer=lambda: (RELEASE, release_args(keys.lock, token, _stalled(retention_ms))),
         )
         try:
             # Straight from this task only where the door reads the reply itself.
             reply = await self._run(op, direct=self._connections is not None)
         except Exception:
             if _may_hold(op):
-                await self.give_back(keys.lock, token, _failure(retention_ms, 1))
+                await self.give_back(keys.lock, token, _stalled(retention_ms))
             raise
         code = int(reply[0])
         if code == 1:
@@ -824,14 +820,16 @@ def _may_hold(op: _Op) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _failures(retention_ms: int) -> tuple[Outcome, Outcome]:
-    return Outcome(retention_ms, "failed", "cancelled"), Outcome(retention_ms, "failed", "redis_unavailable")
-
-
-def _failure(retention_ms: int, which: int) -> Outcome | None:
-    """What an acquire's give-back records: 0 cancelled, 1 Redis stalled; None without records.
+def _cancelled(retention_ms: int) -> Outcome | None:
+    """What the give-back of an acquire whose caller was cancelled records (None without records).
     Built once per retention (outcomes are frozen), and only for the rare run that needs one."""
-    return _failures(retention_ms)[which] if retention_ms else None
+    return Outcome(retention_ms, "failed", "cancelled") if retention_ms else None
+
+
+@functools.lru_cache(maxsize=64)
+def _stalled(retention_ms: int) -> Outcome | None:
+    """What the give-back of an acquire that Redis did not answer records (None without records)."""
+    return Outcome(retention_ms, "failed", "redis_unavailable") if retention_ms else None
 
 
 def _settle(op: _Op) -> None:

@@ -53,7 +53,7 @@ from ._cancel import shielded
 from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
 from ._context import report_run, resolve
 from ._errors import InvalidConfig, RedisUnavailable, TaskError
-from ._hooks import has_hooks, observe, report
+from ._hooks import has_hooks, observe_result, report
 from ._keys import TaskKeys, check_task_name, is_slot_key, parse_run_key, task_keys
 from ._records import Outcome, retention_ms
 from ._store import Acquired, AnyRedis, Completed, Store
@@ -372,13 +372,13 @@ class Task:
             if ending is not None:
                 await report(run, ending, began, time.monotonic() - started, background=True)
             else:
-                observe(self.name, result, time.monotonic() - started)
+                observe_result(self.name, result, time.monotonic() - started)
             raise
         elapsed = time.monotonic() - started
         if ending is not None:
             await report(run, ending, began, elapsed)
         else:
-            observe(self.name, result, elapsed)
+            observe_result(self.name, result, elapsed)
         if error is not None:
             logger.warning("%s %s: failed after %.3fs: %s", self.name, date, elapsed, result["errors"][-1])
             raise TaskError(Status.FAILED.value, result["errors"][-1], result) from error
@@ -421,7 +421,8 @@ class Task:
         finally:
             lease.stop()
         if run._lock_lost:
-            # Lost while the body returned: its cancel request was never delivered; withdraw it.
+            # The body swallowed the lease's cancellation and returned: withdraw its request (the
+            # finish then finds the lock gone).
             task.uncancel()
         return error
 
