@@ -21,8 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Final
 
 from redis.asyncio import BlockingConnectionPool
@@ -116,13 +114,24 @@ class BodySlots:
                 return
         self._taken -= 1
 
-    @asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        """Hold a slot while the block runs."""
-        token = self.enter()
-        if token is None:
-            token = await self.wait()
-        try:
-            yield
-        finally:
-            self.leave(token)
+    def hold(self) -> _Held:
+        """Hold a slot while an ``async with`` block runs (a class, not a generator: it is
+        entered per task of a chain)."""
+        return _Held(self)
+
+
+class _Held:
+    """:meth:`BodySlots.hold`'s context manager."""
+
+    __slots__ = ("_slots", "_token")
+
+    def __init__(self, slots: BodySlots) -> None:
+        self._slots = slots
+        self._token: Any = NO_SLOT
+
+    async def __aenter__(self) -> None:
+        token = self._slots.enter()
+        self._token = token if token is not None else await self._slots.wait()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._slots.leave(self._token)
