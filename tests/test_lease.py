@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -222,6 +223,23 @@ async def test_a_cancellation_after_the_lock_was_lost_still_cancels_the_run(
     assert await redis_client.get(lock) == b"another-run"
 
 
+async def acquired_late(
+    proxy: Proxy, proxied: Redis, clock: Clock, lease: float, late: float
+) -> tuple[Body, asyncio.Future[dict[str, Any]]]:
+    """Start a run whose acquire's reply the proxy holds while the clock moves ``late`` seconds (t0:
+    when Redis ran it); return once its body holds the lock, with every reply held again."""
+    body = Body()
+    slow = aiotasks.task(name="slow", lock_timeout=lease)(body)
+    proxy.hold_replies()
+    runner = asyncio.ensure_future(slow(DATE, redis=proxied))
+    await asyncio.wait_for(proxy.reply_held.wait(), HANG)  # t0: the acquire ran; its reply is held
+    clock.advance(late)
+    proxy.release_replies()  # t0 + late: the run learns it holds the lock
+    await asyncio.wait_for(body.holding.wait(), HANG)
+    proxy.hold_replies()
+    return body, runner
+
+
 async def test_the_lock_counts_as_valid_from_when_the_acquire_was_sent_not_from_its_reply(
     proxy: Proxy, proxied: Redis, redis_client: Redis, clock: Clock, renewals: Renewals
 ) -> None:
@@ -229,16 +247,7 @@ async def test_the_lock_counts_as_valid_from_when_the_acquire_was_sent_not_from_
     for half of lock_timeout and the first renewal's reply held too, the body is cancelled
     lock_timeout after the acquire was sent, not lock_timeout after its reply came."""
     sent, _ = renewals
-    await load_scripts(redis_client)
-    body = Body()
-    slow = aiotasks.task(name="slow", lock_timeout=LEASE)(body)
-    proxy.hold_replies()
-    runner = asyncio.ensure_future(slow(DATE, redis=proxied))
-    await asyncio.wait_for(proxy.reply_held.wait(), HANG)  # t0: the acquire ran; its reply is held
-    clock.advance(LEASE / 2)
-    proxy.release_replies()  # t0 + 30: the run learns it holds the lock
-    await asyncio.wait_for(body.holding.wait(), HANG)
-    proxy.hold_replies()
+    body, runner = await acquired_late(proxy, proxied, clock, LEASE, LEASE / 2)  # t0 + 30
     clock.advance(LEASE / 3)  # t0 + 50: the first renewal is sent; its reply is held
     await asyncio.wait_for(sent.get(), HANG)
     assert not body.cancelled.is_set()
@@ -254,16 +263,7 @@ async def test_an_acquire_whose_reply_outlived_the_lock_arms_the_deadline_at_onc
     before the first renewal is due, so the deadline is armed from the start. (A long lease:
     the first renewal stays further away in real time than the wait for the cancellation.)"""
     lease = 600.0
-    await load_scripts(redis_client)
-    body = Body()
-    slow = aiotasks.task(name="slow", lock_timeout=lease)(body)
-    proxy.hold_replies()
-    runner = asyncio.ensure_future(slow(DATE, redis=proxied))
-    await asyncio.wait_for(proxy.reply_held.wait(), HANG)  # t0: the acquire ran; its reply is held
-    clock.advance(lease * 5 / 6)
-    proxy.release_replies()  # t0 + 500: the first renewal would be due at t0 + 700
-    await asyncio.wait_for(body.holding.wait(), HANG)
-    proxy.hold_replies()
-    clock.advance(lease / 6 + 1)  # t0 + 601: no renewal was due yet, the lock may be gone
+    body, runner = await acquired_late(proxy, proxied, clock, lease, lease * 5 / 6)  # t0 + 500
+    clock.advance(lease / 6 + 1)  # t0 + 601: no renewal was due yet (at t0 + 700), the lock may be gone
     await asyncio.wait_for(body.cancelled.wait(), HANG)
     await lost(runner, redis_client, proxy)

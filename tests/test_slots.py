@@ -91,33 +91,24 @@ async def test_a_body_nested_in_one_that_holds_a_slot_takes_none() -> None:
     assert outer.context.run(other.enter) not in (None, NO_SLOT)  # another client's slots are its own
 
 
-async def test_a_waiter_cancelled_before_its_turn_leaves_the_queue() -> None:
+@pytest.mark.parametrize("handed", [False, True], ids=["before its turn", "just as it was handed a slot"])
+async def test_a_cancelled_waiter_never_keeps_a_slot_from_the_next(handed: bool) -> None:
+    """The first of two waiters is cancelled, before the slot comes free (it leaves the queue) or
+    just after it was handed the slot and before it ran (it passes the slot on): either way the
+    second gets a slot, and none is lost."""
     slots = BodySlots(1)
     holder, first, second = Body(slots), Body(slots), Body(slots)
     holder.enter()
     waiting_first = asyncio.ensure_future(first.take())
     waiting_second = asyncio.ensure_future(second.take())
     await wait_until_queued(slots, 2)
+    if handed:
+        holder.leave()  # handed to the first waiter, which has not run yet
     waiting_first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting_first
-    holder.leave()
-    await asyncio.wait_for(waiting_second, 10)  # not lost to the cancelled waiter
-    second.leave()
-    assert free(slots) == 1
-
-
-async def test_a_waiter_cancelled_just_as_it_was_handed_a_slot_passes_it_on() -> None:
-    slots = BodySlots(1)
-    holder, first, second = Body(slots), Body(slots), Body(slots)
-    holder.enter()
-    waiting_first = asyncio.ensure_future(first.take())
-    waiting_second = asyncio.ensure_future(second.take())
-    await wait_until_queued(slots, 2)
-    holder.leave()  # handed to the first waiter, which has not run yet
-    waiting_first.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiting_first
+    if not handed:
+        holder.leave()
     await asyncio.wait_for(waiting_second, 10)
     second.leave()
     assert free(slots) == 1

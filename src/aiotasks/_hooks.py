@@ -32,9 +32,8 @@ from typing import Any, Final, TypeAlias
 import anyio.to_thread
 
 from . import _metrics
-from ._constants import Reason, Status
 from ._errors import InvalidConfig
-from ._records import Outcome, RunRecord
+from ._records import Outcome, RunRecord, ending_of, outcome_label
 
 __all__ = [
     "HOOK_TIMEOUT",
@@ -96,20 +95,9 @@ def has_hooks() -> bool:
 
 
 def observe_result(task: str, result: Mapping[str, Any], seconds: float) -> None:
-    """Feed a finished run that built no :class:`Outcome` (no record, no hook) to the metrics.
-
-    Its outcome label as :meth:`Outcome.label` says it: ``success``, else the
-    failure's reason, ``error`` without one, ``cancelled`` for a run that
-    never got a status (it was interrupted).
-    """
-    status = result.get("status")
-    if status == Status.SUCCESS:
-        label = "success"
-    elif status == Status.FAILED:
-        label = result.get("reason") or "error"
-    else:
-        label = Reason.CANCELLED.value
-    _metrics.observe_run(task, label, seconds)
+    """Feed a finished run that built no :class:`Outcome` (no record, no hook) to the metrics,
+    with the label its outcome would have."""
+    _metrics.observe_run(task, outcome_label(*ending_of(result)), seconds)
 
 
 async def report(

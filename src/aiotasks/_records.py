@@ -298,20 +298,15 @@ class Outcome:
             read the server's clock again (it ends up earlier than the
             server's own reading by the request's one-way latency).
         """
-        said: Any = status or result.get("status")
-        reason = "" if said == Status.SUCCESS else result.get("reason") or ""
-        if said not in (Status.SUCCESS, Status.FAILED):
-            said, reason = Status.FAILED.value, (default_reason or Reason.CANCELLED).value
-        elif said == Status.FAILED and not reason:
-            reason = "error"
+        said, reason = ending_of(result, status, default_reason)
         errors = result.get("errors") or []
         error = str(errors[0])[:MAX_ERROR] if errors else ""
         attempts = result.get("attempts", 1)
         elapsed = round(seconds * 1000)
         return cls(
             retention_ms,
-            str(said),
-            str(reason),
+            said,
+            reason,
             attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 1,
             error,
             counters_json(result),
@@ -322,7 +317,7 @@ class Outcome:
     @property
     def label(self) -> str:
         """The ``outcome`` label of ``aiotasks_runs_total``: success, or the failure's reason."""
-        return self.status if self.status == Status.SUCCESS else self.reason or self.status
+        return outcome_label(self.status, self.reason)
 
     def record(self, run: Any, started: int, seconds: float) -> RunRecord:
         """The record this outcome completes, for hooks.
@@ -372,6 +367,23 @@ class Outcome:
         args = (packed, fresh, self.counters) if self.counters else (packed, fresh)
         object.__setattr__(self, "_args", args)
         return args
+
+
+def ending_of(
+    result: Mapping[str, Any], status: Status | None = None, default_reason: Reason | None = None
+) -> tuple[str, str]:
+    """The status and reason a finished run's result dict says (see :meth:`Outcome.of`)."""
+    said: Any = status or result.get("status")
+    if said == Status.SUCCESS:
+        return Status.SUCCESS.value, ""
+    if said != Status.FAILED:
+        return Status.FAILED.value, (default_reason or Reason.CANCELLED).value
+    return Status.FAILED.value, str(result.get("reason") or "error")
+
+
+def outcome_label(status: str, reason: str) -> str:
+    """The ``outcome`` label of ``aiotasks_runs_total``: success, or the failure's reason."""
+    return status if status == Status.SUCCESS else reason or status
 
 
 def counters_json(result: Mapping[str, Any]) -> str:

@@ -135,27 +135,24 @@ async def read(connection: AbstractConnection, count: int, replies: list[Any]) -
     ``replies`` holds what was read so far and a later ``read`` on the same
     connection (by the door, in its own task) goes on where this one stopped.
     """
-    if not connection.socket_timeout:
-        # No bound (redis-py's default): no timer either, which costs more than reading a reply.
-        while len(replies) < count:
-            try:
-                replies.append(await connection.read_response(timeout=math.inf, disconnect_on_error=False))
-            except rex.ResponseError as exc:
-                replies.append(exc)
+    if not connection.socket_timeout:  # redis-py's default: no timer, which costs more than a reply
+        await _read_replies(connection, count, replies)
         return
     async with asyncio.timeout(connection.socket_timeout) as timer:
         try:
-            while len(replies) < count:
-                try:
-                    replies.append(
-                        await connection.read_response(timeout=math.inf, disconnect_on_error=False)
-                    )
-                except rex.ResponseError as exc:
-                    replies.append(exc)
+            await _read_replies(connection, count, replies)
         except asyncio.CancelledError:
             if timer.expired():
                 raise rex.TimeoutError("Timeout reading from the socket") from None
             raise
+
+
+async def _read_replies(connection: AbstractConnection, count: int, replies: list[Any]) -> None:
+    while len(replies) < count:
+        try:
+            replies.append(await connection.read_response(timeout=math.inf, disconnect_on_error=False))
+        except rex.ResponseError as exc:
+            replies.append(exc)
 
 
 # -- the door's connections ------------------------------------------------------------
