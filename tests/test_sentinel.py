@@ -27,7 +27,7 @@ async def watched(run: Run) -> None:
 
 async def test_sentinel_managed_client_runs_tasks(sentinel: Sentinel) -> None:
     """A master_for() client runs decorated tasks, the seed's flow and a chain."""
-    manager = AsyncSentinel([("127.0.0.1", sentinel.port)], socket_timeout=2)  # type: ignore[no-untyped-call]
+    manager = AsyncSentinel([("127.0.0.1", sentinel.port)], socket_timeout=2)  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis-py 8.2
     client = manager.master_for("mymaster", socket_timeout=2)
     try:
         assert (await watched(DATE, redis=client))["status"] == "success"
