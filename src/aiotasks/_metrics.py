@@ -312,6 +312,27 @@ _FAMILIES: Final = (
     ("aiotasks_last_run_duration_seconds", "Duration of the last finished run."),
     ("aiotasks_task_running", "Runs of the task holding their lock right now, on any host."),
 )
+_LAST_END: Final = (
+    "aiotasks_task_last_end_timestamp_seconds",
+    "End of the newest run of each outcome (server clock): success and failed of every run; "
+    "abandoned (its start: a dead run records no end) and missed among the task's recent runs.",
+)
+#: The outcomes of ``_LAST_END``, in the order of its samples: the statuses a finished record can have.
+_ENDED: Final = ("success", "failed", "abandoned", "missed")
+
+
+def _last_ends(summary: TaskSummary) -> dict[str, int]:
+    """When the newest run of each outcome ended, in ms (an abandoned run: when it started).
+
+    Success and failure come from the index's two scores, which every run
+    updates; abandoned and missed runs leave no score, so they are looked for
+    among ``summary.runs`` (newest first).
+    """
+    found: dict[str, int | None] = {"success": summary.last_success, "failed": summary.last_failure}
+    for run in summary.runs:
+        if run.status in ("abandoned", "missed") and found.get(run.status) is None:
+            found[run.status] = run.ended if run.ended is not None else run.started
+    return {outcome: ms for outcome in _ENDED if (ms := found.get(outcome)) is not None}
 
 
 def _label(value: str) -> str:
@@ -327,8 +348,11 @@ def exposition(summaries: Iterable[TaskSummary]) -> str:
 
     A task that never succeeded (within the retention) has no
     ``last_success`` sample: alert on its absence too (``absent()``).
+    ``aiotasks_task_last_end_timestamp_seconds{task, outcome}`` has a sample
+    per outcome seen (``success``, ``failed``, ``abandoned``, ``missed``), so
+    an alert can fire on a run that died or a slot no host ran.
     """
-    rows: dict[str, list[str]] = {name: [] for name, _ in _FAMILIES}
+    rows: dict[str, list[str]] = {name: [] for name, _ in (*_FAMILIES, _LAST_END)}
     for summary in summaries:
         label = f'{{task="{_label(summary.task)}"}}'
         values = {
@@ -340,8 +364,12 @@ def exposition(summaries: Iterable[TaskSummary]) -> str:
         for name, value in values.items():
             if value is not None:
                 rows[name].append(f"{name}{label} {_number(value)}")
+        for outcome, ms in _last_ends(summary).items():
+            rows[_LAST_END[0]].append(
+                f'{_LAST_END[0]}{{task="{_label(summary.task)}",outcome="{outcome}"}} {_number(ms / 1000)}'
+            )
     lines = []
-    for name, help_text in _FAMILIES:
+    for name, help_text in (*_FAMILIES, _LAST_END):
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *rows[name]]
     return "\n".join(lines) + "\n"
 
