@@ -556,6 +556,8 @@ def store_for_display(settings: Settings) -> str:
 
 
 def _keys_of(node: Node, date: str, settings: Settings, client: AnyRedis) -> TaskKeys:
+    # By the entry's task name, its id for a seed-style function: one that passes another name to
+    # task_boilerplate is learnt only by running it (see _chain._learn), which these commands don't.
     cluster = store_for(client).cluster
     return task_keys(node.task_name, date, namespace=settings.namespace, cluster=cluster)
 

@@ -686,8 +686,11 @@ class Store:
                 pipe.execute_command(*command)
             return list(await pipe.execute(raise_on_error=False))
         except rex.ConnectionError as exc:
+            # A lone command the pool refused was not sent. In a pipeline, a cluster client may have
+            # sent other nodes' parts before one node's pool refused: all stay "maybe written", so
+            # an acquire among them is given back, a release or finish is sent again (both safe).
             if len(batch) == 1 and wire.pool_limit(exc):
-                batch[0].written = False  # the pool refused before anything was sent
+                batch[0].written = False
             raise
 
     async def _execute_on_connection(
