@@ -125,7 +125,7 @@ async def test_a_cluster_acquire_cancelled_while_its_nodes_pool_is_full_is_never
 
 # -- (d) status and reset look tasks up by entry id: an id that is not its task's name --------------
 
-ALIAS_CHAIN = '''
+ALIAS_CHAIN = """
 from aiotasks import finish_task, task_boilerplate
 
 
@@ -139,7 +139,7 @@ async def nightly(date_string=None):
 
 
 chain = [{"id": "nightly", "func": nightly}]
-'''
+"""
 
 
 def test_status_and_reset_of_an_entry_whose_id_is_not_its_task_name_read_the_ids_keys(
