@@ -9,10 +9,13 @@ id is not their task's name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -20,10 +23,12 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 
 from aiotasks import task_boilerplate
-from aiotasks._store import store_for
+from aiotasks._keys import TaskKeys
+from aiotasks._store import Store, store_for
 from aiotasks._wire import take
+from tests.proxy import Proxy
 from tests.servers import LocalCluster
-from tests.support import eventually
+from tests.support import eventually, load_scripts
 from tests.test_cli import cli, with_redis
 
 DATE = "20261125"
@@ -165,3 +170,59 @@ def test_status_and_reset_of_an_entry_whose_id_is_not_its_task_name_read_the_ids
         assert reset.returncode == 0, reset.stderr
         assert reset.stdout.strip() == f"{DATE}: no success markers to remove"
         assert client.exists(f"success:nightly_report:{DATE}")
+
+
+# -- (c) the loop ends while a door task reads a reply -----------------------------------------------
+
+KEYS = TaskKeys(f"lock:gap_c:{DATE}", f"success:gap_c:{DATE}")
+
+
+def acquire_then_end_the_loop(url: str, steps: dict[str, threading.Event]) -> tuple[Store, list[Any]]:
+    """In a loop of its own: connect (``connected``); once ``armed``, an acquire, cancelled once ``go``
+    says its reply is held (a door task then reads it); then the loop ends at once. The door, and
+    what the loop reported to its exception handler."""
+    reported: list[Any] = []
+
+    async def main() -> Store:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: reported.append(context))
+        client = Redis.from_url(url, socket_timeout=None, socket_connect_timeout=None)
+        await client.ping()
+        steps["connected"].set()
+        assert await asyncio.to_thread(steps["armed"].wait, HANG)
+        store = store_for(client)
+        caller = asyncio.ensure_future(store.acquire(KEYS, "tok", 60_000, check_success=True))
+        assert await asyncio.to_thread(steps["go"].wait, HANG)
+        caller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await caller
+        assert store._senders  # the door's reader of the held reply
+        return store  # asyncio.run now cancels the reader: the loop is shutting down
+
+    return asyncio.run(main()), reported
+
+
+async def test_a_door_task_cancelled_at_loop_shutdown_closes_its_commands_and_the_ttl_bounds_the_lock(
+    proxy: Proxy, redis_client: Redis
+) -> None:
+    """Documented limit: the loop ending while a door task still reads an acquire's reply (its caller
+    cancelled) cancels that task; the door closes the command (nothing left in flight, nothing spawned
+    during shutdown, nothing reported). The script had run, so the lock stays, for its TTL only."""
+    await load_scripts(redis_client)
+    steps = {name: threading.Event() for name in ("connected", "armed", "go")}
+    ended = asyncio.ensure_future(asyncio.to_thread(acquire_then_end_the_loop, proxy.url, steps))
+    try:
+        assert await asyncio.to_thread(steps["connected"].wait, HANG)
+        proxy.hold_replies()
+        steps["armed"].set()
+        await asyncio.wait_for(proxy.reply_held.wait(), HANG)
+        steps["go"].set()
+        store, reported = await asyncio.wait_for(ended, HANG)
+    finally:
+        for step in steps.values():
+            step.set()
+        proxy.release_replies()
+    assert store._in_flight == 0
+    assert not store._senders
+    assert reported == []
+    assert await redis_client.get(KEYS.lock) == b"tok"
+    assert 0 < await redis_client.pttl(KEYS.lock) <= 60_000

@@ -42,8 +42,10 @@ Cancellation
     (``asyncio.run`` returning while Redis stalls), a request already written
     still runs on Redis, while one not yet written is never sent: a lock
     taken or not released that way expires within its TTL (``lock_timeout``),
-    which bounds every such case. :meth:`Store.drain` waits until the door has
-    nothing left in flight, for a clean shutdown.
+    which bounds every such case. The door's own tasks, cancelled as the loop
+    ends, close their commands and start nothing (a give-back queued then would
+    never be sent). :meth:`Store.drain` waits until the door has nothing left
+    in flight, for a clean shutdown.
 
 Errors and retries
     redis-py's connection and timeout errors become :class:`RedisUnavailable`,
