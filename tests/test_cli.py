@@ -131,7 +131,7 @@ def test_failed_task_exits_1_and_blocks_dependents(redis_url: str) -> None:
         (("run", f"{CHAINS}:dangling"), ["'ghost'"]),
         (("run", "no-colon"), ["package.module:attr"]),
         (("run", f"{CHAINS}:chain", "--max-concurrency", "many"), ["many"]),
-        (("run", f"{CHAINS}:chain", "--max-concurrency", "0"), ["max_concurrency"]),
+        (("run", f"{CHAINS}:chain", "--max-concurrency", "0"), ["--max-concurrency", "not 0"]),
         (("run", f"{CHAINS}:chain", "--only", "zz"), ["'zz'"]),
         (("explode",), ["explode"]),
         (("status", f"{CHAINS}:chain"), ["needs a Redis"]),

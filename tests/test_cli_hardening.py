@@ -25,6 +25,7 @@ import redis
 from redis.asyncio import Redis
 
 from aiotasks._chain import Chain, State, prepare_run
+from aiotasks._cli import _parser
 from aiotasks._views import live_frame, plan_mermaid
 from tests.chains.cli_chains import logged
 from tests.servers import LocalCluster, RedisServer, free_port
@@ -587,3 +588,58 @@ def test_ctrl_c_at_resets_prompt_exits_130_removing_nothing(marked: str, sync_re
     assert code == 130, output
     assert "nothing removed" in output
     assert len(sync_redis.keys("success:*")) == 3
+
+
+# -- issue 19 item 6: every count option is bounded, refused before anything is sent ----------------------
+
+SCHEDULES = "tests/chains/sched_chains.py:schedules"
+#: (command and target, option, lowest, highest) for every int option of the CLI.
+COUNT_OPTIONS = [
+    (("run", f"{CHAINS}:chain"), "--max-dates", 1, 3_652_059),
+    (("status", f"{CHAINS}:chain"), "--max-dates", 1, 3_652_059),
+    (("run", f"{CHAINS}:chain"), "--max-concurrency", 1, 100_000),
+    (("run", f"{CHAINS}:chain"), "--window", 1, 100_000),
+    (("serve", SCHEDULES), "--max-concurrency", 1, 100_000),
+    (("serve", SCHEDULES), "--window", 1, 100_000),
+    (("history", f"{CHAINS}:chain"), "--last", 1, 100_000),
+    (("metrics", f"{CHAINS}:chain"), "--serve", 0, 65535),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [
+        pytest.param(command, option, value, id=f"{command[0]}{option}={value}")
+        for command, option, low, high in COUNT_OPTIONS
+        for value in (str(low - 1), str(high + 1))
+    ]
+    + [pytest.param(("history", f"{CHAINS}:chain"), "--last", "9" * 20, id="history--last=huge")],
+)
+def test_an_out_of_range_count_exits_2_before_anything_is_sent(
+    redis_url: str, sync_redis: redis.Redis, command: tuple[str, str], option: str, value: str
+) -> None:
+    """Regression: history --last 99999999999999999999 reached Redis and exited 3 with a script error.
+    Every int option out of its range is one line naming it, exit 2, and no connection reaches Redis."""
+    before = sync_redis.info("stats")["total_connections_received"]
+    done = cli(*with_redis(redis_url, *command, option, value))
+    line = assert_one_error_line(done, 2, f"argument {option}: must be from", f"not {value}")
+    assert "Traceback" not in line
+    assert sync_redis.info("stats")["total_connections_received"] == before
+
+
+@pytest.mark.parametrize(("command", "option", "low", "high"), COUNT_OPTIONS, ids=lambda v: str(v))
+def test_every_count_option_takes_both_of_its_bounds(
+    command: tuple[str, str], option: str, low: int, high: int
+) -> None:
+    """The lowest and highest value of each count option parse (the bounds are inclusive)."""
+    for value in (low, high):
+        args = _parser().parse_args([*command, option, str(value)])
+        assert getattr(args, option.lstrip("-").replace("-", "_")) == value
+
+
+def test_a_count_that_is_not_a_whole_number_exits_2_naming_it() -> None:
+    """--window 1.5 and a 5000-digit --last are one line naming the option (no int() traceback)."""
+    done = cli("run", f"{CHAINS}:chain", "--window", "1.5")
+    assert_one_error_line(done, 2, "argument --window: not a whole number: '1.5'")
+    done = cli("history", f"{CHAINS}:chain", "--last", "9" * 5000)
+    assert len(assert_one_error_line(done, 2, "argument --last: not a whole number")) < 200

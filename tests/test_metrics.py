@@ -8,11 +8,20 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import cast
 
-import prometheus_client.metrics
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    enable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
@@ -225,11 +234,21 @@ def observed() -> None:
             _metrics.observe_wait(task, seconds)
 
 
+def created_samples(on: bool) -> None:
+    """``prometheus_client``'s public switch of ``_created`` samples (its functions are untyped)."""
+    switch = enable_created_metrics if on else disable_created_metrics
+    switch()  # type: ignore[no-untyped-call]
+
+
 @pytest.fixture(params=[True, False], ids=["created", "no-created"])
-def created(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """With and without the ``_created`` samples (``prometheus_client.disable_created_metrics()``)."""
-    monkeypatch.setattr(prometheus_client.metrics, "_use_created", request.param)
-    return bool(request.param)
+def created(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """With and without the ``_created`` samples (``prometheus_client``'s public switch), restored after."""
+    was = _metrics._created_on()
+    created_samples(bool(request.param))
+    try:
+        yield bool(request.param)
+    finally:
+        created_samples(was)
 
 
 RENDERS: dict[str, Callable[[CollectorRegistry], bytes]] = {
@@ -288,6 +307,36 @@ def test_names_taken_by_someone_else_are_left_alone(caplog: pytest.LogCaptureFix
         _metrics._register(registry)
     assert "Someone else's" in generate_latest(registry).decode()
     assert "aiotasks metrics not registered" in caplog.text
+
+
+def test_without_the_registrys_private_map_a_taken_name_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fallback of the one private read (the registry's map of names): a registry without it
+    answers None, and a second registration then keeps the first collector, logged, without raising."""
+    assert _metrics._holder(cast("CollectorRegistry", object()), "aiotasks_runs_total") is None
+    registry = CollectorRegistry(auto_describe=True)
+    _metrics._register(registry)
+    monkeypatch.setattr(_metrics, "_holder", lambda registry, name: None)
+    with caplog.at_level(logging.WARNING, "aiotasks.metrics"):
+        _metrics._register(registry)
+    assert generate_latest(registry).decode().count("# TYPE aiotasks_runs_total counter") == 1
+    assert "aiotasks metrics not registered" in caplog.text
+
+
+def test_created_samples_follow_prometheus_clients_public_switch() -> None:
+    """_created samples are on, off after disable_created_metrics(), on again after enable (read at
+    each scrape through a public instrument, not the library's private flag)."""
+    registry = CollectorRegistry(auto_describe=True)
+    _metrics._register(registry)
+    _metrics.observe_skip("m_switch", "lock_held")
+    try:
+        assert "aiotasks_runs_created{" in generate_latest(registry).decode()
+        created_samples(False)
+        assert "_created" not in generate_latest(registry).decode()
+    finally:
+        created_samples(True)
+    assert "aiotasks_runs_created{" in generate_latest(registry).decode()
 
 
 def test_a_reloaded_module_registers_without_raising() -> None:

@@ -17,12 +17,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 import aiotasks
-from aiotasks._records import read_grid
+from aiotasks._records import read_grid, read_runs, record_missed
 from aiotasks._store import store_for
 from tests.chains import record_chains
 from tests.servers import RedisServer
-from tests.support import Wire
+from tests.support import Wire, eventually
 from tests.test_cli import ROOT, child_env, cli, with_redis
+from tests.test_records import latest, start_holder
 
 TARGET = "tests/chains/record_chains.py:chain"
 DATES = ["20261123", "20261124", "20261125"]
@@ -174,6 +175,60 @@ async def test_metrics_counts_a_running_task(redis_client: Redis) -> None:
     await running
     summaries = await read_runs(store_for(redis_client), ["ok"], namespace=None, last=10)
     assert samples(exposition(summaries.values()))[("aiotasks_task_running", "ok")] == 0
+
+
+def outcomes(text: str) -> dict[tuple[str, str], float]:
+    """The ``aiotasks_task_last_end_timestamp_seconds`` samples of an exposition, by (task, outcome)."""
+    return {
+        (sample.labels["task"], sample.labels["outcome"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "aiotasks_task_last_end_timestamp_seconds"
+    }
+
+
+async def test_metrics_show_a_sigkilled_run_as_abandoned(redis_url: str, redis_client: Redis) -> None:
+    """Regression: after a SIGKILLed run, metrics showed only aiotasks_task_running 0 (no series to alert
+    on). A worker process killed mid-body: last_end{outcome="abandoned"} appears, at the run's start."""
+    await run_chain_dates(redis_client, [DATES[0]])
+    process, seen = await start_holder(redis_url, "ok", "hang")
+    try:
+        before = outcomes(cli(*with_redis(redis_url, "metrics", TARGET)).stdout)
+        assert ("ok", "success") in before
+        assert ("ok", "abandoned") not in before  # running, not abandoned, while its lock lives
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+
+    async def abandoned() -> bool:
+        return (await latest(redis_client, "ok")).status == "abandoned"
+
+    await eventually(abandoned, "the killed worker's lock expired")
+    started = (await latest(redis_client, "ok")).started
+    assert started is not None
+    assert (await latest(redis_client, "ok")).task_id == seen["task_id"]
+    done = cli(*with_redis(redis_url, "metrics", TARGET))
+    assert done.returncode == 0, done.stderr
+    after = outcomes(done.stdout)
+    assert after[("ok", "abandoned")] == started / 1000
+    assert after[("ok", "success")] == before[("ok", "success")]
+    assert ("bad", "failed") in after
+    assert {outcome for task, outcome in after if task == "bad"} == {"failed"}
+    assert samples(done.stdout)[("aiotasks_task_running", "ok")] == 0
+
+
+async def test_metrics_show_a_missed_slot(redis_url: str, redis_client: Redis) -> None:
+    """A slot no host ran (a scheduler's 'missed' record): last_end{outcome="missed"} is when it was
+    recorded, for the task it was missed for only."""
+    slot = "20261125T0200"
+    store = store_for(redis_client)
+    written = await record_missed(store, {"ok": 86_400_000}, slot, namespace=None, note="slot missed")
+    assert written == 1
+    (missed,) = (await read_runs(store, ["ok"], namespace=None, last=5))["ok"].runs
+    assert missed.status == "missed"
+    assert missed.ended is not None
+    found = outcomes(cli(*with_redis(redis_url, "metrics", TARGET)).stdout)
+    assert found == {("ok", "missed"): missed.ended / 1000}
 
 
 async def test_metrics_serve_answers_scrapes(redis_url: str, redis_client: Redis) -> None:

@@ -293,9 +293,12 @@ def _namespace_for(value: bytes | None) -> str | None:
 
 
 #: ``os.environ``'s own mapping where it is keyed by bytes (POSIX): a lookup there is a
-#: dict lookup, where ``os.environ.get`` encodes the name and decodes the value, about a
-#: microsecond, paid twice a run (namespace, retention). It is private: where it is
-#: missing, the public way.
+#: dict lookup, where ``os.environ.get`` encodes the name and decodes the value, and for an
+#: unset name (the usual case) raises and catches a KeyError inside ``Mapping.get``. Paid
+#: twice a run (namespace, retention); measured with timeit (CPython 3.11, 2-core EPYC):
+#: :func:`environ` 107 ns a call, ``os.environ.get`` 740 ns unset / 308 ns set,
+#: ``os.environb.get`` 602 / 235 ns: about 1.3 µs a run more, some 1% of a run's CPU at the
+#: benchmarks' 10,000 runs/s. It is private: where it is missing, the public way.
 _ENVIRON: Final = getattr(os.environ, "_data", None) if os.supports_bytes_environ else None
 
 

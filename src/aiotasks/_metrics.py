@@ -35,18 +35,19 @@ import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable
 from itertools import accumulate
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from ._records import TaskSummary
 
 if TYPE_CHECKING:
+    from prometheus_client import Counter
     from prometheus_client.metrics_core import (
         CounterMetricFamily,
         GaugeMetricFamily,
         HistogramMetricFamily,
         Metric,
     )
-    from prometheus_client.registry import CollectorRegistry
+    from prometheus_client.registry import Collector, CollectorRegistry
 
 __all__ = [
     "enabled",
@@ -166,14 +167,46 @@ def _register(registry: CollectorRegistry | None = None) -> None:
     try:
         registry.register(collector)
     except ValueError as exc:  # DuplicateTimeseries
-        # The registry's map of names is private: without it, give up as for a stranger.
-        holder = getattr(registry, "_names_to_collectors", {}).get(_RUNS[0])
+        holder = _holder(registry, _RUNS[0])
         ours = type(holder).__module__ == __name__ and type(holder).__qualname__ == _Collector.__qualname__
         if holder is None or not ours:
             logger.warning("aiotasks metrics not registered: %s", exc)
             return
         registry.unregister(holder)
         registry.register(collector)
+
+
+def _holder(registry: CollectorRegistry, name: str) -> Collector | None:
+    """The collector that owns ``name`` on ``registry``; None when it can't be known.
+
+    ``prometheus_client`` has no public lookup (only once, at registration, is
+    it needed): its private map of names is read where it exists. Without it
+    every holder is unknown, as a stranger's: the collector of an earlier copy
+    of this module (``importlib.reload``) then stays, and this one is not
+    registered (logged). CI pins this on the lowest and newest ``prometheus_client``.
+    """
+    names = getattr(registry, "_names_to_collectors", None)
+    found = names.get(name) if isinstance(names, dict) else None
+    return cast("Collector | None", found)
+
+
+#: A counter on no registry: whether its samples include ``_created``, asked at each scrape.
+_probe: Counter | None = None
+
+
+def _created_on() -> bool:
+    """Whether ``_created`` samples are on (``prometheus_client.disable_created_metrics()``, or
+    ``PROMETHEUS_DISABLE_CREATED_SERIES`` at its import), as the library's own instruments read it.
+
+    There is no public getter: a counter of its own answers, through the public
+    ``collect()`` (about 3 µs per scrape; nothing per run).
+    """
+    global _probe
+    if _probe is None:
+        from prometheus_client import Counter
+
+        _probe = Counter("aiotasks_created_probe", "Whether _created samples are on", registry=None)
+    return any(sample.name.endswith("_created") for family in _probe.collect() for sample in family.samples)
 
 
 class _Collector:
@@ -191,8 +224,6 @@ class _Collector:
 
     def collect(self) -> list[Metric]:
         """The families with the tallies' samples, copied under the lock."""
-        import prometheus_client.metrics
-
         with _lock:
             runs = [(key, _outcomes[key[0]][key[1]], since) for key, since in _outcomes_created.items()]
             in_progress = [(task, tally.in_progress) for task, tally in _tasks.items()]
@@ -200,8 +231,7 @@ class _Collector:
                 [(task, [*h.counts], h.total, h.created) for task, h in tallies.items()]
                 for tallies in (_tasks, _waits)
             ]
-        # Private, read at each scrape as the library's instruments do; on when absent.
-        created = getattr(prometheus_client.metrics, "_use_created", True)
+        created = _created_on()
         runs_family, duration_family, wait_family, in_progress_family = _families()
         for (task, outcome), value, since in runs:
             runs_family.add_metric((task, outcome), float(value), created=since if created else None)
@@ -312,6 +342,27 @@ _FAMILIES: Final = (
     ("aiotasks_last_run_duration_seconds", "Duration of the last finished run."),
     ("aiotasks_task_running", "Runs of the task holding their lock right now, on any host."),
 )
+_LAST_END: Final = (
+    "aiotasks_task_last_end_timestamp_seconds",
+    "End of the newest run of each outcome (server clock): success and failed of every run; "
+    "abandoned (its start: a dead run records no end) and missed among the task's recent runs.",
+)
+#: The outcomes of ``_LAST_END``, in the order of its samples: the statuses a finished record can have.
+_ENDED: Final = ("success", "failed", "abandoned", "missed")
+
+
+def _last_ends(summary: TaskSummary) -> dict[str, int]:
+    """When the newest run of each outcome ended, in ms (an abandoned run: when it started).
+
+    Success and failure come from the index's two scores, which every run
+    updates; abandoned and missed runs leave no score, so they are looked for
+    among ``summary.runs`` (newest first).
+    """
+    found: dict[str, int | None] = {"success": summary.last_success, "failed": summary.last_failure}
+    for run in summary.runs:
+        if run.status in ("abandoned", "missed") and found.get(run.status) is None:
+            found[run.status] = run.ended if run.ended is not None else run.started
+    return {outcome: ms for outcome in _ENDED if (ms := found.get(outcome)) is not None}
 
 
 def _label(value: str) -> str:
@@ -327,8 +378,11 @@ def exposition(summaries: Iterable[TaskSummary]) -> str:
 
     A task that never succeeded (within the retention) has no
     ``last_success`` sample: alert on its absence too (``absent()``).
+    ``aiotasks_task_last_end_timestamp_seconds{task, outcome}`` has a sample
+    per outcome seen (``success``, ``failed``, ``abandoned``, ``missed``), so
+    an alert can fire on a run that died or a slot no host ran.
     """
-    rows: dict[str, list[str]] = {name: [] for name, _ in _FAMILIES}
+    rows: dict[str, list[str]] = {name: [] for name, _ in (*_FAMILIES, _LAST_END)}
     for summary in summaries:
         label = f'{{task="{_label(summary.task)}"}}'
         values = {
@@ -340,8 +394,12 @@ def exposition(summaries: Iterable[TaskSummary]) -> str:
         for name, value in values.items():
             if value is not None:
                 rows[name].append(f"{name}{label} {_number(value)}")
+        for outcome, ms in _last_ends(summary).items():
+            rows[_LAST_END[0]].append(
+                f'{_LAST_END[0]}{{task="{_label(summary.task)}",outcome="{outcome}"}} {_number(ms / 1000)}'
+            )
     lines = []
-    for name, help_text in _FAMILIES:
+    for name, help_text in (*_FAMILIES, _LAST_END):
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *rows[name]]
     return "\n".join(lines) + "\n"
 

@@ -42,8 +42,10 @@ Cancellation
     (``asyncio.run`` returning while Redis stalls), a request already written
     still runs on Redis, while one not yet written is never sent: a lock
     taken or not released that way expires within its TTL (``lock_timeout``),
-    which bounds every such case. :meth:`Store.drain` waits until the door has
-    nothing left in flight, for a clean shutdown.
+    which bounds every such case. The door's own tasks, cancelled as the loop
+    ends, close their commands and start nothing (a give-back queued then would
+    never be sent). :meth:`Store.drain` waits until the door has nothing left
+    in flight, for a clean shutdown.
 
 Errors and retries
     redis-py's connection and timeout errors become :class:`RedisUnavailable`,
@@ -686,8 +688,11 @@ class Store:
                 pipe.execute_command(*command)
             return list(await pipe.execute(raise_on_error=False))
         except rex.ConnectionError as exc:
+            # A lone command the pool refused was not sent. In a pipeline, a cluster client may have
+            # sent other nodes' parts before one node's pool refused: all stay "maybe written", so
+            # an acquire among them is given back, a release or finish is sent again (both safe).
             if len(batch) == 1 and wire.pool_limit(exc):
-                batch[0].written = False  # the pool refused before anything was sent
+                batch[0].written = False
             raise
 
     async def _execute_on_connection(
