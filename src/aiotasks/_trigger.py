@@ -36,6 +36,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -192,6 +193,7 @@ async def trigger(
     namespace: str | None = None,
     expires: float = DEFAULT_EXPIRES,
     wait: bool = False,
+    on_taken: Callable[[Triggered], object] | None = None,
 ) -> Triggered:
     """Ask the serving schedulers to run ``schedule``'s chain for ``key`` now; one replica does.
 
@@ -210,6 +212,7 @@ async def trigger(
     :param expires: seconds the request waits for a replica to take it.
     :param wait: also wait for the chain's outcome (:attr:`Triggered.results`).
         A replica that dies mid-run leaves this waiting: cancel it.
+    :param on_taken: called once a replica took the request (before the wait).
     :raises TriggerExpired: no replica took the request within ``expires``.
     :raises InvalidSchedule, InvalidDate, InvalidConfig: bad input, before anything is written;
         InvalidDate also when the replica refuses the key (given with a bare name).
@@ -264,6 +267,8 @@ async def trigger(
         if state == "rejected":
             raise InvalidDate(f"{taken.get('by', '?')} refused the trigger: {taken.get('error')}", key)
         result = Triggered(request.id, name, str(taken.get("key")), str(taken.get("by")))
+        if on_taken is not None:
+            on_taken(result)
         if not wait:
             return result
         while True:

@@ -136,6 +136,20 @@ def task_lines(run: ChainRun) -> list[str]:
     return lines
 
 
+def result_lines(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per task from result dicts alone (a run another process made: ``trigger --wait``)."""
+    width = max((len(name) for name in results), default=0)
+    states: dict[Any, State] = {
+        Status.SUCCESS: State.SUCCESS,
+        Status.SKIPPED: State.SKIPPED,
+        Status.FAILED: State.FAILED,
+    }
+    return [
+        f"  {_MARKS[states.get(result.get('status'), State.PENDING)]} {name:<{width}}  {_detail(result)}"
+        for name, result in results.items()
+    ]
+
+
 #: How each count of a summary reads in a sentence (``completed`` alone read as another success).
 _SAID: Final = {
     "success": "succeeded",

@@ -1,0 +1,251 @@
+"""Schedule controls on a real redis-server: pausing a schedule, and trigger (run now) across replicas."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis, RedisCluster
+
+import aiotasks
+from aiotasks import InvalidDate, InvalidSchedule, Run, Schedule, TriggerExpired, task
+from aiotasks._clock import FakeClock
+from aiotasks._keys import schedule_keys
+from aiotasks._records import HOST, read_runs
+from aiotasks._scheduler import Scheduler
+from aiotasks._store import store_for
+from aiotasks._trigger import TriggerRequest, trigger_key
+from tests.support import eventually
+
+NOON = dt.datetime(2026, 1, 1, 12, 0, 30, tzinfo=dt.UTC)
+
+
+@task(recurring=True)
+async def beat(run: Run) -> None:
+    """Logs the slot it ran for."""
+    await run.redis.rpush("beats", run.date)
+
+
+@task()
+async def fetch(run: Run) -> None:
+    await run.redis.rpush("daily", f"fetch:{run.date}")
+
+
+@task(depends_on=["fetch"])
+async def store_it(run: Run) -> None:
+    await run.redis.rpush("daily", f"store_it:{run.date}")
+
+
+async def pause(client: Redis | RedisCluster, name: str, namespace: str | None = None) -> None:
+    """What ``aiotasks pause --schedule`` does (taskctl's ``pause_schedule``; the merge swaps this in)."""
+    await client.set(schedule_keys(name, namespace=namespace).paused, "tester:1|0")
+
+
+async def resume(client: Redis | RedisCluster, name: str, namespace: str | None = None) -> None:
+    """What ``aiotasks resume --schedule`` does (taskctl's ``resume_schedule``)."""
+    await client.delete(schedule_keys(name, namespace=namespace).paused)
+
+
+async def listed(client: Redis | RedisCluster, key: str) -> list[str]:
+    return [item.decode() for item in await client.lrange(key, 0, -1)]  # type: ignore[misc]
+
+
+def entry(scheduler: Scheduler, index: int = 0) -> dict[str, Any]:
+    found: dict[str, Any] = scheduler.status()["schedules"][index]
+    return found
+
+
+async def slots_seen(replicas: list[Scheduler], runs: int, paused: int) -> None:
+    """Every replica has dealt with that many slots: run (or found run) and skipped as paused."""
+
+    async def check() -> bool:
+        return all(entry(r)["runs"] >= runs and entry(r)["paused_slots"] >= paused for r in replicas)
+
+    await eventually(check, f"{runs} runs and {paused} paused slots on every replica")
+
+
+async def test_a_paused_schedule_fires_nowhere_records_each_slot_once_and_resumes_with_the_next(
+    redis_client: Redis,
+) -> None:
+    """Paused: the catch-up's 5 slots and the next 3 pass with no run on either replica, each recorded
+    'paused' once; resumed: the next slot runs once and the paused ones are not caught up."""
+    clock = FakeClock(NOON)
+    schedule = Schedule(beat, every="1m", name="beats", catchup=5)
+    replicas = [Scheduler(schedule, redis=redis_client, clock=clock, triggers=False) for _ in range(2)]
+    await pause(redis_client, "beats")
+    async with replicas[0], replicas[1]:
+        await slots_seen(replicas, 0, 5)
+        await clock.sleepers(2)
+        for minute in range(1, 4):
+            clock.advance(60)
+            await slots_seen(replicas, 0, 5 + minute)
+            await clock.sleepers(2)
+        assert await listed(redis_client, "beats") == []
+        assert entry(replicas[0])["paused"] == "tester:1|0"
+        await resume(redis_client, "beats")
+        clock.advance(60)
+        await slots_seen(replicas, 1, 8)
+        assert entry(replicas[1])["paused"] is None
+    assert await listed(redis_client, "beats") == ["20260101T1204"]
+    summary = (await read_runs(store_for(redis_client), ["beat"], namespace=None, last=10))["beat"]
+    paused = sorted((run.date, run.status, run.task_id) for run in summary.runs if run.status == "paused")
+    slots = ["20260101T1156", "20260101T1157", "20260101T1158", "20260101T1159"]
+    slots += [f"20260101T120{m}" for m in range(4)]
+    assert paused == [(slot, "paused", "paused") for slot in slots]
+    assert all("paused by tester:1" in (run.error or "") for run in summary.runs if run.status == "paused")
+
+
+async def test_a_scheduler_starting_after_a_resume_does_not_catch_up_paused_slots(
+    redis_client: Redis,
+) -> None:
+    """Regression: a restart after resume must not run, as catch-up, a daily slot that passed paused."""
+    clock = FakeClock(NOON)
+    schedule = Schedule([fetch, store_it], cron="0 2 * * *", name="nightly")  # catches up its last slot
+    await pause(redis_client, "nightly")
+    async with Scheduler(schedule, redis=redis_client, clock=clock, triggers=False) as first:
+        await eventually(lambda: _true(entry(first)["paused_slots"] == 1), "the catch-up recorded paused")
+    await resume(redis_client, "nightly")
+    async with Scheduler(schedule, redis=redis_client, clock=clock, triggers=False) as second:
+        await clock.sleepers(1)
+        assert entry(second)["running"] == []
+    assert await listed(redis_client, "daily") == []
+    summary = await read_runs(store_for(redis_client), ["fetch", "store_it"], namespace=None, last=5)
+    assert [(r.date, r.status) for r in summary["fetch"].runs] == [("20260101", "paused")]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_two_replicas_run_a_trigger_once_and_force_runs_a_completed_key_again_once(
+    redis_client: Redis,
+) -> None:
+    """A trigger is taken by one of two replicas and runs the chain once, its records saying who asked;
+    a second one finds the key completed; --force runs it again, once."""
+    clock = FakeClock(NOON)
+    schedule = Schedule([fetch, store_it], cron="0 2 * * *", name="nightly", catchup=0)
+    replicas = [Scheduler(schedule, redis=redis_client, clock=clock) for _ in range(2)]
+    async with replicas[0], replicas[1]:
+        first = await aiotasks.trigger(schedule, key="20251231", redis=redis_client, wait=True)
+        assert first.key == "20251231"
+        assert first.results is not None
+        assert {name: r["status"] for name, r in first.results.items()} == {
+            "fetch": "success",
+            "store_it": "success",
+        }
+        again = await aiotasks.trigger("nightly", key="20251231", redis=redis_client, wait=True)
+        assert again.results is not None
+        assert {r["reason"] for r in again.results.values()} == {"already_completed"}
+        forced = await aiotasks.trigger(schedule, key="20251231", force=True, redis=redis_client, wait=True)
+        assert forced.results is not None
+        assert {r["status"] for r in forced.results.values()} == {"success"}
+        assert sum(entry(r)["triggered"] for r in replicas) == 3
+    assert await listed(redis_client, "daily") == ["fetch:20251231", "store_it:20251231"] * 2
+    summary = await read_runs(store_for(redis_client), ["fetch"], namespace=None, last=5)
+    assert len(summary["fetch"].runs) == 2  # the run, and the forced one (the middle one ran nothing)
+    assert {run.triggered_by for run in summary["fetch"].runs} == {f"{HOST}:{os.getpid()}"}
+
+
+async def test_a_trigger_no_replica_serves_expires_and_is_withdrawn(redis_client: Redis) -> None:
+    """No scheduler serves the schedule: trigger raises TriggerExpired naming it, and leaves no request
+    behind for a replica that starts later."""
+    with pytest.raises(TriggerExpired, match=r"no replica serves schedule 'nightly': the request expired"):
+        await aiotasks.trigger("nightly", key="20260101", redis=redis_client, expires=0.3)
+    assert await redis_client.exists(schedule_keys("nightly", namespace=None).triggers) == 0
+
+
+async def test_a_replica_drops_a_request_that_expired_before_it_was_popped(redis_client: Redis) -> None:
+    """A request found already expired is dropped, not run: the replica answers 'expired'."""
+    keys = schedule_keys("nightly", namespace=None)
+    stale = TriggerRequest("abc123", "nightly", "20260101", False, "someone:1", 1)
+    await redis_client.lpush(keys.triggers, stale.to_json())
+    schedule = Schedule([fetch, store_it], cron="0 2 * * *", name="nightly", catchup=0)
+    async with Scheduler(schedule, redis=redis_client, clock=FakeClock(NOON)):
+        reply = await redis_client.blpop([f"{keys.triggers}:reply:abc123"], 20)
+    assert reply is not None
+    assert json.loads(reply[1])["state"] == "expired"
+    assert await listed(redis_client, "daily") == []
+
+
+def test_a_trigger_key_is_checked_against_its_schedule() -> None:
+    """The default key is the latest slot at or before now; a key of the wrong kind or no slot is refused."""
+    daily = Schedule([fetch, store_it], cron="0 2 * * *", name="nightly")
+    at_one = dt.datetime(2026, 1, 2, 1, 0, tzinfo=dt.UTC)
+    assert trigger_key(daily, None, at_one) == "20260101"
+    assert trigger_key(daily, "20251224", at_one) == "20251224"
+    quarter = Schedule(beat, every="15m")
+    assert trigger_key(quarter, None, at_one) == "20260102T0100"
+    assert trigger_key(quarter, "20260101T2345", at_one) == "20260101T2345"
+    for schedule, bad in [(daily, "20260101T0200"), (quarter, "20260101"), (quarter, "20260101T2344")]:
+        with pytest.raises(InvalidDate, match=bad):
+            trigger_key(schedule, bad, at_one)
+
+
+async def test_trigger_refuses_bad_input_before_writing(redis_client: Redis) -> None:
+    """A bad name, key or expiry is a typed error naming it, and nothing is written."""
+    with pytest.raises(InvalidSchedule, match="'no:colons'"):
+        await aiotasks.trigger("no:colons", redis=redis_client)
+    with pytest.raises(InvalidDate, match="2026"):
+        await aiotasks.trigger("nightly", key="2026", redis=redis_client)
+    with pytest.raises(InvalidSchedule, match="-1"):
+        await aiotasks.trigger("nightly", redis=redis_client, expires=-1)
+    assert await redis_client.dbsize() == 0
+
+
+async def test_scheduler_status_shows_pending_triggers_and_paused_from_its_last_check(
+    redis_client: Redis,
+) -> None:
+    """At a slot the scheduler reads its controls: status then shows who paused it and waiting triggers."""
+    clock = FakeClock(NOON)
+    schedule = Schedule(beat, every="1m", name="beats")
+    keys = schedule_keys("beats", namespace="ns")
+    async with Scheduler(schedule, redis=redis_client, namespace="ns", clock=clock, triggers=False) as one:
+        await clock.sleepers(1)
+        await pause(redis_client, "beats", "ns")
+        await redis_client.lpush(keys.triggers, "{}", "{}")
+        clock.advance(30)
+        await eventually(lambda: _true(entry(one)["paused_slots"] == 1), "the slot was checked")
+        assert (entry(one)["paused"], entry(one)["pending_triggers"]) == ("tester:1|0", 2)
+
+
+async def test_one_blocking_read_serves_triggers_on_redis_cluster(cluster_client: RedisCluster) -> None:
+    """On Redis Cluster the listener's one BRPOP covers every schedule (one hash tag): both are served."""
+    clock = FakeClock(NOON)
+    schedules = [
+        Schedule([fetch, store_it], cron="0 2 * * *", name="nightly", catchup=0),
+        Schedule(beat, every="1m", name="beats"),
+    ]
+    async with Scheduler(schedules, redis=cluster_client, namespace="prod", clock=clock):
+        one = await aiotasks.trigger(
+            schedules[0], key="20251231", redis=cluster_client, namespace="prod", wait=True
+        )
+        two = await aiotasks.trigger(
+            "beats", key="20260101T1100", redis=cluster_client, namespace="prod", wait=True
+        )
+    assert one.results is not None
+    assert two.results is not None
+    assert {r["status"] for r in [*one.results.values(), *two.results.values()]} == {"success"}
+    assert await listed(cluster_client, "beats") == ["20260101T1100"]
+
+
+async def test_two_schedules_with_one_name_are_refused() -> None:
+    """Two schedules sharing a name would share their controls: the Scheduler refuses them, naming it."""
+    with pytest.raises(InvalidSchedule, match="'beat'"):
+        Scheduler([Schedule(beat, every="1m"), Schedule(beat, every="5m")])
+
+
+async def test_stop_waits_for_the_listeners_read_to_end(redis_client: Redis) -> None:
+    """Stopping lets the listener's blocking read end rather than cutting it (a popped request would be
+    lost): afterwards no client of the scheduler is blocked on Redis."""
+    schedule = Schedule(beat, every="1m", name="beats")
+    async with Scheduler(schedule, redis=redis_client, clock=FakeClock(NOON)):
+        await eventually(lambda: _blocked(redis_client, 1), "the listener is blocked in BRPOP")
+    assert await _blocked(redis_client, 0)
+
+
+async def _blocked(client: Redis, count: int) -> bool:
+    info = await client.info("clients")
+    return int(info["blocked_clients"]) == count
