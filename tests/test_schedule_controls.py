@@ -50,7 +50,7 @@ async def resume(client: Redis | RedisCluster, name: str, namespace: str | None 
 
 
 async def listed(client: Redis | RedisCluster, key: str) -> list[str]:
-    return [item.decode() for item in await client.lrange(key, 0, -1)]  # type: ignore[misc]
+    return [item.decode() for item in await client.lrange(key, 0, -1)]  # type: ignore[union-attr]
 
 
 def entry(scheduler: Scheduler, index: int = 0) -> dict[str, Any]:
