@@ -19,6 +19,7 @@ from aiotasks._scheduler import Scheduler
 from aiotasks._store import store_for
 from aiotasks._trigger import TriggerRequest, trigger_key
 from tests.support import eventually
+from tests.test_metrics import value
 
 NOON = dt.datetime(2026, 1, 1, 12, 0, 30, tzinfo=dt.UTC)
 
@@ -75,6 +76,7 @@ async def test_a_paused_schedule_fires_nowhere_records_each_slot_once_and_resume
     clock = FakeClock(NOON)
     schedule = Schedule(beat, every="1m", name="beats", catchup=5)
     replicas = [Scheduler(schedule, redis=redis_client, clock=clock, triggers=False) for _ in range(2)]
+    counted = value("aiotasks_runs_total", task="beat", outcome="paused")
     await pause(redis_client, "beats")
     async with replicas[0], replicas[1]:
         await slots_seen(replicas, 0, 5)
@@ -96,6 +98,8 @@ async def test_a_paused_schedule_fires_nowhere_records_each_slot_once_and_resume
     slots += [f"20260101T120{m}" for m in range(4)]
     assert paused == [(slot, "paused", "paused") for slot in slots]
     assert all("paused by tester:1" in (run.error or "") for run in summary.runs if run.status == "paused")
+    # Each replica counts the slots it did not fire (as with missed ones): 8 slots, 2 replicas.
+    assert value("aiotasks_runs_total", task="beat", outcome="paused") - counted == 16
 
 
 async def test_a_scheduler_starting_after_a_resume_does_not_catch_up_paused_slots(
@@ -128,6 +132,7 @@ async def test_two_replicas_run_a_trigger_once_and_force_runs_a_completed_key_ag
     clock = FakeClock(NOON)
     schedule = Schedule([fetch, store_it], cron="0 2 * * *", name="nightly", catchup=0)
     replicas = [Scheduler(schedule, redis=redis_client, clock=clock) for _ in range(2)]
+    counted = value("aiotasks_runs_total", task="store_it", outcome="triggered")
     async with replicas[0], replicas[1]:
         first = await aiotasks.trigger(schedule, key="20251231", redis=redis_client, wait=True)
         assert first.key == "20251231"
@@ -143,6 +148,7 @@ async def test_two_replicas_run_a_trigger_once_and_force_runs_a_completed_key_ag
         assert forced.results is not None
         assert {r["status"] for r in forced.results.values()} == {"success"}
         assert sum(entry(r)["triggered"] for r in replicas) == 3
+    assert value("aiotasks_runs_total", task="store_it", outcome="triggered") - counted == 3
     assert await listed(redis_client, "daily") == ["fetch:20251231", "store_it:20251231"] * 2
     summary = await read_runs(store_for(redis_client), ["fetch"], namespace=None, last=5)
     assert len(summary["fetch"].runs) == 2  # the run, and the forced one (the middle one ran nothing)

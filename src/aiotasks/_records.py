@@ -616,6 +616,8 @@ class Cell:
                 cell.update(ended=iso(run.ended), duration=run.duration)
             if run.error:
                 cell["error"] = run.error
+            if run.triggered_by:
+                cell["triggered_by"] = run.triggered_by
         return cell
 
 
