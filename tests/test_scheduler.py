@@ -105,6 +105,32 @@ async def test_between_slots_a_scheduler_sends_nothing_to_redis(redis_url: str, 
     ]
 
 
+async def test_between_slots_the_trigger_listener_is_all_a_scheduler_sends(
+    redis_url: str, wire: Wire
+) -> None:
+    """What idle costs with the trigger listener on: one BRPOP at a time over every schedule's
+    trigger list, nothing else, between slots."""
+    client = wire.client(redis_url)
+    clock = FakeClock(NOON)
+    schedules = [Schedule(tick, every="1m"), Schedule([extract, load], cron="0 2 * * *", catchup=0)]
+    async with Scheduler(schedules, redis=client, clock=clock):
+        await clock.sleepers(2)
+        wire.reset()
+
+        async def two_reads() -> bool:
+            return wire.round_trips >= 2
+
+        await eventually(two_reads, "the listener read twice")
+        sent = list(wire.written)
+    for request in sent:
+        name, *keys, timeout = request.split(b"\r\n")[2:-1:2]
+        assert (name, keys, timeout) == (
+            b"BRPOP",
+            [b"schedule:{aiotasks}:tick:triggers", b"schedule:{aiotasks}:extract,load:triggers"],
+            b"1.0",
+        )
+
+
 async def test_a_late_wake_runs_the_current_slot_and_reports_the_missed(fake_redis: Redis) -> None:
     """Woken 3 slots late with no catch-up: the current slot runs, the others go to on_missed."""
     clock = FakeClock(NOON)

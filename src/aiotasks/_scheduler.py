@@ -381,7 +381,7 @@ class Scheduler:
                 if popped is not None:
                     triggers, entry = popped
                     task = group.create_task(
-                        self._run_trigger(tracks[triggers], triggers, entry, clock, store),
+                        self._serve_trigger(tracks[triggers], triggers, entry, clock, store),
                         name=f"aiotasks:trigger:{tracks[triggers].schedule.name}",
                     )
                     self._runs.add(task)
@@ -395,6 +395,15 @@ class Scheduler:
         if late:
             listener.cancel()
             logger.warning("stopping: the trigger listener's read did not end; a request it popped is lost")
+
+    async def _serve_trigger(
+        self, track: _Track, triggers: str, entry: str, clock: Clock, store: Store
+    ) -> None:
+        """:meth:`_run_trigger`, whose failure is logged: it must not take the scheduler down."""
+        try:
+            await self._run_trigger(track, triggers, entry, clock, store)
+        except Exception:
+            logger.exception("%s: serving a trigger request failed", track.schedule.name)
 
     async def _run_trigger(
         self, track: _Track, triggers: str, entry: str, clock: Clock, store: Store
