@@ -14,10 +14,11 @@ import aiotasks
 from aiotasks import InvalidDate, InvalidSchedule, Run, Schedule, TriggerExpired, task
 from aiotasks._clock import FakeClock
 from aiotasks._keys import schedule_keys
-from aiotasks._records import HOST, read_runs
+from aiotasks._records import HOST, CellState, read_grid, read_runs
 from aiotasks._scheduler import Scheduler
 from aiotasks._store import store_for
 from aiotasks._trigger import TriggerRequest, trigger_key
+from aiotasks._views import grid_text, history_text, status_cells_text
 from tests.support import eventually
 from tests.test_metrics import value
 
@@ -218,13 +219,18 @@ async def test_scheduler_status_shows_pending_triggers_and_paused_from_its_last_
 
 
 async def test_one_blocking_read_serves_triggers_on_redis_cluster(cluster_client: RedisCluster) -> None:
-    """On Redis Cluster the listener's one BRPOP covers every schedule (one hash tag): both are served."""
+    """On Redis Cluster the listener's one BRPOP covers every schedule (one hash tag): both are served;
+    a paused schedule's slot is read and recorded there too."""
     clock = FakeClock(NOON)
     schedules = [
         Schedule([fetch, store_it], cron="0 2 * * *", name="nightly", catchup=0),
         Schedule(beat, every="1m", name="beats"),
     ]
-    async with Scheduler(schedules, redis=cluster_client, namespace="prod", clock=clock):
+    async with Scheduler(schedules, redis=cluster_client, namespace="prod", clock=clock) as scheduler:
+        await clock.sleepers(2)
+        await pause(cluster_client, "beats", "prod")
+        clock.advance(30)  # 12:01: the paused slot is read and recorded on the cluster
+        await eventually(lambda: _true(entry(scheduler, 1)["paused_slots"] == 1), "the slot was skipped")
         one = await aiotasks.trigger(
             schedules[0], key="20251231", redis=cluster_client, namespace="prod", wait=True
         )
@@ -234,7 +240,30 @@ async def test_one_blocking_read_serves_triggers_on_redis_cluster(cluster_client
     assert one.results is not None
     assert two.results is not None
     assert {r["status"] for r in [*one.results.values(), *two.results.values()]} == {"success"}
-    assert await listed(cluster_client, "beats") == ["20260101T1100"]
+    assert await listed(cluster_client, "beats") == ["20260101T1100"]  # the trigger's, not 12:01's
+    grid = await read_grid(store_for(cluster_client), ["beat"], ["20260101T1201"], namespace="prod")
+    assert grid["beat"]["20260101T1201"].state is CellState.PAUSED
+
+
+async def test_paused_slots_and_triggered_runs_show_in_the_grid_and_history(redis_client: Redis) -> None:
+    """The grid marks a paused slot '=' and lists it; history and status say who triggered a run."""
+    clock = FakeClock(NOON)
+    schedule = Schedule([fetch, store_it], cron="0 2 * * *", name="nightly")
+    await pause(redis_client, "nightly")
+    async with Scheduler(schedule, redis=redis_client, clock=clock) as scheduler:
+        await eventually(lambda: _true(entry(scheduler)["paused_slots"] == 1), "today's slot paused")
+        await aiotasks.trigger(schedule, key="20251231", redis=redis_client, wait=True)
+    store = store_for(redis_client)
+    dates = ["20251231", "20260101"]
+    grid = await read_grid(store, ["fetch", "store_it"], dates, namespace=None)
+    text = grid_text(dates, grid)
+    assert "  fetch     +=" in text
+    assert "20260101 fetch: paused (" in text
+    day = {name: cells["20251231"] for name, cells in grid.items()}
+    assert f"triggered by {HOST}:{os.getpid()}" in status_cells_text("20251231", day)
+    runs = (await read_runs(store, ["fetch"], namespace=None, last=5))["fetch"].runs
+    assert f"triggered by {HOST}:{os.getpid()}" in history_text(runs)
+    assert [run.to_json()["triggered_by"] for run in runs] == [f"{HOST}:{os.getpid()}", None]  # newest first
 
 
 async def test_two_schedules_with_one_name_are_refused() -> None:
