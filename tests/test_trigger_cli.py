@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from tests.support import until
-from tests.test_cli import assert_one_error_line, cli
+from tests.test_cli import ROOT, assert_one_error_line, child_env, cli
 from tests.test_serve import serve, strings
 
 CONTROLS = "tests/chains/control_chains.py"
@@ -150,3 +151,29 @@ def test_a_replica_killed_while_it_runs_a_trigger_leaves_nothing_locked_and_noth
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip().endswith(f":{survivor.pid}")
     until(lambda: sync_redis.llen("hung") == 2, "the survivor runs it", survivor)
+
+
+@pytest.mark.timeout(90)
+def test_a_requester_killed_while_it_waits_leaves_its_request_to_be_run_once(
+    redis_url: str, sync_redis: redis.Redis
+) -> None:
+    """A trigger SIGKILLed while no replica serves yet: its request stays (it was asked for, and has not
+    expired), and the replica that starts runs it once; nothing else is left behind."""
+    requester = subprocess.Popen(
+        [sys.executable, "-m", "aiotasks", "trigger", TARGET, "--schedule", "nightly", "--key", "20261101",
+         "--expires", "60", "--redis-url", redis_url],
+        cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    triggers = "schedule:{aiotasks}:nightly:triggers"
+    until(lambda: sync_redis.llen(triggers) == 1, "the request is pushed", requester)
+    requester.send_signal(signal.SIGKILL)
+    requester.communicate(timeout=20)
+    replica = serve(redis_url, TARGET, "--grace", "0.5")
+    try:
+        until(lambda: len(daily(sync_redis)) == 2, "the replica ran the request", replica)
+        until(lambda: sync_redis.exists(triggers) == 0, "the request is gone", replica)
+    finally:
+        replica.send_signal(signal.SIGTERM)
+        _, errors = replica.communicate(timeout=20)
+    assert [entry[:2] for entry in daily(sync_redis)] == [["extract", "20261101"], ["load", "20261101"]]
+    assert "Traceback" not in errors

@@ -831,13 +831,13 @@ class Watcher:
     :meth:`close`: a blocked read never holds up the door's lanes.
 
     A cluster client sends each pop to the node of its keys (they share a hash
-    tag); a client that is already one connection uses that connection.
+    tag), on its own connection to that node.
     """
 
     def __init__(self, client: AnyRedis) -> None:
         self._client = client
         self._own: Redis | None = None
-        if type(client) is Redis and client.connection is None and not client.single_connection_client:
+        if isinstance(client, Redis):  # a client that is one connection too: its pool's other one
             self._own = client.client()
         limit = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}).get(
             "socket_timeout"
