@@ -284,3 +284,24 @@ async def test_stop_waits_for_the_listeners_read_to_end(redis_client: Redis) -> 
 async def _blocked(client: Redis, count: int) -> bool:
     info = await client.info("clients")
     return int(info["blocked_clients"]) == count
+
+
+async def test_a_request_pushed_twice_runs_once(redis_client: Redis) -> None:
+    """Regression: a push retried after a lost reply puts one request on the list twice; both copies are
+    popped, but only the first claims it: the chain (even with force) runs once."""
+    keys = schedule_keys("nightly", namespace=None)
+    twice = TriggerRequest("dup1", "nightly", "20251230", True, "someone:1", 2**53)
+    await redis_client.lpush(keys.triggers, twice.to_json(), twice.to_json())
+    schedule = Schedule([fetch, store_it], cron="0 2 * * *", name="nightly", catchup=0)
+    replies = f"{keys.triggers}:reply:dup1"
+    async with Scheduler(schedule, redis=redis_client, clock=FakeClock(NOON)) as scheduler:
+        states = []
+        while "done" not in states:
+            popped = await redis_client.blpop([replies], 20)
+            assert popped is not None
+            states.append(json.loads(popped[1])["state"])
+        await eventually(lambda: _true(not scheduler.status()["schedules"][0]["running"]), "idle again")
+        assert await redis_client.llen(keys.triggers) == 0
+        assert entry(scheduler)["triggered"] == 1
+    assert states == ["taken", "done"]
+    assert await listed(redis_client, "daily") == ["fetch:20251230", "store_it:20251230"]

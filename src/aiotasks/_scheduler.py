@@ -78,7 +78,7 @@ from ._records import HOST, CellState, read_grid, record_missed, retention_ms
 from ._schedule import Schedule, Slot
 from ._store import AnyRedis, Store
 from ._task import Task
-from ._trigger import TriggerRequest, answer, trigger_key
+from ._trigger import TriggerRequest, answer, claim, trigger_key
 
 __all__ = ["Scheduler", "SchedulerState"]
 
@@ -433,10 +433,15 @@ class Scheduler:
             logger.warning("%s: refusing trigger %s from %s: %s", schedule.name, request.id, request.by, exc)
             await answer(store, triggers, request.id, state="rejected", by=_me(), error=str(exc))
             return
+        now_ms = round(now.timestamp() * 1000)
+        if not await claim(store, triggers, request, now_ms, state="taken", by=_me(), key=key):
+            logger.warning(
+                "%s: dropping trigger %s: it was pushed twice, and run once", schedule.name, request.id
+            )
+            return
         logger.info(
             "%s %s: triggered by %s%s", schedule.name, key, request.by, " (force)" if request.force else ""
         )
-        await answer(store, triggers, request.id, state="taken", by=_me(), key=key)
         track.triggered += 1
         for node in schedule.chain:
             _metrics.observe_skip(node.task_name, "triggered")

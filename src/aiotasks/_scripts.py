@@ -26,6 +26,7 @@ from typing import Final
 
 __all__ = [
     "ACQUIRE",
+    "CLAIM",
     "FINISH",
     "GRID",
     "MISSED",
@@ -269,6 +270,8 @@ PUSH: Final = Script(
 -- ARGV[3] - 'l' to push at the head (a request: the oldest is popped from
 --           the tail), 'r' at the tail (a reply: read from the head)
 -- return the list's length
+-- A retry after a lost reply may push a request twice: CLAIM lets only one
+-- pop of a request's id run it; a reply pushed twice is read and ignored.
 local length
 if ARGV[3] == 'l' then
     length = redis.call('lpush', KEYS[1], ARGV[1])
@@ -279,6 +282,30 @@ if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then
     redis.call('pexpire', KEYS[1], ARGV[2])
 end
 return length
+""",
+)
+
+CLAIM: Final = Script(
+    "claim",
+    """
+-- KEYS[1] - a trigger request's claim key
+-- KEYS[2] - its reply list
+-- ARGV[1] - this pop's token (random: a retried claim carries the same one)
+-- ARGV[2] - the claim's TTL in ms (it outlives the request's expiry)
+-- ARGV[3] - the 'taken' reply (JSON)
+-- ARGV[4] - the reply list's TTL in ms
+-- return 1 the request is this pop's to run: claimed, and 'taken' answered;
+--        0 another pop of the same request id claimed it (the request was
+--          pushed twice, by a retried push): nothing written, drop it
+if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    if redis.call('get', KEYS[1]) ~= ARGV[1] then
+        return 0
+    end
+    return 1
+end
+redis.call('rpush', KEYS[2], ARGV[3])
+redis.call('pexpire', KEYS[2], ARGV[4])
+return 1
 """,
 )
 

@@ -121,7 +121,20 @@ from . import _wire as wire
 from ._constants import SUCCESS_MARKER
 from ._keys import ScheduleKeys, TaskKeys
 from ._records import Outcome, acquire_args, finish_args, release_args
-from ._scripts import ACQUIRE, FINISH, GRID, MISSED, PUSH, RELEASE, RENEW, RUNS, SCHEDULE, STATUS, Script
+from ._scripts import (
+    ACQUIRE,
+    CLAIM,
+    FINISH,
+    GRID,
+    MISSED,
+    PUSH,
+    RELEASE,
+    RENEW,
+    RUNS,
+    SCHEDULE,
+    STATUS,
+    Script,
+)
 from ._slots import BodySlots, capacity
 
 __all__ = ["Acquired", "AnyRedis", "Completed", "Held", "LockState", "Store", "Watcher", "store_for"]
@@ -393,8 +406,15 @@ class Store:
         return int(await self._call(PUSH, 1, key, entry, ttl_ms, "l" if head else "r"))
 
     async def withdraw(self, key: str, entry: str) -> bool:
-        """Remove ``entry`` from the list ``key``; False if it is not there (someone popped it)."""
-        return int(await self._call(None, "LREM", key, 1, entry)) == 1
+        """Remove ``entry`` (every copy) from the list ``key``; False if it is not there (popped)."""
+        return int(await self._call(None, "LREM", key, 0, entry)) > 0
+
+    async def claim(
+        self, claim: str, replies: str, token: str, ttl_ms: int, reply: str, reply_ttl_ms: int
+    ) -> bool:
+        """The CLAIM script: whether this pop of a trigger request runs it (and ``reply`` is pushed)."""
+        args = (claim, replies, token, ttl_ms, reply, reply_ttl_ms)
+        return int(await self._call(CLAIM, 2, *args)) == 1
 
     def watcher(self) -> Watcher:
         """A :class:`Watcher`: blocking reads on a connection of their own, never a lane's."""

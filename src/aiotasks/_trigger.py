@@ -9,12 +9,15 @@ A request is a JSON document pushed onto the schedule's ``triggers`` list
 Every serving :class:`~aiotasks.Scheduler` watches all its schedules' lists
 with one blocking ``BRPOP`` (see ``_scheduler``), so exactly one replica pops
 each request: Redis hands a list's entry to one blocked client. That replica
-runs the chain for the key under the usual locks and markers (``force``
-ignores the markers, never a lock), each task's record saying who asked, and
-answers on the request's own reply list (``...:triggers:reply:ID``, a short
-TTL): ``taken`` (by ``host:pid``, with the key), then ``done`` with the
-chain's results; or ``expired`` (it popped the request too late: dropped) or
-``rejected`` (the key is not one of the schedule's).
+claims it (``...:triggers:claim:ID``, set once: a push the door retried
+after a lost reply may have put the request on the list twice, and only the
+first pop of an id runs it) while answering on the request's own reply list
+(``...:triggers:reply:ID``, a short TTL) ``taken`` (by ``host:pid``, with the
+key), runs the chain for the key under the usual locks and markers
+(``force`` ignores the markers, never a lock), each task's record saying
+who asked, and answers ``done`` with the chain's results; or ``expired`` (it
+popped the request too late: dropped) or ``rejected`` (the key is not one of
+the schedule's).
 
 A request nobody pops before ``expires_at`` is withdrawn by the requester
 (``LREM``): it can't run later, after the caller was told it expired. The
@@ -297,6 +300,17 @@ async def _read(watcher: Watcher, replies: str, deadline: float | None) -> dict[
                 continue
             if isinstance(found, dict):
                 return found
+
+
+async def claim(store: Store, triggers: str, request: TriggerRequest, now_ms: int, **reply: Any) -> bool:
+    """Claim a popped request and answer ``taken`` (``reply``), in one request: False when another
+    pop of the same id claimed it first (a push that was retried put it on the list twice)."""
+    token = secrets.token_hex(8)
+    ttl = max(request.expires_at - now_ms, 0) + REPLY_TTL * 1000
+    entry = json.dumps(reply, default=str, separators=(",", ":"))
+    return await store.claim(
+        f"{triggers}:claim:{request.id}", reply_key(triggers, request.id), token, ttl, entry, REPLY_TTL * 1000
+    )
 
 
 async def answer(store: Store, triggers: str, request_id: str, **reply: Any) -> None:
