@@ -45,6 +45,10 @@ retention of 0 writes no records.
 A record with no outcome is ``running`` while its token holds its date's lock,
 else ``abandoned``: the worker died, or lost its lock and never came back.
 
+A run started by ``aiotasks trigger`` has ``triggered_by`` (``host:pid`` of
+who asked) in its result dict, so it is kept with the counters (``R:c``):
+the layout above is unchanged, and :attr:`RunRecord.triggered_by` reads it.
+
 The record's key names (everything after the lock key's own prefix) are
 derived from the lock key, so that ``finish_task`` and ``release_lock``, which
 only get the seed's ``lock_key``, find them: per run by splitting off the date
