@@ -11,14 +11,15 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 
 import aiotasks
-from aiotasks import InvalidDate, InvalidSchedule, Run, Schedule, TriggerExpired, task
+from aiotasks import InvalidDate, InvalidSchedule, Run, Schedule, TriggerExpired, _scheduler, task
 from aiotasks._clock import FakeClock
 from aiotasks._keys import schedule_keys
 from aiotasks._records import HOST, CellState, read_grid, read_runs
-from aiotasks._scheduler import Scheduler
+from aiotasks._scheduler import Scheduler, SchedulerState
 from aiotasks._store import store_for
 from aiotasks._trigger import TriggerRequest, trigger_key
 from aiotasks._views import grid_text, history_text, status_cells_text
+from tests.proxy import Proxy
 from tests.support import eventually
 from tests.test_metrics import value
 
@@ -272,12 +273,27 @@ async def test_two_schedules_with_one_name_are_refused() -> None:
         Scheduler([Schedule(beat, every="1m"), Schedule(beat, every="5m")])
 
 
-async def test_stop_waits_for_the_listeners_read_to_end(redis_client: Redis) -> None:
-    """Stopping lets the listener's blocking read end rather than cutting it (a popped request would be
-    lost): afterwards no client of the scheduler is blocked on Redis."""
-    schedule = Schedule(beat, every="1m", name="beats")
-    async with Scheduler(schedule, redis=redis_client, clock=FakeClock(NOON)):
+async def test_stop_lets_the_listeners_read_end_and_runs_what_it_pops(
+    redis_client: Redis, proxy: Proxy, proxied: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: stopping must not cut the listener's blocking read: Redis may have handed it a
+    request already (here: its reply is held on the way), which would be lost. The stopping replica
+    reads it and runs it under the grace; nothing is left in the list or blocked."""
+    monkeypatch.setattr(_scheduler, "TRIGGER_BLOCK", 5.0)  # the read in flight outlasts the steps below
+    keys = schedule_keys("nightly", namespace=None)
+    schedule = Schedule([fetch, store_it], cron="0 2 * * *", name="nightly", catchup=0)
+    scheduler = Scheduler(schedule, redis=proxied, clock=FakeClock(NOON))
+    async with scheduler:
         await eventually(lambda: _blocked(redis_client, 1), "the listener is blocked in BRPOP")
+        proxy.hold_replies()
+        late = TriggerRequest("late1", "nightly", "20251229", False, "someone:1", 2**53)
+        await redis_client.lpush(keys.triggers, late.to_json())
+        await proxy.reply_held.wait()  # Redis popped it for the listener; the reply is on its way
+        scheduler.request_stop()
+        await eventually(lambda: _true(scheduler.state is SchedulerState.STOPPING), "stopping")
+        proxy.release_replies()
+    assert await listed(redis_client, "daily") == ["fetch:20251229", "store_it:20251229"]
+    assert await redis_client.llen(keys.triggers) == 0
     assert await _blocked(redis_client, 0)
 
 
