@@ -321,3 +321,13 @@ async def test_a_request_pushed_twice_runs_once(redis_client: Redis) -> None:
         assert entry(scheduler)["triggered"] == 1
     assert states == ["taken", "done"]
     assert await listed(redis_client, "daily") == ["fetch:20251230", "store_it:20251230"]
+
+
+async def test_a_replica_refuses_a_key_that_is_not_its_schedules(redis_client: Redis) -> None:
+    """A trigger by bare name with a slot key for a daily schedule: the replica refuses it, and the
+    requester raises InvalidDate naming the key; nothing runs."""
+    schedule = Schedule([fetch, store_it], cron="0 2 * * *", name="nightly", catchup=0)
+    async with Scheduler(schedule, redis=redis_client, clock=FakeClock(NOON)):
+        with pytest.raises(InvalidDate, match="'20251231T0200'"):
+            await aiotasks.trigger("nightly", key="20251231T0200", redis=redis_client)
+    assert await listed(redis_client, "daily") == []

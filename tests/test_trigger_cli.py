@@ -177,3 +177,15 @@ def test_a_requester_killed_while_it_waits_leaves_its_request_to_be_run_once(
         _, errors = replica.communicate(timeout=20)
     assert [entry[:2] for entry in daily(sync_redis)] == [["extract", "20261101"], ["load", "20261101"]]
     assert "Traceback" not in errors
+
+
+def test_serve_no_triggers_leaves_requests_to_expire(redis_url: str, sync_redis: redis.Redis) -> None:
+    """serve --no-triggers does not listen: a trigger for its schedule expires (exit 1), nothing runs."""
+    replica = serve(redis_url, TARGET, "--no-triggers", "--grace", "0.5")
+    try:
+        done = cli("trigger", TARGET, "--schedule", "nightly", "--expires", "1", "--redis-url", redis_url)
+        assert_one_error_line(done, 1, "no replica serves schedule 'nightly'")
+    finally:
+        replica.send_signal(signal.SIGTERM)
+        replica.communicate(timeout=20)
+    assert daily(sync_redis) == []

@@ -224,6 +224,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grace", type=float, default=30.0, help="seconds running chains get on SIGTERM (30)")
     serve.add_argument("--max-concurrency", type=int, help="how many task bodies may run at once")
     serve.add_argument("--window", type=int, default=1, help="slots of a catch-up in flight at once (1)")
+    serve.add_argument(
+        "--no-triggers",
+        dest="triggers",
+        action="store_false",
+        help="do not serve `trigger` requests (an idle replica then sends nothing to Redis)",
+    )
 
     trigger = commands.add_parser(
         "trigger", help="ask the serving schedulers to run a schedule's chain now (one replica does)"
@@ -823,6 +829,7 @@ def _serve(args: argparse.Namespace, schedules: list[Schedule]) -> int:
                 max_concurrency=args.max_concurrency,
                 window=args.window,
                 grace=args.grace,
+                triggers=args.triggers,
             )
             if settings.redis_url is not None:
                 await _check_server(client, settings, None)
