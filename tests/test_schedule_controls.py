@@ -187,6 +187,10 @@ def test_a_trigger_key_is_checked_against_its_schedule() -> None:
     quarter = Schedule(beat, every="15m")
     assert trigger_key(quarter, None, at_one) == "20260102T0100"
     assert trigger_key(quarter, "20260101T2345", at_one) == "20260101T2345"
+    seconds = Schedule(beat, every="10s")
+    assert trigger_key(seconds, None, at_one.replace(second=15)) == "20260102T010010"
+    hourly = Schedule(beat, cron="0 * * * *")
+    assert trigger_key(hourly, None, at_one.replace(minute=59)) == "20260102T0100"
     for schedule, bad in [(daily, "20260101T0200"), (quarter, "20260101"), (quarter, "20260101T2344")]:
         with pytest.raises(InvalidDate, match=bad):
             trigger_key(schedule, bad, at_one)

@@ -147,7 +147,9 @@ def trigger_key(schedule: Schedule, key: str | dt.date | None, now: dt.datetime)
         kind (a date for a daily schedule, a slot of its own for a sub-daily one).
     """
     if key is None:
-        for reach in _REACH:
+        # Nearest first: an every="1s" schedule has 86,400 slots a day to walk through.
+        first = (schedule.interval or dt.timedelta(minutes=1)) + dt.timedelta(seconds=1)
+        for reach in (first, *_REACH):
             slots = schedule.slots_between(now - reach, now)
             if slots:
                 return slots[-1].key
