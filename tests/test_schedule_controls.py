@@ -20,6 +20,7 @@ from aiotasks._store import store_for
 from aiotasks._trigger import TriggerRequest, trigger_key
 from aiotasks._views import grid_text, history_text, status_cells_text
 from tests.proxy import Proxy
+from tests.servers import RedisServer
 from tests.support import eventually
 from tests.test_metrics import value
 
@@ -335,3 +336,27 @@ async def test_a_replica_refuses_a_key_that_is_not_its_schedules(redis_client: R
         with pytest.raises(InvalidDate, match="'20251231T0200'"):
             await aiotasks.trigger("nightly", key="20251231T0200", redis=redis_client)
     assert await listed(redis_client, "daily") == []
+
+
+async def test_a_redis_restart_forgets_a_pause_and_the_listener_comes_back() -> None:
+    """A Redis without persistence restarted while a schedule is paused: the pause is lost (the next
+    slot runs, once), and the trigger listener reconnects by itself and serves again."""
+    with RedisServer() as server:
+        client = Redis.from_url(server.url)
+        clock = FakeClock(NOON)
+        schedule = Schedule(beat, every="1m", name="beats")
+        try:
+            async with Scheduler(schedule, redis=client, clock=clock) as scheduler:
+                await clock.sleepers(1)
+                await pause(client, "beats")
+                clock.advance(30)
+                await eventually(lambda: _true(entry(scheduler)["paused_slots"] == 1), "12:01 paused")
+                await clock.sleepers(1)
+                server.restart()
+                clock.advance(60)
+                await eventually(lambda: _true(entry(scheduler)["runs"] == 1), "12:02 ran")
+                taken = await aiotasks.trigger(schedule, key="20260101T1100", redis=client, wait=True)
+                assert taken.results is not None
+            assert await listed(client, "beats") == ["20260101T1202", "20260101T1100"]
+        finally:
+            await client.aclose()
