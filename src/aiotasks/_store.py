@@ -92,6 +92,12 @@ Connections
     stale-connection check; one that went stale (the server closed it) fails
     with a connection error, which the door retries at once on a fresh one.
 
+Blocking reads
+    A :class:`Watcher` (the scheduler's trigger listener, a ``trigger``
+    waiting for its reply) holds one connection of the client's pool for
+    its ``BRPOP``/``BLPOP``, never a lane: the door's commands never queue
+    behind a blocked read. The task bodies get one slot less while it lives.
+
 Redis Cluster
     redis-py's cluster pipeline splits a batch by node; every script touches
     one task's two keys, which share a hash tag (see ``_keys``). The cluster
@@ -417,8 +423,9 @@ class Store:
         return int(await self._call(CLAIM, 2, *args)) == 1
 
     def watcher(self) -> Watcher:
-        """A :class:`Watcher`: blocking reads on a connection of their own, never a lane's."""
-        return Watcher(self.client)
+        """A :class:`Watcher`: blocking reads on a connection of their own, never a lane's; the
+        task bodies get one slot less while it lives, so they never take that connection's place."""
+        return Watcher(self.client, self.bodies)
 
     async def delete(self, key: str) -> bool:
         """Delete one key (a success marker, for ``reset``)."""
@@ -854,8 +861,10 @@ class Watcher:
     tag), on its own connection to that node.
     """
 
-    def __init__(self, client: AnyRedis) -> None:
+    def __init__(self, client: AnyRedis, bodies: BodySlots) -> None:
         self._client = client
+        self._bodies = bodies
+        self._reserved = bodies.reserve(1)
         self._own: Redis | None = None
         if isinstance(client, Redis):  # a client that is one connection too: its pool's other one
             self._own = client.client()
@@ -883,7 +892,9 @@ class Watcher:
         return _text(reply[0]), _text(reply[1])
 
     async def close(self) -> None:
-        """Give the connection back to the pool."""
+        """Give the connection back to the pool (and its slot to the task bodies)."""
+        self._bodies.reserve(-self._reserved)
+        self._reserved = 0
         if self._own is not None:
             await self._own.aclose()
 
