@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -31,6 +32,12 @@ NOON = dt.datetime(2026, 1, 1, 12, 0, 30, tzinfo=dt.UTC)
 async def beat(run: Run) -> None:
     """Logs the slot it ran for."""
     await run.redis.rpush("beats", run.date)
+
+
+@task(recurring=True)
+async def nap(run: Run) -> None:
+    """Takes a measurable time."""
+    await asyncio.sleep(0.05)
 
 
 @task()
@@ -360,3 +367,22 @@ async def test_a_redis_restart_forgets_a_pause_and_the_listener_comes_back() -> 
             assert await listed(client, "beats") == ["20260101T1202", "20260101T1100"]
         finally:
             await client.aclose()
+
+
+async def test_a_paused_slot_is_not_the_last_run_duration_metrics_report(redis_client: Redis) -> None:
+    """Regression: a paused slot's record (no run, 0 s) newer than the last run must not become the
+    task's last run duration (``aiotasks_last_run_duration_seconds``)."""
+    clock = FakeClock(NOON)
+    async with Scheduler(Schedule(nap, every="1m"), redis=redis_client, clock=clock, triggers=False) as one:
+        await clock.sleepers(1)
+        clock.advance(30)
+        await eventually(lambda: _true(entry(one)["runs"] == 1), "12:01 ran")
+        await clock.sleepers(1)
+        await pause(redis_client, "nap")
+        clock.advance(60)
+        await eventually(lambda: _true(entry(one)["paused_slots"] == 1), "12:02 paused")
+    summary = (await read_runs(store_for(redis_client), ["nap"], namespace=None, last=5))["nap"]
+    assert [run.status for run in summary.runs] == ["paused", "success"]
+    assert summary.last_duration == summary.runs[1].duration
+    assert summary.last_duration is not None
+    assert summary.last_duration >= 0.05

@@ -654,6 +654,9 @@ def decode_cell(task: str, date: str, reply: Sequence[Any]) -> Cell:
     return Cell(CellState.FAILED, reason=run.reason, run=run)
 
 
+_NOT_RUN: Final = frozenset({CellState.MISSED.value, CellState.PAUSED.value})
+
+
 @dataclass(frozen=True, slots=True)
 class TaskSummary:
     """One task's recent runs and its last success/failure, as metrics need them.
@@ -739,6 +742,9 @@ async def read_runs(
             run = decode_record(task, date, token, start, outcome, counters, holder)
             if run is not None:  # else the record expired before the index entry was trimmed
                 runs.append(run)
-        finished = next((run.duration for run in runs if run.duration is not None), None)
+        # A slot no host ran (missed, paused) has a record but no run: it took no time.
+        finished = next(
+            (run.duration for run in runs if run.duration is not None and run.status not in _NOT_RUN), None
+        )
         summaries[task] = TaskSummary(task, _int(reply[0]), _int(reply[1]), finished, runs)
     return summaries
