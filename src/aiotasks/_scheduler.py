@@ -196,11 +196,14 @@ class Scheduler:
     def status(self) -> dict[str, Any]:
         """A JSON-able view for a health endpoint: the state and each schedule's next fire time.
 
+        ``triggers``: whether it serves ``aiotasks trigger`` requests. Per schedule,
         ``paused`` (who paused it, ``host:pid|ms``, or None) and ``pending_triggers``
-        are as the last check read them (at the last slot, or trigger).
+        are as the last check read them (at its last slot); ``paused_slots`` and
+        ``triggered`` count what this replica skipped and took.
         """
         return {
             "state": self._state.value,
+            "triggers": self._triggers,
             "schedules": [
                 {
                     "name": track.schedule.name,
