@@ -14,7 +14,7 @@ import redis
 
 from tests.support import until
 from tests.test_cli import ROOT, assert_one_error_line, child_env, cli
-from tests.test_serve import serve, strings
+from tests.test_serve import SCHEDULES, serve, strings
 
 CONTROLS = "tests/chains/control_chains.py"
 TARGET = f"{CONTROLS}:schedules"
@@ -189,3 +189,39 @@ def test_serve_no_triggers_leaves_requests_to_expire(redis_url: str, sync_redis:
         replica.send_signal(signal.SIGTERM)
         replica.communicate(timeout=20)
     assert daily(sync_redis) == []
+
+
+@pytest.mark.timeout(90)
+def test_three_serve_replicas_honour_a_pause_record_each_slot_once_and_resume_with_the_next(
+    redis_url: str, sync_redis: redis.Redis
+) -> None:
+    """3 serve processes, a 1 s schedule: paused, no replica runs a slot for 3 slots, each recorded
+    'paused' once; resumed, the following slots run once each and no paused slot is caught up."""
+    replicas = [serve(redis_url, f"{SCHEDULES}:schedules", "--grace", "0.5") for _ in range(3)]
+
+    def slots_run() -> list[str]:
+        return [entry.split(":")[0] for entry in strings(sync_redis.lrange("ticks", 0, -1))]
+
+    def paused() -> list[str]:
+        members = strings(sync_redis.zrange("runs:tick", 0, -1))
+        return sorted(member.rsplit(":", 1)[0] for member in members if member.endswith(":paused"))
+
+    try:
+        until(lambda: len(slots_run()) >= 2, "the replicas fire", *replicas)
+        sync_redis.set("schedule:{aiotasks}:tick:paused", "tester:1|0")
+        until(lambda: len(paused()) >= 3, "3 slots passed paused", *replicas)
+        sync_redis.delete("schedule:{aiotasks}:tick:paused")
+        held = paused()
+        until(lambda: max(slots_run()) > held[-1] and len([s for s in slots_run() if s > held[-1]]) >= 2,
+              "slots run again", *replicas)  # fmt: skip
+    finally:
+        for replica in replicas:
+            replica.send_signal(signal.SIGTERM)
+        errors = [replica.communicate(timeout=20)[1] for replica in replicas]
+    assert not any("Traceback" in error for error in errors), errors
+    ran = slots_run()
+    assert len(ran) == len(set(ran)), "a slot ran twice"
+    # The first paused slot may also have run: a pause set just as that slot's replicas read it can
+    # find one firing and another recording it paused (README: Pausing a schedule).
+    assert not set(ran) & set(paused()[1:]), "a paused slot ran (caught up on resume?)"
+    assert len(set(paused())) == len(paused())
