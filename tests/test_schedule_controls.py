@@ -386,3 +386,22 @@ async def test_a_paused_slot_is_not_the_last_run_duration_metrics_report(redis_c
     assert summary.last_duration == summary.runs[1].duration
     assert summary.last_duration is not None
     assert summary.last_duration >= 0.05
+
+
+@pytest.mark.parametrize("kind", ["plain", "cluster"])
+async def test_a_watcher_blocks_for_half_the_socket_timeout_at_most(
+    kind: str, redis_url: str, cluster: Any
+) -> None:
+    """A blocking read longer than the client's socket_timeout would fail: it blocks half of it."""
+    client: Redis | RedisCluster = (
+        Redis.from_url(redis_url, socket_timeout=0.4)
+        if kind == "plain"
+        else RedisCluster.from_url(cluster.nodes[0].url, socket_timeout=0.4)
+    )
+    try:
+        watcher = store_for(client).watcher()
+        assert watcher.block(1.0) == pytest.approx(0.2)
+        assert await watcher.pop(["schedule:{aiotasks}:x:triggers"], 1.0) is None  # no timeout error
+        await watcher.close()
+    finally:
+        await client.aclose()

@@ -868,9 +868,12 @@ class Watcher:
         self._own: Redis | None = None
         if isinstance(client, Redis):  # a client that is one connection too: its pool's other one
             self._own = client.client()
-        limit = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}).get(
-            "socket_timeout"
+        options = (
+            client.nodes_manager.connection_kwargs
+            if isinstance(client, RedisCluster)
+            else client.connection_pool.connection_kwargs
         )
+        limit = options.get("socket_timeout")
         #: A read longer than the client's ``socket_timeout`` would time out: block for half of it at most.
         self._most = float(limit) / 2 if limit else None
 
