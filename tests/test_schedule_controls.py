@@ -21,7 +21,7 @@ from aiotasks._store import store_for
 from aiotasks._trigger import TriggerRequest, trigger_key
 from aiotasks._views import grid_text, history_text, status_cells_text
 from tests.proxy import Proxy
-from tests.servers import RedisServer
+from tests.servers import LocalCluster, RedisServer
 from tests.support import eventually
 from tests.test_metrics import value
 
@@ -390,7 +390,7 @@ async def test_a_paused_slot_is_not_the_last_run_duration_metrics_report(redis_c
 
 @pytest.mark.parametrize("kind", ["plain", "cluster"])
 async def test_a_watcher_blocks_for_half_the_socket_timeout_at_most(
-    kind: str, redis_url: str, cluster: Any
+    kind: str, redis_url: str, cluster: LocalCluster
 ) -> None:
     """A blocking read longer than the client's socket_timeout would fail: it blocks half of it."""
     client: Redis | RedisCluster = (
