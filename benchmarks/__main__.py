@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from redis.utils import HIREDIS_AVAILABLE
 
-from benchmarks import chain_overhead, lock_contention, records, scheduling, versus
+from benchmarks import chain_overhead, controls, lock_contention, records, scheduling, versus
 
 HERE = Path(__file__).parent
 
@@ -50,6 +50,7 @@ SUITE: list[tuple[str, Any, list[str]]] = [
     ("Chain overhead and makespan", chain_overhead, []),
     ("Run records: memory and the date grid", records, []),
     ("Scheduling: fire latency, idle cost, windowed backfill", scheduling, []),
+    ("Controls: trigger latency across replicas", controls, []),
 ]
 
 

@@ -17,7 +17,9 @@ Idle CPU
     that idle stretch and the commands Redis processed meanwhile
     (``INFO stats``), against a plain ``asyncio.sleep`` loop (the baseline)
     and a loop that polls Redis once a second (what "idle" costs when a
-    scheduler polls).
+    scheduler polls). The Scheduler is measured without its trigger listener
+    (``triggers=False``: nothing is sent) and with it (the default: one
+    blocking ``BRPOP`` a second, what ``aiotasks trigger`` costs idle).
 
 Backfill makespan
     365 dates of a 10-task chain of sleeping tasks (levels 1-4-1-3-1, so the
@@ -174,10 +176,11 @@ async def _idle(url: str, contender: str, seconds: float) -> dict[str, float]:
             await asyncio.sleep(1)
 
     try:
-        if contender == "scheduler":
+        if contender in ("scheduler", "listener"):
             # Next slot: midnight on 1 January, at least a few hours away (no catch-up).
             schedule = aiotasks.Schedule(aiotasks.Task(noop, name="idle"), cron="0 0 1 1 *", catchup=0)
-            async with aiotasks.Scheduler(schedule, redis=client) as scheduler:
+            listens = contender == "listener"
+            async with aiotasks.Scheduler(schedule, redis=client, triggers=listens) as scheduler:
                 await asyncio.sleep(0.2)  # started and asleep until its slot
                 assert scheduler.state == "running"
                 return await _measure_idle(server, seconds)
@@ -212,7 +215,8 @@ def idle_cpu(url: str, seconds: float) -> list[dict[str, Any]]:
     context = _processes()
     rows = []
     for contender, label in (
-        ("scheduler", "aiotasks Scheduler, next slot far away"),
+        ("scheduler", "aiotasks Scheduler, next slot far away, triggers=False"),
+        ("listener", "the same, trigger listener on (default)"),
         ("sleep", "baseline: asyncio.sleep loop"),
         ("poll", "a loop polling Redis every second"),
     ):

@@ -31,6 +31,7 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
         "Chain overhead and makespan",
         "Run records: memory and the date grid",
         "Scheduling: fire latency, idle cost, windowed backfill",
+        "Controls: trigger latency across replicas",
     ]
     text = report.read_text()
     assert results["machine"]["redis-server"] in text
@@ -61,6 +62,8 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
     # Correctness, not speed: no slot's body ran twice across the replicas; an idle scheduler sent nothing.
     assert [row["duplicates"] for row in scheduling["fire_latency"] if "duplicates" in row] == [0]
     assert scheduling["idle"][0]["redis_cmds"] == 0, scheduling["idle"]
+    # Each trigger ran its body once, on one of the replicas.
+    assert results["benchmarks"][6]["result"]["targets"]["duplicates (0)"] == 0
     contenders = [row["contender"] for row in scheduling["backfill"]]
     assert contenders == ["baseline: date by date", "window 1", "window 4"]
     assert all(row["makespan_s"] > 0 and row["target_s"] > 0 for row in scheduling["backfill"])

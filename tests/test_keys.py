@@ -10,15 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aiotasks import InvalidDate, InvalidTaskName
+from aiotasks import InvalidDate, InvalidSchedule, InvalidTaskName
 from aiotasks._clock import FakeClock, use_clock
 from aiotasks._keys import (
+    check_schedule_name,
     check_task_name,
     date_range,
     format_slot,
     is_slot_key,
     parse_date,
     parse_run_key,
+    schedule_keys,
     task_keys,
     today,
 )
@@ -202,3 +204,29 @@ def test_dates_stay_dates() -> None:
     """parse_date (used for --from/--to) still refuses a slot: a range is of dates."""
     with pytest.raises(InvalidDate):
         parse_date("20261125T1200")
+
+
+@pytest.mark.parametrize("name", ["nightly", "a,b,c", "report.daily-v2", "_x", "x" * 200])
+def test_valid_schedule_names(name: str) -> None:
+    """Schedule names of key-safe characters, commas included (default names), are accepted."""
+    assert check_schedule_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "a:b", "{tag}", "a b", "a*", "x" * 201, "ü"])
+def test_invalid_schedule_names_are_refused_naming_the_value(name: str) -> None:
+    """A schedule name that could break its control keys is refused, the error naming it."""
+    with pytest.raises(InvalidSchedule) as caught:
+        check_schedule_name(name)
+    assert caught.value.value == name
+    assert isinstance(caught.value, ValueError)
+
+
+def test_schedule_keys_share_one_hash_tag_per_namespace() -> None:
+    """Every schedule's control keys carry the namespace's one hash tag (one blocking read on Cluster)."""
+    assert schedule_keys("nightly", namespace=None) == (
+        "schedule:{aiotasks}:nightly:paused",
+        "schedule:{aiotasks}:nightly:triggers",
+    )
+    keys = schedule_keys("a,b", namespace="prod")
+    assert keys.paused == "prod:schedule:{prod}:a,b:paused"
+    assert keys.triggers == "prod:schedule:{prod}:a,b:triggers"

@@ -29,6 +29,8 @@ def test_all_is_pinned() -> None:
             "Status",
             "Task",
             "TaskError",
+            "TriggerExpired",
+            "Triggered",
             "add_run_hook",
             "finish_task",
             "release_lock",
@@ -36,6 +38,7 @@ def test_all_is_pinned() -> None:
             "run_chain",
             "task",
             "task_boilerplate",
+            "trigger",
         ]
     )
     for name in aiotasks.__all__:
@@ -59,6 +62,7 @@ def test_seed_constants_and_error_tree() -> None:
         aiotasks.InvalidInput,
         aiotasks.RedisUnavailable,
         aiotasks.RedisAuthError,
+        aiotasks.TriggerExpired,
     ):
         assert issubclass(error, aiotasks.AioTasksError)
     failure = aiotasks.TaskError("failed", "boom")

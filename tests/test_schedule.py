@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from aiotasks import InvalidChain, InvalidInput, InvalidSchedule, Run, task
+from aiotasks._keys import check_schedule_name
 from aiotasks._schedule import Schedule, Slot
 
 
@@ -181,3 +182,22 @@ def test_a_target_that_is_not_a_chain_or_task_is_refused(target: object) -> None
     """A schedule's target must be a chain or a decorated task; anything else is refused, naming it."""
     with pytest.raises((InvalidSchedule, InvalidChain)):
         Schedule(target, every="1m")
+
+
+def test_a_schedule_name_is_checked_and_default_names_stay_valid_and_distinct() -> None:
+    """A bad name= is refused naming it; default names (tasks joined by ',') are valid, and two long
+    chains that differ only past the cut still get different names."""
+    with pytest.raises(InvalidSchedule, match="'night ly'"):
+        Schedule(report, cron="0 2 * * *", name="night ly")
+    assert Schedule([report, odds], every="1h").name == "report,odds"
+
+    def chain(last: str) -> list[dict[str, Any]]:
+        return [{"id": f"{'t' * 60}{i}", "func": report} for i in range(4)] + [{"id": last, "func": report}]
+
+    first = Schedule(chain("tail_a"), every="1h").name
+    second = Schedule(chain("tail_b"), every="1h").name
+    assert first is not None
+    assert second is not None
+    assert first != second
+    assert len(first) <= 200
+    check_schedule_name(first)

@@ -78,11 +78,12 @@ async def test_replicas_run_each_slot_once_and_sleep_until_the_next(fake_redis: 
 
 
 async def test_between_slots_a_scheduler_sends_nothing_to_redis(redis_url: str, wire: Wire) -> None:
-    """Idle means idle: from the end of one slot to the next, not one request reaches Redis (no polling)."""
+    """Idle means idle: from the end of one slot to the next, not one request reaches Redis (no polling)
+    when the trigger listener is off; a slot costs its controls' read, then its run."""
     client = wire.client(redis_url)
     clock = FakeClock(NOON)
     schedules = [Schedule(tick, every="1m"), Schedule([extract, load], cron="0 2 * * *", catchup=0)]
-    async with Scheduler(schedules, redis=client, clock=clock) as scheduler:
+    async with Scheduler(schedules, redis=client, clock=clock, triggers=False) as scheduler:
         await clock.sleepers(2)
         clock.advance(30)  # 12:01:00: the first slot
         await runs_done(scheduler, 1)
@@ -96,11 +97,38 @@ async def test_between_slots_a_scheduler_sends_nothing_to_redis(redis_url: str, 
         assert (wire.round_trips, wire.commands) == (0, 0)
         clock.advance(1)  # 12:02:00: the next slot
         await runs_done(scheduler, 2)
-    assert wire.commands == 3  # the counter does see the slot: acquire, the body's RPUSH, finish
+    # The counter does see the slot: the controls' read, acquire, the body's RPUSH, finish.
+    assert wire.commands == 4
     assert [tick.decode() for tick in await client.lrange("ticks", 0, -1)] == [  # type: ignore[union-attr]
         "20260101T1201",
         "20260101T1202",
     ]
+
+
+async def test_between_slots_the_trigger_listener_is_all_a_scheduler_sends(
+    redis_url: str, wire: Wire
+) -> None:
+    """What idle costs with the trigger listener on: one BRPOP at a time over every schedule's
+    trigger list, nothing else, between slots."""
+    client = wire.client(redis_url)
+    clock = FakeClock(NOON)
+    schedules = [Schedule(tick, every="1m"), Schedule([extract, load], cron="0 2 * * *", catchup=0)]
+    async with Scheduler(schedules, redis=client, clock=clock):
+        await clock.sleepers(2)
+        wire.reset()
+
+        async def two_reads() -> bool:
+            return wire.round_trips >= 2
+
+        await eventually(two_reads, "the listener read twice")
+        sent = list(wire.written)
+    for request in sent:
+        name, *keys, timeout = request.split(b"\r\n")[2:-1:2]
+        assert (name, keys, timeout) == (
+            b"BRPOP",
+            [b"schedule:{aiotasks}:tick:triggers", b"schedule:{aiotasks}:extract,load:triggers"],
+            b"1.0",
+        )
 
 
 async def test_a_late_wake_runs_the_current_slot_and_reports_the_missed(fake_redis: Redis) -> None:

@@ -138,3 +138,24 @@ async def test_a_slot_freed_between_enter_and_wait_is_taken_at_once() -> None:
     assert free(slots) == 0
     late.leave()
     assert free(slots) == 1
+
+
+async def test_a_watcher_takes_one_slot_while_it_lives_and_a_waiting_body_gets_it_back() -> None:
+    """Regression: the trigger listener holds a connection of the pool for good; while it lives the
+    bodies get one slot less (never below one), and giving it back lets a waiting body in at once."""
+    slots = BodySlots(2)
+    assert slots.reserve(1) == 1
+    assert free(slots) == 1
+    first, second = Body(slots), Body(slots)
+    await first.take()
+    waiting = asyncio.create_task(second.take())
+    await wait_until_queued(slots, 1)
+    slots.reserve(-1)
+    await waiting
+    assert free(slots) == 0
+    first.leave()
+    second.leave()
+    assert free(slots) == 2
+    one = BodySlots(1)
+    assert one.reserve(1) == 0  # a lone slot stays: bodies must be able to run
+    assert BodySlots(None).reserve(1) == 0

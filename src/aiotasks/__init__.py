@@ -37,6 +37,7 @@ from ._errors import InvalidTaskName as InvalidTaskName
 from ._errors import RedisAuthError as RedisAuthError
 from ._errors import RedisUnavailable as RedisUnavailable
 from ._errors import TaskError as TaskError
+from ._errors import TriggerExpired as TriggerExpired
 from ._hooks import add_run_hook as add_run_hook
 from ._hooks import remove_run_hook as remove_run_hook
 from ._records import RunRecord as RunRecord
@@ -45,6 +46,8 @@ from ._scheduler import Scheduler as Scheduler
 from ._task import Run as Run
 from ._task import Task as Task
 from ._task import task as task
+from ._trigger import Triggered as Triggered
+from ._trigger import trigger as trigger
 
 __version__ = "0.1.0"
 
@@ -72,6 +75,8 @@ __all__ = [
     "Status",
     "Task",
     "TaskError",
+    "TriggerExpired",
+    "Triggered",
     "add_run_hook",
     "finish_task",
     "release_lock",
@@ -79,4 +84,5 @@ __all__ = [
     "run_chain",
     "task",
     "task_boilerplate",
+    "trigger",
 ]

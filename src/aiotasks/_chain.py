@@ -76,6 +76,7 @@ from ._constants import Reason, Status
 from ._context import Binding, NodeReport, current, reporting_to, resolve
 from ._errors import InvalidChain, InvalidConfig, InvalidInput, RedisUnavailable, TaskError
 from ._keys import TaskKeys, check_namespace, check_task_name, parse_run_key, task_keys
+from ._records import TRIGGERED_BY
 from ._store import AnyRedis, Store
 from ._task import (
     Task,
@@ -300,6 +301,9 @@ class ChainRun:
     #: A semaphore shared with other runs (a windowed backfill), used instead of
     #: one of this run's own: ``max_concurrency`` then bounds bodies across all of them.
     limit: asyncio.Semaphore | None = None
+    #: ``host:pid`` of who asked for this run (``aiotasks trigger``): each task's
+    #: result dict, and so its record, says so.
+    triggered_by: str | None = None
     progress: dict[str, Progress] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -377,7 +381,7 @@ class ChainRun:
         marker and deleted its lock by hand, as the seed does) gets its record's
         outcome from the chain: what the function returned, or the failure.
         """
-        report = NodeReport()
+        report = NodeReport(extra={TRIGGERED_BY: self.triggered_by} if self.triggered_by else None)
         try:
             result = await self._invoke(node, report)
         except BaseException:
@@ -683,10 +687,12 @@ def prepare_run(
     force: bool = False,
     wait_timeout: float | None = None,
     limit: asyncio.Semaphore | None = None,
+    triggered_by: str | None = None,
 ) -> ChainRun:
     """Validate a run's options and build its :class:`ChainRun` (nothing is sent yet).
 
     :param limit: a semaphore shared with other runs instead of one per run.
+    :param triggered_by: ``host:pid`` of who asked for the run (``aiotasks trigger``).
     """
     date = parse_run_key(date_string)
     check_run_options(max_concurrency, wait_timeout)
@@ -702,4 +708,5 @@ def prepare_run(
         max_concurrency=max_concurrency,
         wait_timeout=wait_timeout,
         limit=limit,
+        triggered_by=triggered_by,
     )

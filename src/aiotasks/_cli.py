@@ -7,11 +7,12 @@ and never contain any part of a Redis password. Exit codes:
 * 0 - every task succeeded, or was skipped as already completed (or, for a
   recurring task, because another worker is running it right now);
 * 1 - some task failed, or was not run because a dependency did not succeed;
+  for ``trigger``, also: no replica took the request before it expired;
 * 2 - what the command says is wrong: a bad date or range (or one longer than
   ``--max-dates``), a target that can't be imported or is not a chain, an
   invalid chain, a bad option or Redis URL (unknown option, a database the
   server does not have, a cluster node without ``--cluster``, a missing TLS
-  file);
+  file); a schedule name not in the target, a trigger key not of its schedule;
 * 3 - what Redis said: unreachable, too slow, not speaking Redis, refusing our
   credentials or a command, keys of the wrong type, or failing mid-run;
 * 130 / 143 - interrupted by SIGINT / SIGTERM: running tasks were cancelled and
@@ -45,15 +46,17 @@ from . import __version__
 from ._backfill import check_window, run_window
 from ._cancel import shielded
 from ._chain import Chain, ChainRun, Node, check_run_options, prepare_run
+from ._clock import current_clock
 from ._config import Settings, in_process_client
 from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisAuthError, RedisUnavailable
 from ._keys import TaskKeys, date_range, parse_date, parse_run_key, task_keys
 from ._metrics import exposition, serve_metrics
-from ._records import Cell, CellState, TaskSummary, read_grid, read_runs
+from ._records import HOST, Cell, CellState, TaskSummary, read_grid, read_runs
 from ._schedule import Schedule
 from ._scheduler import Scheduler
 from ._store import AnyRedis, LockState, store_for
 from ._task import Task
+from ._trigger import DEFAULT_EXPIRES, Triggered, check_expires, trigger, trigger_key
 from ._views import (
     EXIT_FAILED,
     EXIT_OK,
@@ -71,6 +74,7 @@ from ._views import (
     plan_dot,
     plan_mermaid,
     plan_text,
+    result_lines,
     status_cells_text,
     summarize,
     summary_line,
@@ -248,6 +252,33 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grace", type=float, default=30.0, help="seconds running chains get on SIGTERM (30)")
     serve.add_argument("--max-concurrency", type=count, help="how many task bodies may run at once")
     serve.add_argument("--window", type=count, default=1, help="slots of a catch-up in flight at once (1)")
+    serve.add_argument(
+        "--no-triggers",
+        dest="triggers",
+        action="store_false",
+        help="do not serve `trigger` requests (an idle replica then sends nothing to Redis)",
+    )
+
+    trigger = commands.add_parser(
+        "trigger", help="ask the serving schedulers to run a schedule's chain now (one replica does)"
+    )
+    trigger.add_argument("target", help="the Schedules `serve` runs: package.module:attr or file.py:attr")
+    trigger.add_argument("--schedule", required=True, metavar="NAME", help="the schedule's name")
+    trigger.add_argument(
+        "--key", metavar="DATE_OR_SLOT", help="YYYYMMDD or YYYYMMDDTHHMM[SS] (default: the slot due now)"
+    )
+    trigger.add_argument("--force", action="store_true", help="ignore success markers (never a lock)")
+    trigger.add_argument("--wait", action="store_true", help="wait for the chain's outcome; exit like run")
+    trigger.add_argument("--here", action="store_true", help="run it in this process, as run does")
+    trigger.add_argument(
+        "--expires",
+        type=float,
+        default=DEFAULT_EXPIRES,
+        metavar="SECONDS",
+        help=f"how long the request waits for a replica (default {DEFAULT_EXPIRES:g})",
+    )
+    redis_options(trigger)
+    trigger.add_argument("--json", action="store_true", help="print one JSON document")
 
     reset = commands.add_parser("reset", help="remove success markers so tasks run again")
     target(reset)
@@ -470,7 +501,13 @@ def _run(args: argparse.Namespace, chain: Chain) -> int:
 
 
 async def _run_chain(
-    args: argparse.Namespace, chain: Chain, dates: Sequence[str], settings: Settings, signals: _Signals
+    args: argparse.Namespace,
+    chain: Chain,
+    dates: Sequence[str],
+    settings: Settings,
+    signals: _Signals,
+    *,
+    triggered_by: str | None = None,
 ) -> int:
     client = _client(settings)
     runs: list[dict[str, Any]] = []
@@ -497,6 +534,7 @@ async def _run_chain(
                     force=args.force,
                     wait_timeout=args.wait_timeout,
                     limit=limit,
+                    triggered_by=triggered_by,
                 )
                 started[date] = time.monotonic()
                 in_flight[date] = run
@@ -738,6 +776,69 @@ async def _reset_markers(args: argparse.Namespace, settings: Settings, nodes: li
     return EXIT_OK
 
 
+def _trigger(args: argparse.Namespace, schedules: list[Schedule]) -> int:
+    """Ask the fleet to run one schedule's chain now (or run it here, with ``--here``).
+
+    Everything is checked before anything is written: the schedule is one of
+    TARGET's, the key one of its keys, ``--expires`` a sane number.
+    """
+    named = {schedule.name: schedule for schedule in schedules}
+    schedule = named.get(args.schedule)
+    if schedule is None:
+        raise UsageError(
+            f"{args.target!r} has no schedule named {args.schedule!r} (it has: "
+            + ", ".join(repr(name) for name in named)
+            + ")"
+        )
+    key = trigger_key(schedule, args.key, current_clock().now())
+    check_expires(args.expires)
+    settings = _settings(args)
+    if args.here:
+        here = argparse.Namespace(**vars(args), window=1, max_concurrency=None, wait_timeout=None, only=None)
+        me = f"{HOST}:{os.getpid()}"
+        return _in_loop(
+            lambda signals: _run_chain(here, schedule.chain, [key], settings, signals, triggered_by=me)
+        )
+
+    async def ask(signals: _Signals) -> int:
+        client = _client(settings, need_redis="trigger")
+
+        def taken(request: Triggered) -> None:
+            if not args.json:
+                _echo(f"schedule {request.schedule!r} {request.key}: taken by {request.taken_by}")
+
+        try:
+            await _check_server(client, settings, None)
+            started = time.monotonic()
+            done = await trigger(
+                schedule,
+                key=key,
+                force=args.force,
+                redis=client,
+                namespace=settings.namespace,
+                expires=args.expires,
+                wait=args.wait,
+                on_taken=taken,
+            )
+        finally:
+            await _close(client)
+        document: dict[str, Any] = {"schedule": done.schedule, "date": done.key, "taken_by": done.taken_by}
+        if done.results is None:
+            if args.json:
+                _echo(to_json({**document, "exit_code": EXIT_OK}))
+            return EXIT_OK
+        summary = summarize(done.results, time.monotonic() - started)
+        code = exit_code([summary], done.results.values())
+        if args.json:
+            document.update(tasks=done.results, summary=summary, store=store_for_display(settings))
+            _echo(to_json({**document, "exit_code": code}))
+        else:
+            _echo("\n".join([summary_line(done.key, summary), *result_lines(done.results)]))
+        return code
+
+    return _in_loop(ask)
+
+
 def _serve(args: argparse.Namespace, schedules: list[Schedule]) -> int:
     """Fire the schedules until SIGTERM/SIGINT: then stop firing, give runs ``--grace``, cancel, exit."""
     settings = _settings(args)
@@ -752,6 +853,7 @@ def _serve(args: argparse.Namespace, schedules: list[Schedule]) -> int:
                 max_concurrency=args.max_concurrency,
                 window=args.window,
                 grace=args.grace,
+                triggers=args.triggers,
             )
             if settings.redis_url is not None:
                 await _check_server(client, settings, None)
@@ -887,6 +989,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Imported before any event loop runs: a target may call asyncio.run() at import.
         if args.command == "serve":
             return _serve(args, load_schedules(args.target))
+        if args.command == "trigger":
+            return _trigger(args, load_schedules(args.target))
         chain = load_chain(args.target)
         command = {
             "run": _run,

@@ -73,6 +73,9 @@ class NodeReport:
     keys: TaskKeys | None = None
     task_id: str | None = None
     result: dict[str, Any] | None = None
+    #: Entries the chain adds to that run's result dict when it starts (who
+    #: triggered the run), so its record keeps them with the counters.
+    extra: dict[str, Any] | None = None
 
 
 _report: ContextVar[NodeReport | None] = ContextVar("aiotasks_node_report", default=None)
@@ -93,6 +96,8 @@ def report_run(task_name: str, keys: TaskKeys, task_id: str, result: dict[str, A
     report = _report.get()
     if report is not None and report.task_name is None:
         report.task_name, report.keys, report.task_id, report.result = task_name, keys, task_id, result
+        if report.extra:
+            result.update(report.extra)
 
 
 def running_loop() -> asyncio.AbstractEventLoop:

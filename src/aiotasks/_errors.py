@@ -10,6 +10,7 @@ Every exception the library raises on purpose derives from one root::
     │   ├── InvalidChain
     │   ├── InvalidConfig
     │   └── InvalidSchedule
+    ├── TriggerExpired            no serving scheduler took a ``trigger`` request in time
     └── RedisUnavailable          Redis could not be reached, timed out, or refused us
         │   (also a redis.exceptions.ConnectionError)
         └── RedisAuthError        wrong password or ACL user
@@ -46,6 +47,7 @@ __all__ = [
     "RedisAuthError",
     "RedisUnavailable",
     "TaskError",
+    "TriggerExpired",
 ]
 
 
@@ -101,6 +103,17 @@ class InvalidConfig(InvalidInput):
 
 class InvalidSchedule(InvalidInput):
     """A schedule that can't run: a bad cron expression, interval, time zone, catch-up or target."""
+
+
+class TriggerExpired(AioTasksError):
+    """No serving scheduler took a :func:`aiotasks.trigger` request before it expired.
+
+    :param schedule: the schedule's name.
+    """
+
+    def __init__(self, message: str, schedule: str) -> None:
+        super().__init__(message)
+        self.schedule = schedule
 
 
 class RedisUnavailable(AioTasksError, rex.ConnectionError):

@@ -19,6 +19,16 @@ A namespace, when configured, is prepended as ``namespace:`` to both forms.
 Task names and namespaces are restricted to ``[A-Za-z0-9_.-]`` so that keys
 can't be ambiguous (no ``:``), can't break hash tags (no braces), and are safe
 in ``SCAN`` patterns and ACL key patterns (no ``*?[]``).
+
+A schedule's controls (``pause --schedule``, ``trigger``) live under its name,
+with one hash tag for every schedule of a namespace, so that one blocking read
+watches all of a scheduler's trigger lists on Redis Cluster too::
+
+    schedule:{aiotasks}:NAME:paused     schedule:{aiotasks}:NAME:triggers
+    ns:schedule:{ns}:NAME:paused        (with a namespace)
+
+Schedule names are restricted to ``[A-Za-z0-9_.,-]`` (a default name is the
+schedule's task names joined by ``,``).
 """
 
 from __future__ import annotations
@@ -29,12 +39,14 @@ from collections.abc import Iterator, Sequence
 from typing import Final, NamedTuple, overload
 
 from ._clock import current_clock
-from ._errors import InvalidConfig, InvalidDate, InvalidTaskName
+from ._errors import InvalidConfig, InvalidDate, InvalidSchedule, InvalidTaskName
 
 __all__ = [
     "DateRange",
+    "ScheduleKeys",
     "TaskKeys",
     "check_namespace",
+    "check_schedule_name",
     "check_task_name",
     "date_range",
     "format_date",
@@ -42,11 +54,14 @@ __all__ = [
     "is_slot_key",
     "parse_date",
     "parse_run_key",
+    "schedule_keys",
     "task_keys",
     "today",
 ]
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", re.ASCII)
+#: A schedule's name: task names joined by ``,`` (its default) are valid.
+_SCHEDULE_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.,\-]+", re.ASCII)
 _DATE_RE: Final = re.compile(r"[0-9]{8}", re.ASCII)
 _SLOT_RE: Final = re.compile(r"([0-9]{8})T([0-9]{2})([0-9]{2})([0-9]{2})?", re.ASCII)
 MAX_NAME_LENGTH: Final = 200
@@ -81,6 +96,27 @@ def check_task_name(name: object) -> str:
 def check_namespace(namespace: object) -> str:
     """Return ``namespace`` if it is a valid key namespace, else raise :class:`InvalidConfig`."""
     return _check_name("namespace", namespace, InvalidConfig)
+
+
+def check_schedule_name(name: object) -> str:
+    """Return ``name`` if it is a valid schedule name, else raise :class:`InvalidSchedule`.
+
+    A schedule's name is part of its control keys (:func:`schedule_keys`):
+    1-200 characters from ``A-Z a-z 0-9 _ . , -``, so a default name (its task
+    names joined by ``,``) is always one.
+    """
+    if not isinstance(name, str):
+        raise InvalidSchedule(f"schedule name must be a string, not {type(name).__name__}: {name!r}", name)
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidSchedule(
+            f"schedule name is longer than {MAX_NAME_LENGTH} characters: {name[:40]!r}...", name
+        )
+    if not _SCHEDULE_NAME_RE.fullmatch(name):
+        raise InvalidSchedule(
+            f"invalid schedule name {name!r}: use 1-{MAX_NAME_LENGTH} characters from A-Z a-z 0-9 _ . , -",
+            name,
+        )
+    return name
 
 
 def format_date(day: dt.date) -> str:
@@ -213,3 +249,23 @@ def task_keys(task_name: str, date: str, *, namespace: str | None, cluster: bool
         tagged = f"{{{task_name}}}:{date}"
         return TaskKeys(f"{prefix}lock:{tagged}", f"{prefix}success:{tagged}")
     return TaskKeys(f"{prefix}lock:{task_name}:{date}", f"{prefix}success:{task_name}:{date}")
+
+
+class ScheduleKeys(NamedTuple):
+    """The control keys of one schedule (README: "Keys")."""
+
+    #: A string (``host:pid|ms`` of who paused it), no TTL: the schedule is paused while it exists.
+    paused: str
+    #: A list of pending trigger requests (``aiotasks trigger``), popped by one serving replica.
+    triggers: str
+
+
+def schedule_keys(name: str, *, namespace: str | None) -> ScheduleKeys:
+    """A schedule's control keys; ``name`` must already be validated (``check_schedule_name``).
+
+    Every schedule of a namespace shares one hash tag, so one blocking read can
+    watch all of a scheduler's schedules on Redis Cluster.
+    """
+    prefix = f"{namespace}:" if namespace else ""
+    head = f"{prefix}schedule:{{{namespace or 'aiotasks'}}}:{name}"
+    return ScheduleKeys(f"{head}:paused", f"{head}:triggers")

@@ -5,7 +5,9 @@ on the default registry, so a service that already serves ``/metrics`` gets:
 
 ``aiotasks_runs_total{task, outcome}``       counter; outcome ``success``, a
     failure's reason (``error``, ``timeout``, ``lock_lost``, ``cancelled``,
-    ...) or a skip's (``already_completed``, ``lock_held``)
+    ...) or a skip's (``already_completed``, ``lock_held``); a scheduler's
+    slots not run (``missed``, ``paused``) and trigger requests it took
+    (``triggered``, besides the triggered run's own outcome)
 ``aiotasks_run_duration_seconds{task}``      histogram of finished runs
 ``aiotasks_lock_wait_seconds{task}``         histogram: how long a chain waited
     for another worker's run of the task
@@ -309,7 +311,8 @@ def observe_run(task: str, outcome: str, seconds: float) -> None:
 
 
 def observe_skip(task: str, reason: str) -> None:
-    """A call of ``task`` was skipped (``already_completed``, ``lock_held``, ``missed``)."""
+    """A call of ``task`` was skipped (``already_completed``, ``lock_held``, ``missed``, ``paused``),
+    or a scheduler took a trigger of its chain (``triggered``)."""
     if not (_on or _decide()):
         return
     _lock.acquire()

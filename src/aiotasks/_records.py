@@ -10,7 +10,8 @@ date ``D`` and run token ``R`` (the run's ``task_id``), next to the seed's keys:
                     R     the run's start: 'fence|started|pid|host'
                     R:o   its outcome: 'ended|status|reason|attempts|first error'
                     R:c   the body's counters (JSON), only when there are any
-                    (a slot a scheduler missed: R is 'missed', status 'missed')
+                    (a slot a scheduler missed: R is 'missed', status 'missed';
+                    one it did not fire, its schedule paused: both 'paused')
     runs:T    ZSET  'D:R' scored by start time in ms (for history), and '~s',
                     '~f' scored by the end of the last success and failure
 
@@ -44,6 +45,10 @@ retention of 0 writes no records.
 A record with no outcome is ``running`` while its token holds its date's lock,
 else ``abandoned``: the worker died, or lost its lock and never came back.
 
+A run started by ``aiotasks trigger`` has ``triggered_by`` (``host:pid`` of
+who asked) in its result dict, so it is kept with the counters (``R:c``):
+the layout above is unchanged, and :attr:`RunRecord.triggered_by` reads it.
+
 The record's key names (everything after the lock key's own prefix) are
 derived from the lock key, so that ``finish_task`` and ``release_lock``, which
 only get the seed's ``lock_key``, find them: per run by splitting off the date
@@ -73,6 +78,7 @@ if TYPE_CHECKING:  # the readers take a Store; the Store imports this module's k
 
 __all__ = [
     "DEFAULT_RETENTION",
+    "TRIGGERED_BY",
     "Cell",
     "CellState",
     "Outcome",
@@ -95,6 +101,8 @@ MAX_COUNTERS: Final = 4096
 #: A run that ends this long (ms) before its record's retention runs out
 #: writes its outcome without checking that the record exists (``Outcome.fresh``).
 FRESH_MARGIN_MS: Final = 60_000
+#: The result-dict entry of a run started by ``aiotasks trigger``: ``host:pid`` of who asked.
+TRIGGERED_BY: Final = "triggered_by"
 #: This host, as ``socket.gethostname()`` says (no lookup).
 HOST: Final = socket.gethostname()
 #: This process's id and ``pid|host`` as the acquire packs it, kept current
@@ -457,6 +465,8 @@ class CellState(StrEnum):
     RECURRING = "recurring"
     #: A scheduler woke too late for the slot (beyond its catch-up) and no host ran it.
     MISSED = "missed"
+    #: The slot passed while its schedule was paused (``pause --schedule``): no host fired it.
+    PAUSED = "paused"
 
 
 def iso(ms: int | None) -> str | None:
@@ -490,6 +500,16 @@ class RunRecord:
     counters: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def triggered_by(self) -> str | None:
+        """``host:pid`` of who asked for this run with ``aiotasks trigger``, else None.
+
+        The run's result dict carries it (``TRIGGERED_BY``), so it is kept with
+        the body's counters: no field of the record's layout changes.
+        """
+        found = self.counters.get(TRIGGERED_BY)
+        return found if isinstance(found, str) else None
+
+    @property
     def duration(self) -> float | None:
         """Seconds from start to end, on the server's clock."""
         if self.started is None or self.ended is None:
@@ -512,7 +532,8 @@ class RunRecord:
             "attempts": self.attempts,
             "errors": [self.error] if self.error else [],
             "fence": self.fence,
-            "counters": dict(self.counters),
+            "triggered_by": self.triggered_by,
+            "counters": {k: v for k, v in self.counters.items() if k != TRIGGERED_BY},
         }
 
 
@@ -599,6 +620,8 @@ class Cell:
                 cell.update(ended=iso(run.ended), duration=run.duration)
             if run.error:
                 cell["error"] = run.error
+            if run.triggered_by:
+                cell["triggered_by"] = run.triggered_by
         return cell
 
 
@@ -626,9 +649,12 @@ def decode_cell(task: str, date: str, reply: Sequence[Any]) -> Cell:
         return Cell(CellState.COMPLETED, run=run)
     if run.status == CellState.ABANDONED or run.status == CellState.RUNNING:
         return Cell(CellState.ABANDONED, run=run)
-    if run.status == CellState.MISSED:
-        return Cell(CellState.MISSED, run=run)
+    if run.status == CellState.MISSED or run.status == CellState.PAUSED:
+        return Cell(CellState(run.status), run=run)
     return Cell(CellState.FAILED, reason=run.reason, run=run)
+
+
+_NOT_RUN: Final = frozenset({CellState.MISSED.value, CellState.PAUSED.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -671,16 +697,23 @@ async def read_grid(
 
 
 async def record_missed(
-    store: Store, retention: Mapping[str, int], key: str, *, namespace: str | None, note: str
+    store: Store,
+    retention: Mapping[str, int],
+    key: str,
+    *,
+    namespace: str | None,
+    note: str,
+    status: CellState = CellState.MISSED,
 ) -> int:
     """Record that no host ran ``key`` (a scheduler's slot) for each task: one MISSED script per task.
 
     Each task whose slot has no marker, no lock and no record gets a record
-    with token ``missed`` and status ``missed`` (``note`` as its error text);
-    replicas that all missed the slot write it once. Tasks with a retention
-    of 0 are left out.
+    with token and status ``status`` (``note`` as its error text); replicas
+    that all did not run the slot write it once. Tasks with a retention of 0
+    are left out.
 
     :param retention: each task's retention in ms.
+    :param status: ``missed`` (the scheduler woke too late) or ``paused`` (its schedule was paused).
     :returns: how many records were written.
     """
     calls = []
@@ -688,7 +721,7 @@ async def record_missed(
         keys = task_keys(task, key, namespace=namespace, cluster=store.cluster)
         found = record_keys(keys.lock)
         if keep > 0 and found is not None:
-            args = (keep, _pid_host[0], key, note[:MAX_ERROR].replace("|", "/"))
+            args = (keep, _pid_host[0], key, note[:MAX_ERROR].replace("|", "/"), status.value)
             calls.append(store.mark_missed((keys.lock, keys.success, found.state, found.history), args))
     return sum(await asyncio.gather(*calls))
 
@@ -709,6 +742,9 @@ async def read_runs(
             run = decode_record(task, date, token, start, outcome, counters, holder)
             if run is not None:  # else the record expired before the index entry was trimmed
                 runs.append(run)
-        finished = next((run.duration for run in runs if run.duration is not None), None)
+        # A slot no host ran (missed, paused) has a record but no run: it took no time.
+        finished = next(
+            (run.duration for run in runs if run.duration is not None and run.status not in _NOT_RUN), None
+        )
         summaries[task] = TaskSummary(task, _int(reply[0]), _int(reply[1]), finished, runs)
     return summaries

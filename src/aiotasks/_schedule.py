@@ -29,6 +29,7 @@ and depends on dateutil).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from cronsim import CronSim, CronSimError
 from ._chain import Chain, resolve_chain
 from ._constants import REDIS_SUCCESS_TTL
 from ._errors import InvalidSchedule
-from ._keys import format_date, format_slot
+from ._keys import MAX_NAME_LENGTH, check_schedule_name, format_date, format_slot
 from ._task import Task
 
 __all__ = ["Schedule", "Slot", "parse_every"]
@@ -117,7 +118,11 @@ class Schedule:
         markers expired are never repeated.
     :param date_offset: days added to a daily run's logical date (``-1``: the
         previous day). Sub-daily schedules key by slot and refuse an offset.
-    :param name: how the schedule is shown in state and logs (default: its tasks).
+    :param name: how the schedule is shown in state and logs, and named by its
+        controls (``pause --schedule``, ``trigger``): 1-200 characters from
+        ``A-Z a-z 0-9 _ . , -``. Default: its task names joined by ``,`` (cut
+        to 191 characters plus a digest when longer). Two schedules of one
+        :class:`~aiotasks.Scheduler` must have different names.
     :raises InvalidSchedule: naming the bad value, before anything runs.
     :raises InvalidChain: the target is a list that is not a valid chain.
     """
@@ -182,8 +187,9 @@ class Schedule:
         markers = dt.timedelta(seconds=_shortest_marker_ttl(self.chain))
         set_(self, "horizon", min(catchup, markers) if isinstance(catchup, dt.timedelta) else markers)
         if self.name is None:
-            names = ",".join(self.chain.nodes)
-            set_(self, "name", names if len(names) <= 60 else names[:57] + "...")
+            set_(self, "name", _default_name(self.chain))
+        else:
+            check_schedule_name(self.name)
 
     @property
     def rule(self) -> str:
@@ -278,6 +284,16 @@ def _target_chain(target: object) -> Chain:
     raise InvalidSchedule(
         f"a schedule's target is a chain (a list of tasks) or a decorated task, not {target!r}", target
     )
+
+
+def _default_name(chain: Chain) -> str:
+    """The task names joined by ``,``; a name too long for the keys keeps its head and a digest
+    of the whole, so two chains that differ only past the cut still get different names."""
+    names = ",".join(chain.nodes)
+    if len(names) <= MAX_NAME_LENGTH:
+        return names
+    digest = hashlib.sha1(names.encode()).hexdigest()[:8]
+    return f"{names[: MAX_NAME_LENGTH - 9]}-{digest}"
 
 
 def _zone(name: object) -> ZoneInfo:

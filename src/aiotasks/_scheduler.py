@@ -13,7 +13,30 @@ for a task firing every second that is 86,400 small keys -- lower its
 ``success_ttl`` (minutes are plenty) if that matters.
 
 Idle means idle: between slots the scheduler sleeps until the next fire time
-(re-reading the wall clock at least every minute); it sends nothing to Redis.
+(re-reading the wall clock at least every minute); the drivers send nothing
+to Redis. What idle costs is the trigger listener (``triggers=True``, the
+default): one blocking ``BRPOP`` over every schedule's ``triggers`` list, on
+one connection of its own, repeated every ``TRIGGER_BLOCK`` (1) second, one
+per replica; ``triggers=False`` turns it off, and idle costs nothing again.
+
+Pausing (``aiotasks pause --schedule``): at each slot, and before a
+catch-up, one read of the schedule's controls (its ``paused`` key and how
+many triggers wait: one script, one round trip per slot per replica) comes
+before the fire. It can't ride on the slot's acquires: those touch the tasks'
+hash slots on Redis Cluster, the controls the namespace's own. While paused
+no replica fires; each passing slot is recorded ``paused`` once across
+replicas (as a ``missed`` one is) and is not caught up on resume: resuming
+means the next slot runs. A scheduler that starts after a resume skips, in
+its catch-up, the slots recorded ``paused``. If the read fails (Redis down),
+the slot fires as before: its runs then report Redis themselves.
+
+Run now (``aiotasks trigger``, :func:`aiotasks.trigger`): the listener pops a
+request (exactly one replica gets each), answers ``taken``, runs the chain
+for the request's key under the usual locks (``force`` ignores markers), its
+records saying ``triggered by host:pid``, then answers with the outcome. A
+request is taken even while the schedule is paused: it is an explicit ask.
+Stopping lets the listener's current read end (within ``TRIGGER_BLOCK``), so
+a request is never popped by a replica that is going away.
 
 Embed it in a service::
 
@@ -32,29 +55,39 @@ then cancels them: a cancelled task releases its lock before it ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from . import _metrics
 from ._backfill import Results, check_window, run_window
+from ._cancel import shielded
 from ._chain import ChainRun, check_run_options, prepare_run
 from ._clock import Clock, current_clock
 from ._constants import Status
 from ._context import resolve
-from ._errors import InvalidSchedule
-from ._records import record_missed, retention_ms
+from ._errors import InvalidInput, InvalidSchedule
+from ._keys import schedule_keys
+from ._records import HOST, CellState, read_grid, record_missed, retention_ms
 from ._schedule import Schedule, Slot
-from ._store import AnyRedis
+from ._store import AnyRedis, Store
 from ._task import Task
+from ._trigger import TriggerRequest, answer, claim, trigger_key
 
 __all__ = ["Scheduler", "SchedulerState"]
 
 logger = logging.getLogger("aiotasks.scheduler")
+
+#: Seconds one blocking read of the trigger listener waits before it reads again.
+TRIGGER_BLOCK: Final = 1.0
+#: Longest pause after the listener's read failed (Redis down), doubling from TRIGGER_BLOCK.
+_LISTEN_BACKOFF_MAX: Final = 30.0
 
 #: ``on_missed(schedule, slot)``: a slot that will not run (see :meth:`Schedule.due`).
 MissedHook = Callable[[Schedule, Slot], object]
@@ -80,6 +113,13 @@ class _Track:
     running: set[str] = field(default_factory=set)
     runs: int = 0
     missed: int = 0
+    #: Who paused the schedule (``host:pid|ms``), as the last check read it; None: not paused.
+    paused: str | None = None
+    #: Trigger requests waiting in its list, as the last check read them.
+    pending_triggers: int = 0
+    #: Slots not fired because the schedule was paused, and triggers this replica took.
+    paused_slots: int = 0
+    triggered: int = 0
 
 
 class Scheduler:
@@ -99,7 +139,10 @@ class Scheduler:
         counted (``aiotasks_runs_total{outcome="missed"}``) and recorded: each
         task of the slot that no host ran gets a ``missed`` run record, once
         across replicas, which ``history`` and ``status`` show.
-    :raises InvalidSchedule, InvalidConfig: before anything starts.
+    :param triggers: listen for ``aiotasks trigger`` requests (one blocking read
+        per ``TRIGGER_BLOCK`` second, see the module's docstring).
+    :raises InvalidSchedule, InvalidConfig: before anything starts (two
+        schedules with one name, too).
     """
 
     def __init__(
@@ -114,10 +157,12 @@ class Scheduler:
         wait_timeout: float | None = None,
         clock: Clock | None = None,
         on_missed: MissedHook | None = None,
+        triggers: bool = True,
     ) -> None:
         found = [schedules] if isinstance(schedules, Schedule) else _schedules(schedules)
         if not found:
             raise InvalidSchedule("no schedules to run", schedules)
+        _check_unique_names(found)
         check_run_options(max_concurrency, wait_timeout)
         self._window = check_window(window)
         if isinstance(grace, bool) or not isinstance(grace, int | float) or not grace >= 0:
@@ -130,6 +175,7 @@ class Scheduler:
         self._wait_timeout = wait_timeout
         self._clock = clock
         self._on_missed = on_missed
+        self._triggers = bool(triggers)
         self._state = SchedulerState.NEW
         self._limit: asyncio.Semaphore | None = None
         self._stop: asyncio.Event | None = None
@@ -148,9 +194,16 @@ class Scheduler:
         return [track.schedule for track in self._tracks]
 
     def status(self) -> dict[str, Any]:
-        """A JSON-able view for a health endpoint: the state and each schedule's next fire time."""
+        """A JSON-able view for a health endpoint: the state and each schedule's next fire time.
+
+        ``triggers``: whether it serves ``aiotasks trigger`` requests. Per schedule,
+        ``paused`` (who paused it, ``host:pid|ms``, or None) and ``pending_triggers``
+        are as the last check read them (at its last slot); ``paused_slots`` and
+        ``triggered`` count what this replica skipped and took.
+        """
         return {
             "state": self._state.value,
+            "triggers": self._triggers,
             "schedules": [
                 {
                     "name": track.schedule.name,
@@ -163,6 +216,10 @@ class Scheduler:
                     "running": sorted(track.running),
                     "runs": track.runs,
                     "missed": track.missed,
+                    "paused": track.paused,
+                    "paused_slots": track.paused_slots,
+                    "pending_triggers": track.pending_triggers,
+                    "triggered": track.triggered,
                 }
                 for track in self._tracks
             ],
@@ -183,10 +240,13 @@ class Scheduler:
         try:
             async with asyncio.TaskGroup() as group:
                 drivers = [group.create_task(self._drive(track, clock, group)) for track in self._tracks]
+                listener = group.create_task(self._listen(clock, group)) if self._triggers else None
                 await self._stop.wait()
                 self._state = SchedulerState.STOPPING
                 for driver in drivers:
                     driver.cancel()
+                if listener is not None:
+                    await self._stop_listening(listener)
                 if self._runs:
                     logger.info("stopping: %d run(s) get %.1fs to finish", len(self._runs), self._grace)
                     _, late = await asyncio.wait(set(self._runs), timeout=self._grace)
@@ -231,7 +291,7 @@ class Scheduler:
         catchup = schedule.catchup_slots(last)
         if catchup:
             logger.info("%s: catching up %d slot(s) from %s", schedule.name, len(catchup), catchup[0].key)
-            self._fire(track, catchup, group)
+            await self._fire_unless_paused(track, catchup, group, last, catchup=True)
         while True:
             track.next = schedule.next_slot(last)
             await clock.sleep_until(track.next.at)
@@ -247,30 +307,202 @@ class Scheduler:
                     except Exception:
                         logger.exception("%s: on_missed hook failed", schedule.name)
             if due:
-                self._fire(track, due, group)
+                await self._fire_unless_paused(track, due, group, now)
             if missed:
                 await self._record_missed(schedule, missed, now)
 
-    async def _record_missed(self, schedule: Schedule, slots: list[Slot], now: dt.datetime) -> None:
-        """Leave a ``missed`` record for each task of each slot no host ran (history, status, grid).
+    def _door(self) -> tuple[Store, str | None]:
+        """The store and namespace the scheduler's own requests use (as its chains')."""
+        store, namespace, _ = resolve(self._redis)
+        return store, namespace if self._namespace is None else self._namespace
+
+    async def _fire_unless_paused(
+        self,
+        track: _Track,
+        slots: list[Slot],
+        group: asyncio.TaskGroup,
+        now: dt.datetime,
+        *,
+        catchup: bool = False,
+    ) -> None:
+        """Read the schedule's controls (one request), then fire ``slots``, or record them paused.
+
+        A catch-up also leaves out the slots recorded ``paused`` (they passed while
+        paused: resuming does not run them).
+        """
+        schedule = track.schedule
+        try:
+            store, namespace = self._door()
+            keys = schedule_keys(str(schedule.name), namespace=namespace)
+            track.paused, track.pending_triggers = await store.read_schedule(keys)
+            if catchup and track.paused is None:
+                slots = await self._not_paused(store, namespace, schedule, slots)
+        except Exception as exc:
+            logger.warning("%s: could not read the schedule's controls (%s): firing", schedule.name, exc)
+            track.paused = None
+        if track.paused is None:
+            if slots:
+                self._fire(track, slots, group)
+            return
+        track.paused_slots += len(slots)
+        who, _, _ = track.paused.partition("|")
+        logger.info("%s: paused by %s: not firing %s", schedule.name, who, ", ".join(s.key for s in slots))
+        note = f"slot not fired: schedule {schedule.name} paused by {who}"
+        await self._record_missed(schedule, slots, now, status=CellState.PAUSED, note=note)
+
+    async def _not_paused(
+        self, store: Store, namespace: str | None, schedule: Schedule, slots: list[Slot]
+    ) -> list[Slot]:
+        """``slots`` without those a task of the chain has a ``paused`` record for (one GRID per task)."""
+        tasks = [node.task_name for node in schedule.chain]
+        grid = await read_grid(store, tasks, [slot.key for slot in slots], namespace=namespace)
+        paused = {
+            key for cells in grid.values() for key, cell in cells.items() if cell.state is CellState.PAUSED
+        }
+        if paused:
+            logger.info("%s: not catching up %s: recorded paused", schedule.name, ", ".join(sorted(paused)))
+        return [slot for slot in slots if slot.key not in paused]
+
+    async def _listen(self, clock: Clock, group: asyncio.TaskGroup) -> None:
+        """Pop trigger requests of every schedule with one blocking read at a time, until stopping."""
+        assert self._stop is not None
+        store, namespace = self._door()
+        tracks = {schedule_keys(str(t.schedule.name), namespace=namespace).triggers: t for t in self._tracks}
+        watcher = store.watcher()
+        pause = TRIGGER_BLOCK
+        try:
+            while not self._stop.is_set():
+                try:
+                    popped = await watcher.pop(list(tracks), TRIGGER_BLOCK)
+                except Exception as exc:
+                    logger.warning("trigger listener: %s; reading again in %.0fs", exc, pause)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), pause)
+                    pause = min(pause * 2, _LISTEN_BACKOFF_MAX)
+                    continue
+                pause = TRIGGER_BLOCK
+                if popped is not None:
+                    triggers, entry = popped
+                    task = group.create_task(
+                        self._serve_trigger(tracks[triggers], triggers, entry, clock, store),
+                        name=f"aiotasks:trigger:{tracks[triggers].schedule.name}",
+                    )
+                    self._runs.add(task)
+                    task.add_done_callback(self._runs.discard)
+        finally:
+            await shielded(watcher.close())
+
+    async def _stop_listening(self, listener: asyncio.Task[None]) -> None:
+        """Let the listener's read in flight end (a request it pops is run), then cancel it if need be."""
+        _, late = await asyncio.wait({listener}, timeout=TRIGGER_BLOCK + 1.0)
+        if late:
+            listener.cancel()
+            logger.warning("stopping: the trigger listener's read did not end; a request it popped is lost")
+
+    async def _serve_trigger(
+        self, track: _Track, triggers: str, entry: str, clock: Clock, store: Store
+    ) -> None:
+        """:meth:`_run_trigger`, whose failure is logged: it must not take the scheduler down."""
+        try:
+            await self._run_trigger(track, triggers, entry, clock, store)
+        except Exception:
+            logger.exception("%s: serving a trigger request failed", track.schedule.name)
+
+    async def _run_trigger(
+        self, track: _Track, triggers: str, entry: str, clock: Clock, store: Store
+    ) -> None:
+        """Answer a popped request, run its chain, answer with the outcome."""
+        schedule = track.schedule
+        try:
+            request = TriggerRequest.from_json(entry)
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("%s: dropping a malformed trigger request (%s): %.200r", schedule.name, exc, entry)
+            return
+        now = clock.now()
+        late = now.timestamp() * 1000 - request.expires_at
+        if late > 0:
+            logger.warning(
+                "%s: dropping trigger %s from %s: it expired %.1fs ago",
+                schedule.name,
+                request.id,
+                request.by,
+                late / 1000,
+            )
+            await answer(store, triggers, request.id, state="expired", by=_me())
+            return
+        try:
+            key = trigger_key(schedule, request.key, now)
+        except InvalidInput as exc:
+            logger.warning("%s: refusing trigger %s from %s: %s", schedule.name, request.id, request.by, exc)
+            await answer(store, triggers, request.id, state="rejected", by=_me(), error=str(exc))
+            return
+        now_ms = round(now.timestamp() * 1000)
+        if not await claim(store, triggers, request, now_ms, state="taken", by=_me(), key=key):
+            logger.warning(
+                "%s: dropping trigger %s: it was pushed twice, and run once", schedule.name, request.id
+            )
+            return
+        logger.info(
+            "%s %s: triggered by %s%s", schedule.name, key, request.by, " (force)" if request.force else ""
+        )
+        track.triggered += 1
+        for node in schedule.chain:
+            _metrics.observe_skip(node.task_name, "triggered")
+        run = prepare_run(
+            schedule.chain,
+            key,
+            redis=self._redis,
+            namespace=self._namespace,
+            force=request.force,
+            wait_timeout=self._wait_timeout,
+            limit=self._limit,
+            triggered_by=request.by,
+        )
+        track.running.add(key)
+        results: Results = {}
+        try:
+            results = await run.run()
+            outcome = _outcome(results)
+        except Exception:
+            logger.exception("%s %s: the triggered run failed to run", schedule.name, key)
+            outcome = "error"
+        finally:
+            track.running.discard(key)
+        track.runs += 1
+        track.last_outcome = outcome
+        logger.info("%s %s (triggered): %s", schedule.name, key, outcome)
+        await answer(
+            store, triggers, request.id, state="done", by=_me(), key=key, outcome=outcome, results=results
+        )
+
+    async def _record_missed(
+        self,
+        schedule: Schedule,
+        slots: list[Slot],
+        now: dt.datetime,
+        *,
+        status: CellState = CellState.MISSED,
+        note: str | None = None,
+    ) -> None:
+        """Leave a ``missed`` (or ``paused``) record for each task of each slot no host ran (history,
+        status, grid), and count it.
 
         Sent after the due slot is fired, so it never delays it; a Redis error is logged only.
         """
         try:
-            store, namespace, _ = resolve(self._redis)
-            if self._namespace is not None:
-                namespace = self._namespace
+            store, namespace = self._door()
             retention = {
                 node.task_name: retention_ms(node.func.retention if isinstance(node.func, Task) else None)
                 for node in schedule.chain
             }
-            note = f"slot missed: the scheduler woke at {_iso(now)}, past its catch-up"
+            if note is None:
+                note = f"slot missed: the scheduler woke at {_iso(now)}, past its catch-up"
             for slot in slots:
                 for task in retention:
-                    _metrics.observe_skip(task, "missed")
-                await record_missed(store, retention, slot.key, namespace=namespace, note=note)
+                    _metrics.observe_skip(task, status.value)
+                await record_missed(store, retention, slot.key, namespace=namespace, note=note, status=status)
         except Exception as exc:
-            logger.warning("%s: could not record missed slots (%s)", schedule.name, exc)
+            logger.warning("%s: could not record %s slots (%s)", schedule.name, status.value, exc)
 
     def _fire(self, track: _Track, slots: list[Slot], group: asyncio.TaskGroup) -> None:
         task = group.create_task(self._run_slots(track, slots), name=f"aiotasks:slot:{slots[-1].key}")
@@ -318,6 +550,19 @@ def _schedules(value: object) -> list[Schedule]:
     return found
 
 
+def _check_unique_names(schedules: list[Schedule]) -> None:
+    """Two schedules with one name would share their controls (pause, trigger): refuse them."""
+    seen: set[str | None] = set()
+    for schedule in schedules:
+        if schedule.name in seen:
+            raise InvalidSchedule(
+                f"two schedules are named {schedule.name!r}: give each its own name= "
+                "(their pause and trigger controls go by name)",
+                schedule.name,
+            )
+        seen.add(schedule.name)
+
+
 def _outcome(results: Results) -> str:
     """One word for a slot's chain: failed if any task failed, else success (done here or elsewhere)."""
     statuses = {result.get("status") for result in results.values()}
@@ -326,6 +571,10 @@ def _outcome(results: Results) -> str:
     if statuses <= {Status.SKIPPED}:
         return "skipped"
     return "success"
+
+
+def _me() -> str:
+    return f"{HOST}:{os.getpid()}"
 
 
 def _iso(at: dt.datetime) -> str:

@@ -24,7 +24,20 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["ACQUIRE", "FINISH", "GRID", "MISSED", "RELEASE", "RENEW", "RUNS", "STATUS", "Script"]
+__all__ = [
+    "ACQUIRE",
+    "CLAIM",
+    "FINISH",
+    "GRID",
+    "MISSED",
+    "PUSH",
+    "RELEASE",
+    "RENEW",
+    "RUNS",
+    "SCHEDULE",
+    "STATUS",
+    "Script",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,23 +226,85 @@ MISSED: Final = Script(
 -- KEYS[3] - its runs hash
 -- KEYS[4] - the task's history index
 -- ARGV[1] - retention in ms
--- ARGV[2] - 'pid|host' of the scheduler that missed the slot
+-- ARGV[2] - 'pid|host' of the scheduler that did not run the slot
 -- ARGV[3] - the slot's run key
--- ARGV[4] - the record's error text (why it was missed)
--- return 1 a 'missed' record is written (token 'missed', no lock, no fence);
---        0 the slot ran, runs or was recorded missed already, somewhere:
---          nothing written (so every replica that missed it writes one record)
+-- ARGV[4] - the record's error text (why it did not run)
+-- ARGV[5] - optional: the record's status and token, 'missed' (the scheduler
+--           woke too late) or 'paused' (the schedule was paused); default 'missed'
+-- return 1 a record is written (token and status ARGV[5], no lock, no fence);
+--        0 the slot ran, runs or was recorded already, somewhere: nothing
+--          written (so every replica that did not run it writes one record)
 if redis.call('exists', KEYS[2]) == 1 or redis.call('exists', KEYS[1]) == 1
         or redis.call('hexists', KEYS[3], 'l') == 1 then
     return 0
 end
+local status = ARGV[5] or 'missed'
 local time = redis.call('time')
 local now = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
-redis.call('hset', KEYS[3], 'l', 'missed', 'missed', '0|' .. now .. '|' .. ARGV[2],
-    'missed:o', now .. '|missed||0|' .. ARGV[4])
+redis.call('hset', KEYS[3], 'l', status, status, '0|' .. now .. '|' .. ARGV[2],
+    status .. ':o', now .. '|' .. status .. '||0|' .. ARGV[4])
 redis.call('pexpire', KEYS[3], ARGV[1])
-redis.call('zadd', KEYS[4], now, ARGV[3] .. ':missed')
+redis.call('zadd', KEYS[4], now, ARGV[3] .. ':' .. status)
 redis.call('pexpire', KEYS[4], ARGV[1])
+return 1
+""",
+)
+
+SCHEDULE: Final = Script(
+    "schedule",
+    """
+-- KEYS[1] - a schedule's paused key (see _keys.schedule_keys)
+-- KEYS[2] - its triggers list
+-- return {who paused it ('host:pid|ms') or nil, pending trigger requests}
+-- Read-only: what a scheduler reads at each slot, before it fires.
+return {redis.call('get', KEYS[1]), redis.call('llen', KEYS[2])}
+""",
+)
+
+PUSH: Final = Script(
+    "push",
+    """
+-- KEYS[1] - a list: a schedule's triggers, or one request's replies
+-- ARGV[1] - the entry (JSON)
+-- ARGV[2] - the list's TTL in ms: it lives at least that long from now
+-- ARGV[3] - 'l' to push at the head (a request: the oldest is popped from
+--           the tail), 'r' at the tail (a reply: read from the head)
+-- return the list's length
+-- A retry after a lost reply may push a request twice: CLAIM lets only one
+-- pop of a request's id run it; a reply pushed twice is read and ignored.
+local length
+if ARGV[3] == 'l' then
+    length = redis.call('lpush', KEYS[1], ARGV[1])
+else
+    length = redis.call('rpush', KEYS[1], ARGV[1])
+end
+if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then
+    redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return length
+""",
+)
+
+CLAIM: Final = Script(
+    "claim",
+    """
+-- KEYS[1] - a trigger request's claim key
+-- KEYS[2] - its reply list
+-- ARGV[1] - this pop's token (random: a retried claim carries the same one)
+-- ARGV[2] - the claim's TTL in ms (it outlives the request's expiry)
+-- ARGV[3] - the 'taken' reply (JSON)
+-- ARGV[4] - the reply list's TTL in ms
+-- return 1 the request is this pop's to run: claimed, and 'taken' answered;
+--        0 another pop of the same request id claimed it (the request was
+--          pushed twice, by a retried push): nothing written, drop it
+if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    if redis.call('get', KEYS[1]) ~= ARGV[1] then
+        return 0
+    end
+    return 1
+end
+redis.call('rpush', KEYS[2], ARGV[3])
+redis.call('pexpire', KEYS[2], ARGV[4])
 return 1
 """,
 )

@@ -114,6 +114,21 @@ class BodySlots:
                 return
         self._taken -= 1
 
+    def reserve(self, count: int) -> int:
+        """Take ``count`` slots out of the limit (negative: give them back) for connections the
+        door holds for a while (a :class:`~aiotasks._store.Watcher`'s); how many it took, for
+        giving back exactly that. Never below one slot."""
+        if self.limit is None:
+            return 0
+        before = self.limit
+        self.limit = max(1, before - count)
+        while self._waiters and self._taken < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._taken += 1  # handed to the waiter, as _hand_over does
+                waiter.set_result(None)
+        return before - self.limit
+
     def hold(self) -> _Held:
         """Hold a slot while an ``async with`` block runs (a class, not a generator: it is
         entered per task of a chain)."""

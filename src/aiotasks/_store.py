@@ -94,6 +94,12 @@ Connections
     stale-connection check; one that went stale (the server closed it) fails
     with a connection error, which the door retries at once on a fresh one.
 
+Blocking reads
+    A :class:`Watcher` (the scheduler's trigger listener, a ``trigger``
+    waiting for its reply) holds one connection of the client's pool for
+    its ``BRPOP``/``BLPOP``, never a lane: the door's commands never queue
+    behind a blocked read. The task bodies get one slot less while it lives.
+
 Redis Cluster
     redis-py's cluster pipeline splits a batch by node; every script touches
     one task's two keys, which share a hash tag (see ``_keys``). The cluster
@@ -121,12 +127,25 @@ from redis.asyncio.connection import AbstractConnection
 
 from . import _wire as wire
 from ._constants import SUCCESS_MARKER
-from ._keys import TaskKeys
+from ._keys import ScheduleKeys, TaskKeys
 from ._records import Outcome, acquire_args, finish_args, release_args
-from ._scripts import ACQUIRE, FINISH, GRID, MISSED, RELEASE, RENEW, RUNS, STATUS, Script
+from ._scripts import (
+    ACQUIRE,
+    CLAIM,
+    FINISH,
+    GRID,
+    MISSED,
+    PUSH,
+    RELEASE,
+    RENEW,
+    RUNS,
+    SCHEDULE,
+    STATUS,
+    Script,
+)
 from ._slots import BodySlots, capacity
 
-__all__ = ["Acquired", "AnyRedis", "Completed", "Held", "LockState", "Store", "store_for"]
+__all__ = ["Acquired", "AnyRedis", "Completed", "Held", "LockState", "Store", "Watcher", "store_for"]
 
 logger = logging.getLogger("aiotasks.store")
 
@@ -383,6 +402,32 @@ class Store:
     async def mark_missed(self, keys: Sequence[str], args: Sequence[Any]) -> bool:
         """The MISSED script: record a slot no host ran (see ``_records.record_missed``)."""
         return int(await self._call(MISSED, len(keys), *keys, *args)) == 1
+
+    async def read_schedule(self, keys: ScheduleKeys) -> tuple[str | None, int]:
+        """A schedule's controls in one command: who paused it (or None), and its pending triggers."""
+        paused, pending = await self._call(SCHEDULE, 2, keys.paused, keys.triggers)
+        return (None if paused is None else _text(paused)), int(pending)
+
+    async def push(self, key: str, entry: str, ttl_ms: int, *, head: bool) -> int:
+        """Push ``entry`` onto the list ``key`` (at its head, or its tail), which then lives at
+        least ``ttl_ms``; the list's length."""
+        return int(await self._call(PUSH, 1, key, entry, ttl_ms, "l" if head else "r"))
+
+    async def withdraw(self, key: str, entry: str) -> bool:
+        """Remove ``entry`` (every copy) from the list ``key``; False if it is not there (popped)."""
+        return int(await self._call(None, "LREM", key, 0, entry)) > 0
+
+    async def claim(
+        self, claim: str, replies: str, token: str, ttl_ms: int, reply: str, reply_ttl_ms: int
+    ) -> bool:
+        """The CLAIM script: whether this pop of a trigger request runs it (and ``reply`` is pushed)."""
+        args = (claim, replies, token, ttl_ms, reply, reply_ttl_ms)
+        return int(await self._call(CLAIM, 2, *args)) == 1
+
+    def watcher(self) -> Watcher:
+        """A :class:`Watcher`: blocking reads on a connection of their own, never a lane's; the
+        task bodies get one slot less while it lives, so they never take that connection's place."""
+        return Watcher(self.client, self.bodies)
 
     async def delete(self, key: str) -> bool:
         """Delete one key (a success marker, for ``reset``)."""
@@ -811,6 +856,55 @@ class Store:
         finally:
             self._busy -= 1
             self._start_lane()
+
+
+class Watcher:
+    """Blocking pops (``BRPOP``, ``BLPOP``) on one connection of the client's pool, held until
+    :meth:`close`: a blocked read never holds up the door's lanes.
+
+    A cluster client sends each pop to the node of its keys (they share a hash
+    tag), on its own connection to that node.
+    """
+
+    def __init__(self, client: AnyRedis, bodies: BodySlots) -> None:
+        self._client = client
+        self._bodies = bodies
+        self._reserved = bodies.reserve(1)
+        self._own: Redis | None = None
+        if isinstance(client, Redis):  # a client that is one connection too: its pool's other one
+            self._own = client.client()
+        options = (
+            client.nodes_manager.connection_kwargs
+            if isinstance(client, RedisCluster)
+            else client.connection_pool.connection_kwargs
+        )
+        limit = options.get("socket_timeout")
+        #: A read longer than the client's ``socket_timeout`` would time out: block for half of it at most.
+        self._most = float(limit) / 2 if limit else None
+
+    def block(self, seconds: float) -> float:
+        """How long a pop may block: ``seconds``, or less where the client's socket timeout is shorter."""
+        return min(seconds, self._most) if self._most else seconds
+
+    async def pop(self, keys: Sequence[str], seconds: float, *, tail: bool = True) -> tuple[str, str] | None:
+        """Pop one entry from the first non-empty list of ``keys`` (from its tail, or its head),
+        waiting up to ``seconds`` (see :meth:`block`); None when none came."""
+        client = self._own if self._own is not None else self._client
+        command = "BRPOP" if tail else "BLPOP"
+        try:
+            reply = await client.execute_command(command, *keys, round(self.block(seconds), 3))
+        except Exception as exc:
+            raise wire.translate(exc, self._client) from exc
+        if not reply:
+            return None
+        return _text(reply[0]), _text(reply[1])
+
+    async def close(self) -> None:
+        """Give the connection back to the pool (and its slot to the task bodies)."""
+        self._bodies.reserve(-self._reserved)
+        self._reserved = 0
+        if self._own is not None:
+            await self._own.aclose()
 
 
 def _may_hold(op: _Op) -> bool:

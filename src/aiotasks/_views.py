@@ -136,6 +136,20 @@ def task_lines(run: ChainRun) -> list[str]:
     return lines
 
 
+def result_lines(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per task from result dicts alone (a run another process made: ``trigger --wait``)."""
+    width = max((len(name) for name in results), default=0)
+    states: dict[Any, State] = {
+        Status.SUCCESS: State.SUCCESS,
+        Status.SKIPPED: State.SKIPPED,
+        Status.FAILED: State.FAILED,
+    }
+    return [
+        f"  {_MARKS[states.get(result.get('status'), State.PENDING)]} {name:<{width}}  {_detail(result)}"
+        for name, result in results.items()
+    ]
+
+
 #: How each count of a summary reads in a sentence (``completed`` alone read as another success).
 _SAID: Final = {
     "success": "succeeded",
@@ -239,6 +253,7 @@ _CELL_MARKS: Final = {
     CellState.PENDING: (".", "2"),
     CellState.RECURRING: ("~", "2"),
     CellState.MISSED: ("x", "33"),
+    CellState.PAUSED: ("=", "35"),
 }
 
 
@@ -266,6 +281,8 @@ def _cell_detail(cell: Cell) -> str:
             parts.append(f"{'ended' if run.ended is not None else 'started'} {iso(moment)}")
         if cell.state is not CellState.COMPLETED and run.error:
             parts.append(run.error.splitlines()[0][:120])
+        if run.triggered_by:
+            parts.append(f"triggered by {run.triggered_by}")
     return f" ({'; '.join(parts)})" if parts else ""
 
 
@@ -289,11 +306,17 @@ def grid_json(dates: list[str], grid: Mapping[str, Mapping[str, Cell]]) -> dict[
     }
 
 
+_ATTENTION: Final = frozenset(
+    {CellState.FAILED, CellState.RUNNING, CellState.ABANDONED, CellState.MISSED, CellState.PAUSED}
+)
+
+
 def grid_text(dates: list[str], grid: Mapping[str, Mapping[str, Cell]], *, color: bool = False) -> str:
     """Tasks x dates, one character per cell, then every cell that needs a look.
 
     ``+`` completed, ``!`` failed, ``>`` running, ``?`` abandoned, ``.`` pending,
-    ``~`` recurring (no run recorded), ``x`` missed by a scheduler; a column per
+    ``~`` recurring (no run recorded), ``x`` missed by a scheduler, ``=`` not
+    fired, its schedule paused; a column per
     date, its day of month above every 7th column.
     """
     width = max((len(name) for name in grid), default=0)
@@ -301,7 +324,7 @@ def grid_text(dates: list[str], grid: Mapping[str, Mapping[str, Cell]], *, color
     days = "".join(date[6:8][1] if i % 7 == 0 else " " for i, date in enumerate(dates))
     lines = [
         f"{dates[0]} .. {dates[-1]}  (+ completed  ! failed  > running  ? abandoned  . pending"
-        "  ~ recurring  x missed)",
+        "  ~ recurring  x missed  = paused)",
         f"  {'':<{width}}  {ticks}",
         f"  {'':<{width}}  {days}",
     ]
@@ -311,10 +334,10 @@ def grid_text(dates: list[str], grid: Mapping[str, Mapping[str, Cell]], *, color
         lines.append(f"  {name:<{width}}  {row}")
         for date in dates:
             cell = cells[date]
-            if cell.state in (CellState.FAILED, CellState.RUNNING, CellState.ABANDONED, CellState.MISSED):
+            if cell.state in _ATTENTION:
                 attention.append(f"  {date} {name}: {cell.state.value}{_cell_detail(cell)}")
     counts = Counter(cell.state for cells in grid.values() for cell in cells.values())
-    rare = (CellState.RECURRING, CellState.MISSED)
+    rare = (CellState.RECURRING, CellState.MISSED, CellState.PAUSED)
     shown = [state for state in CellState if state not in rare or counts.get(state)]
     lines.append("  " + ", ".join(f"{counts.get(state, 0)} {state.value}" for state in shown))
     return "\n".join([*lines, *attention])
@@ -330,8 +353,9 @@ def history_text(runs: list[RunRecord]) -> str:
         duration = f"{run.duration:9.3f}s" if run.duration is not None else " " * 10
         error = f"  {run.error.splitlines()[0][:120]}" if run.error else ""
         attempts = f"x{run.attempts}" if run.attempts else "  "
+        by = f"  triggered by {run.triggered_by}" if run.triggered_by else ""
         lines.append(
             f"{run.date}  {run.task}  {outcome:<20} {run.host}:{run.pid}  {iso(run.started)}"
-            f"  {duration} {attempts}{error}"
+            f"  {duration} {attempts}{error}{by}"
         )
     return "\n".join(lines)
