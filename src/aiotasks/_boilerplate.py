@@ -148,8 +148,8 @@ async def task_boilerplate(
     dict used here (see :class:`~aiotasks._context.NodeReport`), whatever the
     chain entry's ``id``.
 
-    :raises InvalidTaskName, InvalidDate, InvalidConfig: before anything is
-        sent (InvalidConfig also when no asyncio event loop runs: trio).
+    :raises InvalidInput: ``InvalidTaskName``, ``InvalidDate`` or ``InvalidConfig``, before
+        anything is sent (``InvalidConfig`` also when no asyncio event loop runs: trio).
     :raises RedisUnavailable: Redis could not be reached; nothing is left locked
         (or, if Redis vanished mid-acquire, the lock expires within ``lock_timeout``).
     """

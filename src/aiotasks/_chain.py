@@ -646,7 +646,8 @@ async def run_chain(
     :param force: ignore success markers for this run: completed tasks run again.
     :param wait_timeout: the longest total wait, per task, for another worker's
         run of it (default: as long as that worker keeps its lock alive).
-    :raises InvalidChain, InvalidDate, InvalidConfig: before anything runs or is written.
+    :raises InvalidInput: ``InvalidChain``, ``InvalidDate`` or ``InvalidConfig``, before anything runs or
+        is written.
     """
     chain = resolve_chain(task_chain)
     run = prepare_run(

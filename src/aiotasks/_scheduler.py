@@ -141,7 +141,7 @@ class Scheduler:
         across replicas, which ``history`` and ``status`` show.
     :param triggers: listen for ``aiotasks trigger`` requests (one blocking read
         per ``TRIGGER_BLOCK`` second, see the module's docstring).
-    :raises InvalidSchedule, InvalidConfig: before anything starts (two
+    :raises InvalidInput: ``InvalidSchedule`` or ``InvalidConfig``, before anything starts (two
         schedules with one name, too).
     """
 

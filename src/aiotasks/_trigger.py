@@ -219,8 +219,8 @@ async def trigger(
         A replica that dies mid-run leaves this waiting: cancel it.
     :param on_taken: called once a replica took the request (before the wait).
     :raises TriggerExpired: no replica took the request within ``expires``.
-    :raises InvalidSchedule, InvalidDate, InvalidConfig: bad input, before anything is written;
-        InvalidDate also when the replica refuses the key (given with a bare name).
+    :raises InvalidInput: ``InvalidSchedule``, ``InvalidDate`` or ``InvalidConfig``: bad input, before
+        anything is written; ``InvalidDate`` also when the replica refuses the key (given with a bare name).
     """
     name = schedule.name if isinstance(schedule, Schedule) else schedule
     check_schedule_name(name)
