@@ -235,21 +235,22 @@ def test_aiotasks_redis_cluster_takes_effect(cluster: LocalCluster) -> None:
     assert (result["status"], result["cluster"], result["key"]) == ("success", True, f"lock:{{probe}}:{DATE}")
 
 
-def readme_acl_rules() -> list[str]:
-    """The ACL rules of README's Security section, as an operator would paste them."""
+def docs_acl_rules(user: str) -> list[str]:
+    """The ACL rules for ``user`` in the docs' Redis how-to, as an operator would paste them."""
     line = next(
         line.strip()
-        for line in (ROOT / "README.md").read_text().splitlines()
-        if line.strip().startswith("ACL SETUSER worker")
+        for line in (ROOT / "docs" / "how-to" / "redis.md").read_text().splitlines()
+        if line.strip().startswith(f"ACL SETUSER {user} ")
     )
     return line.split()[3:]
 
 
-def test_readme_acl_line_works_on_database_6_and_a_missing_permission_is_named() -> None:
+def test_docs_acl_line_works_on_database_6_and_a_missing_permission_is_named() -> None:
     """Regression: README's ACL line lacked +select, so a run on db 6 was told "refused our
-    credentials". The README line now works there; without +select the error names the permission."""
+    credentials". The documented line (now in docs/how-to/redis.md) works there; without +select
+    the error names the permission."""
     with RedisServer() as server, redis.Redis.from_url(server.url) as admin:
-        rules = readme_acl_rules()
+        rules = docs_acl_rules("worker")
         admin.execute_command("ACL", "SETUSER", "worker", "reset", *rules)
         admin.execute_command("ACL", "SETUSER", "noselect", "reset", *rules, "-select")
         good = f"redis://worker:password@127.0.0.1:{server.port}/6"
@@ -260,6 +261,30 @@ def test_readme_acl_line_works_on_database_6_and_a_missing_permission_is_named()
             cli("run", f"{CHAINS}:chain", "--redis-url", bad), 3, "'select'", "+select"
         )
         assert "refused our credentials" not in line
+
+
+@pytest.mark.timeout(60)
+def test_docs_scheduler_acl_line_serves_a_trigger_on_database_6() -> None:
+    """The documented ACL line for serve/trigger (docs/how-to/redis.md) is enough: a replica served
+    as that user takes a trigger and runs the chain, and Redis logged no denied command."""
+    with RedisServer() as server, redis.Redis.from_url(server.url) as admin:
+        admin.execute_command("ACL", "SETUSER", "scheduler", "reset", *docs_acl_rules("scheduler"))
+        url = f"redis://scheduler:password@127.0.0.1:{server.port}/6"
+        replica = subprocess.Popen(
+            [sys.executable, "-m", "aiotasks", "serve", f"{CHAINS}:probe_schedules", "--redis-url", url],
+            cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            until(lambda: int(admin.info("clients")["blocked_clients"]) == 1, "the replica listens", replica)
+            done = cli("trigger", f"{CHAINS}:probe_schedules", "--schedule", "probe", "--key", DATE,
+                       "--wait", "--redis-url", url)  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "1 succeeded" in done.stdout
+        finally:
+            replica.send_signal(signal.SIGTERM)
+            _, errors = replica.communicate(timeout=20)
+        assert "Traceback" not in errors, errors
+        assert admin.execute_command("ACL", "LOG") == []
 
 
 def test_rediss_is_named_rediss() -> None:

@@ -174,6 +174,8 @@ async def probe(run: Run) -> None:
 
 
 probe_chain = [probe]
+#: For the ACL test of ``serve``/``trigger``: a schedule whose task touches only aiotasks' own keys.
+probe_schedules = [aiotasks.Schedule(probe_chain, cron="0 2 * * *", name="probe", catchup=0)]
 
 
 @aiotasks.task(recurring=True)
