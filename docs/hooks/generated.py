@@ -9,6 +9,9 @@ A page asks for one with a marker line of its own:
   header comments (the contract each script keeps), and its SHA1.
 
 A marker that names nothing known is a warning, which ``mkdocs build --strict`` turns into a failure.
+
+The docstrings use Sphinx roles (:func:`run_chain`), which mkdocstrings leaves as text: the rendered
+pages show them as plain code (``~pkg.name`` as ``name``, as Sphinx would).
 """
 
 from __future__ import annotations
@@ -75,6 +78,19 @@ def _scripts_reference() -> str:
             log.warning("docs: script %s has no '-- KEYS' header comment", name)
         parts += [f"## `{script.name}`", f"SHA1 `{script.sha}`", f"```lua\n{header}\n```"]
     return "\n\n".join(parts)
+
+
+# What mkdocstrings makes of a role: the role's name as text, then the target in <code>.
+SPHINX_ROLE = re.compile(r":(?:func|class|meth|attr|data|exc|mod|obj):<code>(~?)([^<]+)</code>")
+
+
+def _plain_role(match: re.Match[str]) -> str:
+    target = match.group(2).rsplit(".", 1)[-1] if match.group(1) else match.group(2)
+    return f"<code>{target}</code>"
+
+
+def on_page_content(html: str, **kwargs: Any) -> str:
+    return SPHINX_ROLE.sub(_plain_role, html)
 
 
 GENERATORS = {"cli": _cli_reference, "scripts": _scripts_reference}
