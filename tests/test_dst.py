@@ -15,10 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from aiotasks import Run, task
+from aiotasks import InvalidDate, Run, task
 from aiotasks._clock import FakeClock
 from aiotasks._schedule import Schedule, Slot
 from aiotasks._scheduler import Scheduler
+from aiotasks._trigger import trigger_key
 from tests.support import eventually
 
 BERLIN: dt.tzinfo = ZoneInfo("Europe/Berlin")
@@ -263,6 +264,38 @@ def test_a_fixed_time_cron_started_in_the_second_pass_waits_for_the_next_day() -
     start = dt.datetime(2026, 10, 25, 2, 10, fold=1, tzinfo=BERLIN)
     assert schedule.next_slot(start) == Slot(utc(2026, 10, 26, 1, 30), "20261026")
     assert schedule.catchup_slots(start) == [Slot(utc(2026, 10, 25, 0, 30), "20261025")]
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=st.sampled_from(CASES), rule=rules)
+def test_trigger_accepts_every_slot_key_around_a_transition(
+    case: tuple[str, dt.datetime], rule: dict[str, Any]
+) -> None:
+    """`aiotasks trigger KEY` accepts the key of every slot around a transition, a second-pass one
+    too (regression: the first slot after a spring-forward jump, 03:00, was refused)."""
+    zone, transition = case
+    schedule = Schedule(beat, tz=zone, **rule)
+    later = transition + dt.timedelta(days=3)
+    for slot in schedule.slots_between(
+        transition - dt.timedelta(hours=2), transition + dt.timedelta(hours=3)
+    ):
+        assert trigger_key(schedule, None, slot.at) == slot.key
+        if not schedule.daily:
+            assert trigger_key(schedule, slot.key, later) == slot.key
+
+
+@pytest.mark.parametrize(
+    ("rule", "key"),
+    [
+        ({"every": "40m"}, "20261025T0210"),  # on neither pass's grid
+        ({"every": "30m"}, "20260329T0230"),  # skipped by the spring-forward jump
+        ({"cron": "0,30 1-3 * * *"}, "20260329T0200"),  # fired as 03:00, keyed T0300
+    ],
+)
+def test_trigger_refuses_a_wall_time_that_is_no_slot(rule: dict[str, Any], key: str) -> None:
+    """A key that names no slot of the schedule is refused, across DST too."""
+    with pytest.raises(InvalidDate, match="no such slot"):
+        trigger_key(Schedule(beat, tz="Europe/Berlin", **rule), key, utc(2026, 11, 1))
 
 
 def runs(scheduler: Scheduler) -> int:
