@@ -311,9 +311,7 @@ class Schedule:
     def _on_grid(self, local: dt.datetime) -> bool:
         """Whether the grid of ``local``'s day has an instant at ``local``."""
         assert self.interval is not None
-        return (local.astimezone(_UTC) - _midnight(local.date(), self.zone)) % self.interval == dt.timedelta(
-            0
-        )
+        return not (local.astimezone(_UTC) - _midnight(local.date(), self.zone)) % self.interval
 
 
 def _midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
