@@ -125,6 +125,30 @@ def test_slots_are_after_their_start_and_the_tail_of_one_sequence(
     assert len({slot.key for slot in reference}) == len(reference)
 
 
+SWEPT: list[dict[str, Any]] = [
+    *({"cron": cron} for cron in ["30 2 * * *", "15 1 * * *", "0 0 * * *", "45 23 * * *", "0,30 0-3 * * *"]),
+    *({"cron": cron} for cron in ["0 * * * *", "*/20 * * * *"]),
+    *({"every": every} for every in ["40m", "90m", "1h", "1d"]),
+]
+
+
+@pytest.mark.parametrize("rule", SWEPT, ids=lambda rule: next(iter(rule.values())))
+def test_every_start_minute_around_every_transition(rule: dict[str, Any]) -> None:
+    """The same property without chance: each minute from 2 h before to 2 h after each transition
+    of each zone (every minute of both passes of each repeated hour) starts the right tail: its
+    next (up to) three slots are those of a schedule running since the day before."""
+    for zone, transition in CASES:
+        schedule = Schedule(beat, tz=zone, **rule)
+        reference = schedule.slots_between(
+            transition - dt.timedelta(hours=26), transition + dt.timedelta(days=2)
+        )
+        for minute in range(-120, 121):
+            start = transition + dt.timedelta(minutes=minute)
+            tail = [slot for slot in reference if slot.at > start][:3]
+            assert tail
+            assert list(itertools.islice(schedule.slots(start), len(tail))) == tail, (zone, start)
+
+
 def grid(schedule: Schedule, since: dt.datetime, until: dt.datetime) -> Iterator[dt.datetime]:
     """An interval's instants in ``(since, until]``: each ``interval`` of elapsed time from local midnight."""
     assert schedule.interval is not None
