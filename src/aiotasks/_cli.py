@@ -48,8 +48,17 @@ from ._cancel import shielded
 from ._chain import Chain, ChainRun, Node, check_run_options, prepare_run
 from ._clock import current_clock
 from ._config import Settings, in_process_client
+from ._controls import (
+    clear,
+    dependents_of,
+    pause_schedule,
+    pause_task,
+    paused_tasks,
+    resume_schedule,
+    resume_task,
+)
 from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisAuthError, RedisUnavailable
-from ._keys import TaskKeys, date_range, parse_date, parse_run_key, task_keys
+from ._keys import TaskKeys, date_range, parse_date, parse_run_key, schedule_keys, task_keys
 from ._metrics import exposition, serve_metrics
 from ._records import HOST, Cell, CellState, TaskSummary, read_grid, read_runs
 from ._schedule import Schedule
@@ -65,6 +74,7 @@ from ._views import (
     EXIT_SIGTERM,
     EXIT_USAGE,
     cell_rows,
+    control_line,
     exit_code,
     grid_json,
     grid_text,
@@ -280,12 +290,29 @@ def _parser() -> argparse.ArgumentParser:
     redis_options(trigger)
     trigger.add_argument("--json", action="store_true", help="print one JSON document")
 
-    reset = commands.add_parser("reset", help="remove success markers so tasks run again")
-    target(reset)
-    reset.add_argument("--date", help="YYYYMMDD (default: today)")
-    reset.add_argument("--task", action="append", metavar="TASK", help="only this task (repeatable)")
-    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    redis_options(reset)
+    for verb, what in (("pause", "stop"), ("resume", "lift the pause of")):
+        control = commands.add_parser(
+            verb, help=f"{what} a schedule (no replica fires it) or a task (nowhere starts it), fleet-wide"
+        )
+        control.add_argument(
+            "target", help="the Schedules (or, with --task, a chain): package.module:attr or file.py:attr"
+        )
+        which = control.add_mutually_exclusive_group(required=True)
+        which.add_argument("--schedule", metavar="NAME", help="the schedule's name")
+        which.add_argument("--task", metavar="ID", help="the task's id in the target's chain(s)")
+        redis_options(control)
+
+    clear = commands.add_parser(
+        "clear",
+        aliases=["reset"],
+        help="remove success markers so tasks run again (reset: the old name of clear)",
+    )
+    target(clear)
+    clear.add_argument("--date", help="YYYYMMDD or a slot YYYYMMDDTHHMM[SS] (default: today)")
+    clear.add_argument("--task", action="append", metavar="TASK", help="only this task (repeatable)")
+    clear.add_argument("--downstream", action="store_true", help="and every task that depends on them")
+    clear.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    redis_options(clear)
     return parser
 
 
@@ -295,7 +322,10 @@ def load_chain(target: str) -> Chain:
     :raises UsageError: the target can't be imported or does not name a chain.
     :raises InvalidChain: the chain is invalid.
     """
-    found = _import_target(target)
+    return _as_chain(_import_target(target), target)
+
+
+def _as_chain(found: Any, target: str) -> Chain:
     if isinstance(found, Chain):
         return found
     if isinstance(found, Task):
@@ -310,12 +340,41 @@ def load_schedules(target: str) -> list[Schedule]:
 
     :raises UsageError: the target can't be imported or holds no Schedule.
     """
-    found = _import_target(target)
+    schedules = _as_schedules(_import_target(target))
+    if schedules is None:
+        raise UsageError(f"{target!r} holds no Schedule (a Schedule or a list of them)")
+    return schedules
+
+
+def _as_schedules(found: Any) -> list[Schedule] | None:
     if isinstance(found, Schedule):
         return [found]
     if isinstance(found, list | tuple) and found and all(isinstance(item, Schedule) for item in found):
         return list(found)
-    raise UsageError(f"{target!r} holds no Schedule (a Schedule or a list of them): {found!r}"[:300])
+    return None
+
+
+def load_tasks(target: str) -> dict[str, Node]:
+    """The tasks of the chain, or of every schedule's chain, that ``target`` names, by id.
+
+    :raises UsageError: the target can't be imported or names neither.
+    :raises InvalidChain: a chain is invalid.
+    """
+    found = _import_target(target)
+    schedules = _as_schedules(found)
+    chains = [s.chain for s in schedules] if schedules is not None else [_as_chain(found, target)]
+    return {node.id: node for chain in chains for node in chain}
+
+
+def _schedule_named(target: str, schedules: list[Schedule], name: str) -> Schedule:
+    """The schedule of ``target`` named ``name``; a UsageError naming both otherwise."""
+    named = {schedule.name: schedule for schedule in schedules}
+    schedule = named.get(name)
+    if schedule is None:
+        raise UsageError(
+            f"{target!r} has no schedule named {name!r} (it has: " + ", ".join(repr(n) for n in named) + ")"
+        )
+    return schedule
 
 
 def _import_target(target: str) -> Any:
@@ -741,39 +800,93 @@ def _metrics(args: argparse.Namespace, chain: Chain) -> int:
     return _in_loop(serve)
 
 
-def _reset(args: argparse.Namespace, chain: Chain) -> int:
-    date = parse_date(args.date)
+def _clear(args: argparse.Namespace, chain: Chain) -> int:
+    """Remove success markers (``--task``, ``--downstream``) after a [y/N] on a terminal, or ``--yes``."""
+    date = parse_run_key(args.date)
     if not args.yes and not sys.stdin.isatty():
         raise UsageError("refusing to remove success markers without --yes (stdin is not a terminal)")
     nodes = _chosen(chain, args.task)
+    if args.downstream:
+        nodes = [node for node in chain if node.id in dependents_of(chain, {node.id for node in nodes})]
     settings = _settings(args)
-    return _in_loop(lambda signals: _reset_markers(args, settings, nodes, date))
+    code = _in_loop(lambda signals: _clear_markers(args, settings, chain, nodes, date))
+    if args.command == "reset":  # after it worked: an error stays one line
+        _echo("aiotasks: `reset` is now `clear` (same options, and --downstream); use `clear`", sys.stderr)
+    return code
 
 
-async def _reset_markers(args: argparse.Namespace, settings: Settings, nodes: list[Node], date: str) -> int:
-    client = _client(settings, need_redis="reset")
+async def _clear_markers(
+    args: argparse.Namespace, settings: Settings, chain: Chain, nodes: list[Node], date: str
+) -> int:
+    client = _client(settings, need_redis=args.command)
     try:
         states = await _lock_states(settings, client, nodes, date)
-        marked = [node for node in nodes if states[node.id].completed]
-        names = ", ".join(node.id for node in marked)
+        marked = [node.id for node in nodes if states[node.id].completed]
         if not marked:
             _echo(f"{date}: no success markers to remove")
             return EXIT_OK
         if not args.yes:
             try:
-                answer = await _ask(f"Remove the success markers of {names} for {date}? [y/N] ")
+                answer = await _ask(f"Remove the success markers of {', '.join(marked)} for {date}? [y/N] ")
             except asyncio.CancelledError:
                 _echo("\nnothing removed")
                 raise
             if answer.strip().lower() not in ("y", "yes"):
                 _echo("nothing removed")
                 return EXIT_OK
-        store = store_for(client)
-        await asyncio.gather(*(store.delete(_keys_of(n, date, settings, client).success) for n in marked))
+        removed = await clear(chain, date, tasks=marked, redis=client, namespace=settings.namespace)
     finally:
         await _close(client)
-    _echo(f"{date}: removed the success markers of {names}")
+    if removed:
+        _echo(f"{date}: removed the success markers of {', '.join(removed)}")
+    else:
+        _echo(f"{date}: no success markers to remove (they expired or were removed meanwhile)")
     return EXIT_OK
+
+
+def _control(args: argparse.Namespace) -> int:
+    """``pause`` / ``resume`` of one schedule or task of TARGET: checked, then one write (or none).
+
+    Idempotent: a schedule or task already so is said so, nothing is written, and the exit code is 0
+    (what was asked holds).
+    """
+    pausing = args.command == "pause"
+    if args.schedule is not None:
+        schedule = _schedule_named(args.target, load_schedules(args.target), args.schedule)
+        what, name = "schedule", str(schedule.name)
+    else:
+        tasks = load_tasks(args.target)
+        node = tasks.get(args.task)
+        if node is None:
+            raise InvalidChain(
+                f"{args.target!r} has no task {args.task!r} (it has: " + ", ".join(map(repr, tasks)) + ")",
+                args.task,
+            )
+        what, name = "task", node.task_name
+    settings = _settings(args)
+
+    async def act(signals: _Signals) -> int:
+        client = _client(settings, need_redis=args.command)
+        options: dict[str, Any] = {"redis": client, "namespace": settings.namespace}
+        try:
+            await _check_server(client, settings, None)
+            if what == "schedule":
+                changed = await (pause_schedule if pausing else resume_schedule)(name, **options)
+                who = None if changed or not pausing else await _schedule_paused_by(client, settings, name)
+            else:
+                changed = await (pause_task if pausing else resume_task)(name, **options)
+                who = None if changed or not pausing else (await paused_tasks([name], **options)).get(name)
+        finally:
+            await _close(client)
+        _echo(control_line(what, name, pausing=pausing, changed=changed, by=who))
+        return EXIT_OK
+
+    return _in_loop(act)
+
+
+async def _schedule_paused_by(client: AnyRedis, settings: Settings, name: str) -> str | None:
+    paused, _ = await store_for(client).read_schedule(schedule_keys(name, namespace=settings.namespace))
+    return paused
 
 
 def _trigger(args: argparse.Namespace, schedules: list[Schedule]) -> int:
@@ -782,14 +895,7 @@ def _trigger(args: argparse.Namespace, schedules: list[Schedule]) -> int:
     Everything is checked before anything is written: the schedule is one of
     TARGET's, the key one of its keys, ``--expires`` a sane number.
     """
-    named = {schedule.name: schedule for schedule in schedules}
-    schedule = named.get(args.schedule)
-    if schedule is None:
-        raise UsageError(
-            f"{args.target!r} has no schedule named {args.schedule!r} (it has: "
-            + ", ".join(repr(name) for name in named)
-            + ")"
-        )
+    schedule = _schedule_named(args.target, schedules, args.schedule)
     key = trigger_key(schedule, args.key, current_clock().now())
     check_expires(args.expires)
     settings = _settings(args)
@@ -991,6 +1097,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args, load_schedules(args.target))
         if args.command == "trigger":
             return _trigger(args, load_schedules(args.target))
+        if args.command in ("pause", "resume"):
+            return _control(args)
         chain = load_chain(args.target)
         command = {
             "run": _run,
@@ -998,7 +1106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "status": _status,
             "history": _history,
             "metrics": _metrics,
-            "reset": _reset,
+            "clear": _clear,
+            "reset": _clear,
         }[args.command]
         return command(args, chain)
     except Interrupted as exc:

@@ -49,7 +49,15 @@ from ._records import HOST
 from ._store import AnyRedis, Store
 from ._task import Task
 
-__all__ = ["clear", "pause_schedule", "pause_task", "paused_tasks", "resume_schedule", "resume_task"]
+__all__ = [
+    "clear",
+    "dependents_of",
+    "pause_schedule",
+    "pause_task",
+    "paused_tasks",
+    "resume_schedule",
+    "resume_task",
+]
 
 
 def _door(redis: AnyRedis | None, namespace: str | None) -> tuple[Store, str | None]:
@@ -174,7 +182,7 @@ async def clear(
     key = parse_run_key(date)
     chosen = set(found.nodes) if tasks is None else set(_known(found, tasks))
     if downstream:
-        chosen = _with_dependents(found, chosen)
+        chosen = dependents_of(found, chosen)
     store, namespace = _door(redis, namespace)
     nodes = [node for node in found if node.id in chosen]
     markers = [task_keys(n.task_name, key, namespace=namespace, cluster=store.cluster).success for n in nodes]
@@ -191,7 +199,7 @@ def _known(chain: Chain, tasks: Sequence[str]) -> list[str]:
     return list(tasks)
 
 
-def _with_dependents(chain: Chain, chosen: set[str]) -> set[str]:
+def dependents_of(chain: Chain, chosen: set[str]) -> set[str]:
     """``chosen`` and everything that depends on it, directly or not."""
     found = set(chosen)
     for name in chain.order:  # dependencies before their dependents
