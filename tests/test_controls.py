@@ -12,11 +12,12 @@ from redis.asyncio import Redis, RedisCluster
 import aiotasks
 from aiotasks import InvalidChain, InvalidDate, InvalidSchedule, InvalidTaskName, Run, task
 from aiotasks._keys import paused_key, schedule_keys, task_keys
-from aiotasks._records import HOST
+from aiotasks._records import HOST, CellState, read_grid, read_runs
 from aiotasks._store import Acquired, Paused, store_for
 from tests.test_metrics import value
 
 DATE = "20261124"
+COMPLETED, PENDING = CellState.COMPLETED, CellState.PENDING
 
 
 @task()
@@ -179,6 +180,22 @@ async def test_clear_removes_markers_downstream_in_chain_order_so_they_run_again
         "audit": "skipped",
     }
     assert await aiotasks.clear(CHAIN, DATE, redis=redis_client) == ["extract", "transform", "load", "audit"]
+
+
+async def test_a_cleared_date_shows_pending_in_the_grid_and_history_keeps_its_run(
+    redis_client: Redis,
+) -> None:
+    """Regression guard: the grid falls back on a run's record when there is no marker (markers expire
+    before records), so a cleared date must not still read 'completed': it reads 'pending' until it
+    runs again; history keeps the cleared run."""
+    store = store_for(redis_client)
+    await extract(DATE, redis=redis_client)
+    assert (await read_grid(store, ["extract"], [DATE], namespace=None))["extract"][DATE].state is COMPLETED
+    assert await aiotasks.clear([extract], DATE, redis=redis_client) == ["extract"]
+    assert (await read_grid(store, ["extract"], [DATE], namespace=None))["extract"][DATE].state is PENDING
+    assert len((await read_runs(store, ["extract"], namespace=None, last=5))["extract"].runs) == 1
+    await extract(DATE, redis=redis_client)
+    assert (await read_grid(store, ["extract"], [DATE], namespace=None))["extract"][DATE].state is COMPLETED
 
 
 async def test_controls_refuse_bad_input_before_writing(redis_client: Redis) -> None:

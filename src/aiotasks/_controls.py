@@ -165,6 +165,10 @@ async def clear(
 ) -> list[str]:
     """Remove success markers of ``chain``'s tasks for ``date``, so the next run or trigger repeats them.
 
+    The grid (``status``) then shows those dates ``pending``; ``history`` keeps
+    the runs that were cleared. A run in progress is not touched: its success
+    writes the marker again.
+
     ::
 
         cleared = await aiotasks.clear(chain, "20261124", tasks=["load"], downstream=True, redis=client)
@@ -185,8 +189,9 @@ async def clear(
         chosen = dependents_of(found, chosen)
     store, namespace = _door(redis, namespace)
     nodes = [node for node in found if node.id in chosen]
-    markers = [task_keys(n.task_name, key, namespace=namespace, cluster=store.cluster).success for n in nodes]
-    removed = await _delete_all(store, markers)
+    keys = [task_keys(n.task_name, key, namespace=namespace, cluster=store.cluster) for n in nodes]
+    # Sent together: the door coalesces them into one round trip.
+    removed = await asyncio.gather(*(store.clear(k) for k in keys))
     return [node.id for node, gone in zip(nodes, removed, strict=True) if gone]
 
 
@@ -206,8 +211,3 @@ def dependents_of(chain: Chain, chosen: set[str]) -> set[str]:
         if any(dep in found for dep in chain.nodes[name].depends_on):
             found.add(name)
     return found
-
-
-async def _delete_all(store: Store, keys: list[str]) -> list[bool]:
-    """Delete ``keys`` (sent together: the door coalesces them into one round trip); which existed."""
-    return list(await asyncio.gather(*(store.delete(key) for key in keys)))
