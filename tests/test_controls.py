@@ -3,6 +3,7 @@ paused_tasks, clear (re-run)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from typing import Any
 
@@ -10,10 +11,21 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 
 import aiotasks
-from aiotasks import InvalidChain, InvalidDate, InvalidSchedule, InvalidTaskName, Run, task
+from aiotasks import (
+    InvalidChain,
+    InvalidDate,
+    InvalidSchedule,
+    InvalidTaskName,
+    Run,
+    Schedule,
+    Scheduler,
+    task,
+)
+from aiotasks._clock import FakeClock
 from aiotasks._keys import paused_key, schedule_keys, task_keys
 from aiotasks._records import HOST, CellState, read_grid, read_runs
 from aiotasks._store import Acquired, Paused, store_for
+from tests.support import eventually
 from tests.test_metrics import value
 
 DATE = "20261124"
@@ -240,3 +252,26 @@ async def test_task_pause_and_clear_on_redis_cluster(cluster_client: RedisCluste
         "transform",
         "load",
     ]
+
+
+async def test_scheduler_status_names_the_tasks_its_last_run_found_paused(redis_client: Redis) -> None:
+    """Scheduler.status() lists, per schedule, the chain's tasks its last slot found paused (and none once
+    resumed); the slot's run skipped them and blocked their dependents."""
+    clock = FakeClock(dt.datetime(2026, 1, 1, 12, 0, 30, tzinfo=dt.UTC))
+    schedule = Schedule([extract, transform], every="1m", name="etl")
+    await aiotasks.pause_task("extract", redis=redis_client)
+    async with Scheduler(schedule, redis=redis_client, clock=clock, triggers=False) as scheduler:
+        await clock.sleepers(1)
+        clock.advance(30)
+        await eventually(lambda: _true(scheduler.status()["schedules"][0]["runs"] == 1), "12:01 ran")
+        assert scheduler.status()["schedules"][0]["paused_tasks"] == ["extract"]
+        await aiotasks.resume_task("extract", redis=redis_client)
+        await clock.sleepers(1)
+        clock.advance(60)
+        await eventually(lambda: _true(scheduler.status()["schedules"][0]["runs"] == 2), "12:02 ran")
+        assert scheduler.status()["schedules"][0]["paused_tasks"] == []
+    assert await ran(redis_client) == ["extract:20260101T1202", "transform:20260101T1202"]
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from aiotasks._records import HOST
 from tests.servers import LocalCluster
 from tests.support import until
 from tests.test_cli import assert_one_error_line, cli
@@ -100,7 +101,7 @@ def test_pause_schedule_fires_it_nowhere_for_3_slots_and_resume_runs_the_next_on
         recorded = paused_slots(sync_redis, task)
         assert len(recorded) == len(set(recorded)) >= 3, f"{task}: each paused slot recorded once"
     history = json.loads(cli("history", f"{CHAINS}:nightly", "--json", "--redis-url", redis_url).stdout)
-    assert history == {"runs": []}
+    assert history == {"runs": [], "paused_tasks": {}}
 
 
 @pytest.mark.timeout(120)
@@ -216,3 +217,44 @@ def test_pause_task_on_redis_cluster(cluster: LocalCluster) -> None:
     assert cli("resume", TARGET, "--task", "extract", "--cluster", "--redis-url", url).returncode == 0
     again = cli("run", f"{CHAINS}:nightly", "--date", DATE, "--json", "--cluster", "--redis-url", url)
     assert json.loads(again.stdout)["summary"]["success"] == 2
+
+
+def test_status_history_and_metrics_show_paused_schedules_tasks_and_pending_triggers(
+    redis_url: str, sync_redis: redis.Redis
+) -> None:
+    """status (one date, and the grid) and history of a target of schedules list each schedule's
+    pause and pending triggers and the paused tasks, in text and JSON; `metrics` has
+    aiotasks_task_paused 1 for a paused task, 0 for the others."""
+    assert cli("run", f"{CHAINS}:nightly", "--date", DATE, "--redis-url", redis_url).returncode == 0
+    assert control("pause", TARGET, "--schedule", "pulse", url=redis_url).returncode == 0
+    assert control("pause", TARGET, "--task", "load", url=redis_url).returncode == 0
+    sync_redis.lpush("schedule:{aiotasks}:other:triggers", "{}")  # a trigger no replica took yet
+    text = control("status", TARGET, "--date", DATE, url=redis_url).stdout
+    controls = text[text.index("controls:") :].splitlines()
+    assert [line.split(" since ")[0] for line in controls] == [
+        "controls:",
+        f"  schedule 'pulse': paused by {HOST}:{pid(sync_redis, 'schedule:{aiotasks}:pulse:paused')}",
+        "  schedule 'other': not paused; 1 trigger pending",
+        "  schedule 'nightly': not paused",
+        f"  task 'load': paused by {HOST}:{pid(sync_redis, 'paused:load')}",
+    ]
+    document = json.loads(control("status", TARGET, "--date", DATE, "--json", url=redis_url).stdout)
+    assert list(document["paused_tasks"]) == ["load"]
+    assert document["schedules"]["pulse"]["paused"]["by"].startswith(f"{HOST}:")
+    assert document["schedules"]["other"] == {"paused": None, "pending_triggers": 1}
+    grid = control("status", f"{CHAINS}:nightly", "--from", "20261123", "--to", DATE, url=redis_url).stdout
+    assert grid.splitlines()[-2:][0] == "controls:"
+    assert grid.splitlines()[-1].startswith("  task 'load': paused by ")
+    history = json.loads(control("history", TARGET, "--json", url=redis_url).stdout)
+    assert (len(history["runs"]), list(history["paused_tasks"])) == (2, ["load"])
+    assert "schedule 'pulse': paused by " in control("history", TARGET, url=redis_url).stdout
+    metrics = control("metrics", f"{CHAINS}:nightly", url=redis_url).stdout.splitlines()
+    assert [line for line in metrics if line.startswith("aiotasks_task_paused{")] == [
+        'aiotasks_task_paused{task="extract"} 0',
+        'aiotasks_task_paused{task="load"} 1',
+    ]
+
+
+def pid(client: redis.Redis, key: str) -> str:
+    """The pid part of a pause key's ``host:pid|ms``."""
+    return str(client.get(key)).split("|")[0].rsplit(":", 1)[1]

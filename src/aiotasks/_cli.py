@@ -75,6 +75,8 @@ from ._views import (
     EXIT_USAGE,
     cell_rows,
     control_line,
+    controls_json,
+    controls_lines,
     exit_code,
     grid_json,
     grid_text,
@@ -678,21 +680,22 @@ async def _lock_states(
     return dict(zip(keys, cast("list[LockState]", states), strict=True))
 
 
-def _status(args: argparse.Namespace, chain: Chain) -> int:
+def _status(args: argparse.Namespace, chain: Chain, schedules: list[Schedule]) -> int:
     dates = list(_dates(args))
     settings = _settings(args)
     nodes = list(chain)
 
-    async def read(signals: _Signals) -> dict[str, dict[str, Cell]]:
+    async def read(signals: _Signals) -> tuple[dict[str, dict[str, Cell]], _Controls]:
         client = _client(settings, need_redis="status")
         try:
             first = _keys_of(nodes[0], dates[0], settings, client) if nodes else None
             await _check_server(client, settings, first)
             store = store_for(client)
             try:
-                return await read_grid(
+                found = await read_grid(
                     store, [n.task_name for n in nodes], dates, namespace=settings.namespace
                 )
+                return found, await _read_controls(client, settings, nodes, schedules)
             except rex.ResponseError as exc:
                 if not str(exc).startswith("WRONGTYPE"):
                     raise
@@ -706,7 +709,7 @@ def _status(args: argparse.Namespace, chain: Chain) -> int:
         finally:
             await _close(client)
 
-    cells = _in_loop(read)
+    cells, controls = _in_loop(read)
     # A recurring task never writes a marker: with no record of a run, say so, not "pending".
     grid = {
         node.id: {
@@ -720,10 +723,40 @@ def _status(args: argparse.Namespace, chain: Chain) -> int:
         date = dates[0]
         day = {name: by_date[date] for name, by_date in grid.items()}
         document: Any = {"date": date, "tasks": cell_rows(day)}
-        _echo(to_json(document) if args.json else status_cells_text(date, day, color=color))
+        text = status_cells_text(date, day, color=color)
     else:
-        _echo(to_json(grid_json(dates, grid)) if args.json else grid_text(dates, grid, color=color))
+        document, text = grid_json(dates, grid), grid_text(dates, grid, color=color)
+    if args.json:
+        _echo(to_json({**document, **controls_json(*controls)}))
+    else:
+        _echo("\n".join([text, *controls_lines(*controls)]))
     return EXIT_OK
+
+
+#: The controls in effect for a view: paused tasks by entry id, and (for a target of schedules)
+#: each schedule's (who paused it, pending triggers); None when the target is a chain.
+_Controls = tuple[dict[str, str], dict[str, tuple[str | None, int]] | None]
+
+
+async def _read_controls(
+    client: AnyRedis, settings: Settings, nodes: Sequence[Node], schedules: Sequence[Schedule]
+) -> _Controls:
+    """Which of ``nodes`` are paused, and each schedule's controls (one batch: the door coalesces)."""
+    store = store_for(client)
+    names = {node.id: node.task_name for node in nodes}
+    by_name, found = await asyncio.gather(
+        paused_tasks(list(dict.fromkeys(names.values())), redis=client, namespace=settings.namespace),
+        asyncio.gather(
+            *(
+                store.read_schedule(schedule_keys(str(s.name), namespace=settings.namespace))
+                for s in schedules
+            )
+        ),
+    )
+    paused = {node_id: by_name[name] for node_id, name in names.items() if name in by_name}
+    if not schedules:
+        return paused, None
+    return paused, {str(s.name): controls for s, controls in zip(schedules, found, strict=True)}
 
 
 def _chosen(chain: Chain, only: list[str] | None) -> list[Node]:
@@ -737,27 +770,33 @@ def _chosen(chain: Chain, only: list[str] | None) -> list[Node]:
 
 
 async def _read_runs(
-    settings: Settings, nodes: list[Node], last: int, command: str
-) -> dict[str, TaskSummary]:
+    settings: Settings, nodes: list[Node], last: int, command: str, schedules: Sequence[Schedule] = ()
+) -> tuple[dict[str, TaskSummary], _Controls]:
     client = _client(settings, need_redis=command)
     try:
         await _check_server(client, settings, None)
         names = list(dict.fromkeys(node.task_name for node in nodes))
-        return await read_runs(store_for(client), names, namespace=settings.namespace, last=last)
+        summaries = await read_runs(store_for(client), names, namespace=settings.namespace, last=last)
+        return summaries, await _read_controls(client, settings, nodes, schedules)
     finally:
         await client.aclose()
 
 
-def _history(args: argparse.Namespace, chain: Chain) -> int:
+def _history(args: argparse.Namespace, chain: Chain, schedules: list[Schedule]) -> int:
     nodes = _chosen(chain, args.task)
     settings = _settings(args)
-    summaries = _in_loop(lambda signals: _read_runs(settings, nodes, args.last, "history"))
+    summaries, controls = _in_loop(
+        lambda signals: _read_runs(settings, nodes, args.last, "history", schedules)
+    )
     runs = sorted(
         (run for summary in summaries.values() for run in summary.runs),
         key=lambda run: (run.started or 0, run.task),
         reverse=True,
     )[: args.last]
-    _echo(to_json({"runs": [run.to_json() for run in runs]}) if args.json else history_text(runs))
+    if args.json:
+        _echo(to_json({"runs": [run.to_json() for run in runs], **controls_json(*controls)}))
+    else:
+        _echo("\n".join([history_text(runs), *controls_lines(*controls)]))
     return EXIT_OK
 
 
@@ -768,19 +807,25 @@ METRICS_RECENT = 50
 def _metrics(args: argparse.Namespace, chain: Chain) -> int:
     nodes = list(chain)
     settings = _settings(args)
-    if args.serve is None:
-        summaries = _in_loop(lambda signals: _read_runs(settings, nodes, METRICS_RECENT, "metrics"))
-        _echo(exposition(summaries.values()).rstrip("\n"))
-        return EXIT_OK
     names = list(dict.fromkeys(node.task_name for node in nodes))
+    if args.serve is None:
+        summaries, (paused, _) = _in_loop(
+            lambda signals: _read_runs(settings, nodes, METRICS_RECENT, "metrics")
+        )
+        by_name = {chain.nodes[node_id].task_name: who for node_id, who in paused.items()}
+        _echo(exposition(summaries.values(), by_name).rstrip("\n"))
+        return EXIT_OK
 
     async def serve(signals: _Signals) -> int:
         client = _client(settings, need_redis="metrics")
         store = store_for(client)
 
         async def scrape() -> bytes:
-            summaries = await read_runs(store, names, namespace=settings.namespace, last=METRICS_RECENT)
-            return exposition(summaries.values()).encode()
+            summaries, paused = await asyncio.gather(
+                read_runs(store, names, namespace=settings.namespace, last=METRICS_RECENT),
+                paused_tasks(names, redis=client, namespace=settings.namespace),
+            )
+            return exposition(summaries.values(), paused).encode()
 
         try:
             await _check_server(client, settings, None)
@@ -1099,12 +1144,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _trigger(args, load_schedules(args.target))
         if args.command in ("pause", "resume"):
             return _control(args)
+        if args.command in ("status", "history"):  # a chain, or schedules: their tasks and controls
+            found = _import_target(args.target)
+            schedules = _as_schedules(found) or []
+            chain = Chain.merged(s.chain for s in schedules) if schedules else _as_chain(found, args.target)
+            return (_status if args.command == "status" else _history)(args, chain, schedules)
         chain = load_chain(args.target)
         command = {
             "run": _run,
             "plan": _plan,
-            "status": _status,
-            "history": _history,
             "metrics": _metrics,
             "clear": _clear,
             "reset": _clear,

@@ -20,6 +20,8 @@ from ._records import Cell, CellState, RunRecord, iso
 __all__ = [
     "cell_rows",
     "control_line",
+    "controls_json",
+    "controls_lines",
     "exit_code",
     "grid_json",
     "grid_text",
@@ -401,3 +403,39 @@ def control_line(what: str, name: str, *, pausing: bool, changed: bool, by: str 
         who = f" by {paused_by(by)}" if by else ""
         return f"{head} already paused{who}; nothing changed"
     return f"{head} not paused; nothing changed"
+
+
+def _pause_json(value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    who, _, ms = value.partition("|")
+    return {"by": who, "since": iso(int(ms)) if ms.isdigit() and int(ms) > 0 else None}
+
+
+def controls_json(
+    paused: Mapping[str, str], schedules: Mapping[str, tuple[str | None, int]] | None = None
+) -> dict[str, Any]:
+    """The controls in effect, for ``--json`` documents: ``{"paused_tasks": {id: {"by", "since"}}}``,
+    and with schedules ``"schedules": {name: {"paused": {"by", "since"} or null, "pending_triggers"}}``."""
+    document: dict[str, Any] = {"paused_tasks": {name: _pause_json(who) for name, who in paused.items()}}
+    if schedules is not None:
+        document["schedules"] = {
+            name: {"paused": _pause_json(who), "pending_triggers": pending}
+            for name, (who, pending) in schedules.items()
+        }
+    return document
+
+
+def controls_lines(
+    paused: Mapping[str, str], schedules: Mapping[str, tuple[str | None, int]] | None = None
+) -> list[str]:
+    """The controls in effect, for ``status`` and ``history``: each schedule (paused by whom, pending
+    triggers) and each paused task; nothing when no schedule is shown and no task is paused."""
+    lines = []
+    for name, (who, pending) in (schedules or {}).items():
+        state = f"paused by {paused_by(who)}" if who is not None else "not paused"
+        waiting = f"; {pending} trigger{'s' if pending != 1 else ''} pending" if pending else ""
+        lines.append(f"  schedule {name!r}: {state}{waiting}")
+    for name, who in paused.items():
+        lines.append(f"  task {name!r}: paused by {paused_by(who)} (it starts nowhere until resumed)")
+    return ["controls:", *lines] if lines else []
