@@ -5,7 +5,11 @@ Errors are one line on stderr (``aiotasks: error: ...``), never a traceback,
 and never contain any part of a Redis password. Exit codes:
 
 * 0 - every task succeeded, or was skipped as already completed (or, for a
-  recurring task, because another worker is running it right now);
+  recurring task, because another worker is running it right now), or is
+  paused fleet-wide (``pause --task``), as are the tasks not run because a
+  task they need is paused: the operator asked for it (the summary counts
+  them ``paused``); ``pause``/``resume`` also when nothing changed (it
+  already was so: said on stdout);
 * 1 - some task failed, or was not run because a dependency did not succeed;
   for ``trigger``, also: no replica took the request before it expired;
 * 2 - what the command says is wrong: a bad date or range (or one longer than
@@ -13,6 +17,7 @@ and never contain any part of a Redis password. Exit codes:
   invalid chain, a bad option or Redis URL (unknown option, a database the
   server does not have, a cluster node without ``--cluster``, a missing TLS
   file); a schedule name not in the target, a trigger key not of its schedule;
+  a task not in the target (``pause``/``resume --task``, ``clear --task``);
 * 3 - what Redis said: unreachable, too slow, not speaking Redis, refusing our
   credentials or a command, keys of the wrong type, or failing mid-run;
 * 130 / 143 - interrupted by SIGINT / SIGTERM: running tasks were cancelled and
