@@ -347,9 +347,10 @@ def load_schedules(target: str) -> list[Schedule]:
 
     :raises UsageError: the target can't be imported or holds no Schedule.
     """
-    schedules = _as_schedules(_import_target(target))
+    found = _import_target(target)
+    schedules = _as_schedules(found)
     if schedules is None:
-        raise UsageError(f"{target!r} holds no Schedule (a Schedule or a list of them)")
+        raise UsageError(f"{target!r} holds no Schedule (a Schedule or a list of them): {found!r}"[:300])
     return schedules
 
 
