@@ -36,9 +36,21 @@ Another worker running a task (``lock_held``)
     caps the total wait per task (reason ``wait_timeout``). A function that
     says ``lock_held`` without having started its run through aiotasks, while
     no lock of its ``id`` is held, fails: there is nothing to wait for.
-    Recurring tasks keep the seed's semantics:
+    Recurring tasks keep the seed's semantics under a date key:
     one held elsewhere is skipped (``lock_held``) and its dependents in this
-    run are blocked (``dependency_lock_held``).
+    run are blocked (``dependency_lock_held``). Under a slot key a decorated
+    recurring task runs once per slot (it checks and writes its marker), so
+    it is waited for like any other task.
+
+A holder that dies (taken over)
+    Waiting is also what redoes the work of a worker that was SIGKILLed,
+    OOM-killed or lost with its host mid-body: its lock is no longer renewed,
+    expires within its ``lock_timeout``, and the next poll finds it free with
+    no marker, so a waiting worker runs the task (through the lock as always:
+    never two bodies at once) and then its dependents. The dead run's record
+    reads ``abandoned``, the new one follows it. Every worker that saw
+    ``lock_held`` watches, so whichever polls first after the expiry takes
+    over and the others find it held again (or done).
 
 Failures are contained
     A task that raises (``TaskError`` or anything else: ``SystemExit``,
@@ -75,7 +87,7 @@ from ._cancel import shielded
 from ._constants import Reason, Status
 from ._context import Binding, NodeReport, current, reporting_to, resolve
 from ._errors import InvalidChain, InvalidConfig, InvalidInput, RedisUnavailable, TaskError
-from ._keys import TaskKeys, check_namespace, check_task_name, parse_run_key, task_keys
+from ._keys import TaskKeys, check_namespace, check_task_name, is_slot_key, parse_run_key, task_keys
 from ._records import TRIGGERED_BY
 from ._store import AnyRedis, Store
 from ._task import (
@@ -340,7 +352,7 @@ class ChainRun:
         progress.started = time.monotonic()
         result = await self._attempt(node)
         wait: _Wait | None = None
-        while _held_elsewhere(result) and not node.recurring:
+        while _held_elsewhere(result) and self._once(node):
             wait = wait or _Wait(time.monotonic(), _POLL_FIRST)
             outcome = await self._wait_for_holder(node, progress, wait)
             if outcome is None:  # the lock is free and there is no marker: try it ourselves
@@ -351,6 +363,15 @@ class ChainRun:
             result["wait_seconds"] = round(time.monotonic() - wait.started, 3)
             _metrics.observe_wait(node.task_name, result["wait_seconds"])
         self._settle(node, result)
+
+    def _once(self, node: Node) -> bool:
+        """Whether the task runs once for this run's key, so that a holder elsewhere is waited for.
+
+        As the task itself decides (see :class:`~aiotasks.Task`): every task but
+        a recurring one under a date key. A seed-style recurring function's
+        marker is its own business: it keeps the seed's ``lock_held``.
+        """
+        return not node.recurring or (node.is_task and is_slot_key(self.date))
 
     async def _attempt(self, node: Node) -> dict[str, Any]:
         progress = self.progress[node.id]
