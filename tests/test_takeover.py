@@ -9,8 +9,11 @@ checked never depends on how fast this machine is.
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 
 import pytest
+import redis
 from redis.asyncio import Redis
 
 from aiotasks import Run, Schedule, _chain, task, task_boilerplate
@@ -18,8 +21,11 @@ from aiotasks._clock import FakeClock
 from aiotasks._records import RunRecord, read_runs
 from aiotasks._scheduler import Scheduler
 from aiotasks._store import store_for
-from tests.support import eventually
+from tests.support import eventually, until
+from tests.test_cli import cli
 from tests.test_scheduler import NOON, runs_done, ticks
+from tests.test_serve import SCHEDULES, by_slot, serve
+from tests.test_serve import ticks as serve_ticks
 
 SLOT = "20260101T1201"  # the first slot after NOON of an every="1m" schedule
 TODAY = "20260101"  # the key of a daily schedule's slot at 02:00 on NOON's day
@@ -78,7 +84,8 @@ def watching(monkeypatch: pytest.MonkeyPatch) -> Watching:
 async def die_holding(client: Redis, name: str, key: str) -> str:
     """Start a run of ``name`` for ``key`` as a worker would, then 'die': never renew nor end it."""
     _, lock_key, _, result, task_id = await task_boilerplate(name, key, redis=client, lock_timeout=60)
-    assert result["status"] == "pending" and await client.get(lock_key) == task_id.encode()
+    assert result["status"] == "pending"
+    assert await client.get(lock_key) == task_id.encode()
     return task_id
 
 
@@ -122,7 +129,8 @@ async def test_replicas_that_saw_lock_held_take_a_dead_holders_slot_over_once(
             await runs_done(replica, 1)
         outcomes = sorted(str(replica.status()["schedules"][0]["last_outcome"]) for replica in replicas)
     [(slot, ran)] = [entry.split(":") for entry in await ticks(redis_client, "beats")]
-    assert slot == SLOT and ran != dead
+    assert slot == SLOT
+    assert ran != dead
     assert outcomes == ["skipped", "success"]  # one ran it; the other found it done
     assert await redis_client.exists(f"success:beat:{SLOT}") == 1
     assert [(run.task_id, run.status) for run in await records(redis_client, "beat", SLOT)] == [
@@ -149,8 +157,46 @@ async def test_a_daily_catch_up_into_a_dead_lock_takes_it_over_and_runs_the_depe
         assert scheduler.status()["schedules"][0]["last_outcome"] == "success"
     [pulled, pushed] = await ticks(redis_client, "nightly")
     ran = pulled.removeprefix(f"pull:{TODAY}:")
-    assert ran != dead and pushed == f"push:{TODAY}"
+    assert ran != dead
+    assert pushed == f"push:{TODAY}"
     assert [(run.task_id, run.status) for run in await records(redis_client, "pull", TODAY)] == [
         (dead, "abandoned"),
         (ran, "success"),
     ]
+
+
+@pytest.mark.timeout(90)
+def test_a_sigkilled_holders_slot_is_redone_once_by_another_serve_replica(redis_url: str) -> None:
+    """Regression (19.2, real processes): three ``serve`` replicas of a 1 s recurring task whose
+    lock lives 2 s; the holder is SIGKILLed mid-body (its body said it started). Once its lock
+    expires, one of the two others redoes that slot, once; its records read ``abandoned`` (the
+    killed run), then ``success``."""
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        replicas = [serve(redis_url, f"{SCHEDULES}:dying", "--grace", "0.5") for _ in range(3)]
+        try:
+            until(lambda: len(by_slot(client)) >= 2, "2 slots ran", *replicas)
+            client.set("hold", 1)
+            until(lambda: any(state == "held" for *_, state in serve_ticks(client)), "a body is held")
+            [(slot, pid, dead)] = [(s, p, t) for s, p, t, state in serve_ticks(client) if state == "held"]
+            victim = next(r for r in replicas if r.pid == int(pid))
+            victim.kill()  # SIGKILL: no release, no outcome; its lock lives on until its TTL runs out
+            victim.communicate(timeout=20)
+            others = [r for r in replicas if r is not victim]
+            until(lambda: len(by_slot(client)[slot]) == 2, "another replica redid the slot", *others)
+        finally:
+            for replica in replicas:
+                if replica.poll() is None:
+                    replica.send_signal(signal.SIGTERM)
+            errors = [replica.communicate(timeout=20)[1] for replica in replicas]
+        assert victim.returncode == -signal.SIGKILL
+        assert [r.returncode for r in replicas if r is not victim] == [143, 143], errors
+        runs = by_slot(client)
+        assert runs[slot][0] == pid != runs[slot][1]
+        assert all(len(pids) == 1 for key, pids in runs.items() if key != slot), runs
+        history = cli("history", f"{SCHEDULES}:beat", "--last", "1000", "--json", "--redis-url", redis_url)
+        assert history.returncode == 0, history.stderr
+        records = [run for run in json.loads(history.stdout)["runs"] if run["date"] == slot]
+        assert [(run["task_id"] == dead, run["status"]) for run in reversed(records)] == [
+            (True, "abandoned"),
+            (False, "success"),
+        ]
