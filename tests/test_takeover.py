@@ -165,6 +165,27 @@ async def test_a_daily_catch_up_into_a_dead_lock_takes_it_over_and_runs_the_depe
     ]
 
 
+async def test_stopping_ends_a_watch_at_once_rather_than_after_grace(
+    redis_client: Redis, watching: Watching
+) -> None:
+    """A replica that only watches another worker's run does not hold its stop for it: with an hour
+    of grace, stop() returns once the watch ends (the slot: skipped, lock_held); the holder's lock
+    is untouched and the body never ran here."""
+    await redis_client.set(f"lock:beat:{SLOT}", "other123", px=60_000)  # a live holder elsewhere
+    clock = FakeClock(NOON)
+    scheduler = Scheduler(
+        Schedule(beat, every="1m"), redis=redis_client, clock=clock, triggers=False, grace=3600
+    )
+    async with scheduler:
+        await clock.sleepers(1)
+        clock.advance(30)
+        await watching.by(1)
+        await asyncio.wait_for(scheduler.stop(), timeout=20)  # bounds a hang; times nothing
+    assert scheduler.status()["schedules"][0]["last_outcome"] == "skipped"
+    assert await redis_client.get(f"lock:beat:{SLOT}") == b"other123"
+    assert await ticks(redis_client, "beats") == []
+
+
 @pytest.mark.timeout(90)
 def test_a_sigkilled_holders_slot_is_redone_once_by_another_serve_replica(redis_url: str) -> None:
     """Regression (19.2, real processes): three ``serve`` replicas of a 1 s recurring task whose

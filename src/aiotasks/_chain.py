@@ -316,6 +316,9 @@ class ChainRun:
     #: ``host:pid`` of who asked for this run (``aiotasks trigger``): each task's
     #: result dict, and so its record, says so.
     triggered_by: str | None = None
+    #: Once set (a scheduler is stopping), waits for other workers end at once:
+    #: the task is ``skipped`` (``lock_held``), as if it had not waited.
+    stop: asyncio.Event | None = None
     progress: dict[str, Progress] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -358,7 +361,8 @@ class ChainRun:
             if outcome is None:  # the lock is free and there is no marker: try it ourselves
                 result = await self._attempt(node)
                 continue
-            result = outcome
+            result = outcome  # final, even a lock_held one (stopped waiting)
+            break
         if wait is not None:
             result["wait_seconds"] = round(time.monotonic() - wait.started, 3)
             _metrics.observe_wait(node.task_name, result["wait_seconds"])
@@ -519,7 +523,12 @@ class ChainRun:
         keys = self._keys(node)
         while True:
             if wait.polls:  # every poll of a wait but its first follows a pause, retries included
-                await _pause(wait.pause(self.wait_timeout, time.monotonic()))
+                await self._pause_unless_stopped(wait.pause(self.wait_timeout, time.monotonic()))
+            if self.stop is not None and self.stop.is_set():
+                result = self._skipped(node, Reason.LOCK_HELD, wait.holder)
+                held = f" ({wait.holder})" if wait.holder else ""
+                result["errors"].append(f"stopped waiting for another worker's run{held}: stopping")
+                return result
             wait.polls += 1
             try:
                 state = await self.store.status(keys)
@@ -549,6 +558,19 @@ class ChainRun:
                     f"another worker ({state.holder}) still held the task after {waited:.1f}s"
                 )
                 return result
+
+    async def _pause_unless_stopped(self, seconds: float) -> None:
+        """:func:`_pause`, cut short when :attr:`stop` is set."""
+        if self.stop is None:
+            await _pause(seconds)
+            return
+        pause = asyncio.ensure_future(_pause(seconds))
+        stopped = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({pause, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            pause.cancel()
+            stopped.cancel()
 
     def _settle(self, node: Node, result: dict[str, Any]) -> None:
         progress = self.progress[node.id]
@@ -709,11 +731,13 @@ def prepare_run(
     wait_timeout: float | None = None,
     limit: asyncio.Semaphore | None = None,
     triggered_by: str | None = None,
+    stop: asyncio.Event | None = None,
 ) -> ChainRun:
     """Validate a run's options and build its :class:`ChainRun` (nothing is sent yet).
 
     :param limit: a semaphore shared with other runs instead of one per run.
     :param triggered_by: ``host:pid`` of who asked for the run (``aiotasks trigger``).
+    :param stop: once set, waits for other workers' runs end at once (a stopping scheduler).
     """
     date = parse_run_key(date_string)
     check_run_options(max_concurrency, wait_timeout)
@@ -730,4 +754,5 @@ def prepare_run(
         wait_timeout=wait_timeout,
         limit=limit,
         triggered_by=triggered_by,
+        stop=stop,
     )

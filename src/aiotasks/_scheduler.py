@@ -4,22 +4,24 @@ Every replica computes the same slots from the same :class:`Schedule` and
 runs each through :func:`run_chain` under the slot's key. The existing lock
 and success marker then make "once per slot" hold across replicas: the first
 replica to acquire a task's lock runs it, the others see ``lock_held`` and
-watch it as a chain waits for another worker's task (see :mod:`aiotasks._chain`),
-or ``already_completed`` (a late replica). Recurring
-tasks run under a slot key check and write the marker too (see
+watch it, as a chain waits for another worker's task (see
+:mod:`aiotasks._chain`), or see ``already_completed`` (a late replica).
+Recurring tasks run under a slot key check and write the marker too (see
 :func:`aiotasks.task`), so a replica whose clock runs late never repeats a
 slot.
 
 A holder that dies mid-body (SIGKILL, OOM, a lost node) is taken over: its
 lock is no longer renewed and expires within its ``lock_timeout``; the
 replicas watching it (at most one status request a second each, never past
-the lock's TTL) then find it free without a marker, and the first to poll runs
-the task and its dependents (the others find it held again, and watch on).
-The same holds for a catch-up that meets a dead lock. A watch lasts as long
+the lock's TTL) then find it free without a marker, and the first to poll
+runs the task and its dependents (the others find it held again, and watch
+on). A catch-up that meets a dead lock does the same. A watch lasts as long
 as the holder's lock: the run it watches, plus at most one ``lock_timeout``
-if it died; ``wait_timeout`` caps it, and stopping the scheduler ends it
-(after ``grace``). A slot of a recurring task under a *date* key (a daily
-schedule) is not taken over: such a task writes no marker, so a free lock
+if it died; ``wait_timeout`` caps it, and stopping the scheduler ends it at
+once (the task is then ``skipped``, ``lock_held``: a replica that goes away
+does not hold its stop for a run it only watches). A later slot does not end
+it: the dead slot's work is still owed. A recurring task under a *date* key
+(a daily schedule) is not taken over: it writes no marker, so a free lock
 can't tell a dead holder from a finished one.
 
 The marker's TTL is the task's ``success_ttl`` (default a day): it must
@@ -491,6 +493,7 @@ class Scheduler:
             wait_timeout=self._wait_timeout,
             limit=self._limit,
             triggered_by=request.by,
+            stop=self._stop,
         )
         track.running.add(key)
         results: Results = {}
@@ -553,6 +556,7 @@ class Scheduler:
                 namespace=self._namespace,
                 wait_timeout=self._wait_timeout,
                 limit=self._limit,
+                stop=self._stop,
             )
             for slot in slots
         ]
