@@ -189,7 +189,7 @@ async def test_stopping_ends_a_watch_at_once_rather_than_after_grace(
 @pytest.mark.timeout(90)
 def test_a_sigkilled_holders_slot_is_redone_once_by_another_serve_replica(redis_url: str) -> None:
     """Regression (19.2, real processes): three ``serve`` replicas of a 1 s recurring task whose
-    lock lives 2 s; the holder is SIGKILLed mid-body (its body said it started). Once its lock
+    lock lives 3 s; the holder is SIGKILLed mid-body (its body said it started). Once its lock
     expires, one of the two others redoes that slot, once; its records read ``abandoned`` (the
     killed run), then ``success``."""
     with redis.Redis.from_url(redis_url, decode_responses=True) as client:
@@ -213,7 +213,8 @@ def test_a_sigkilled_holders_slot_is_redone_once_by_another_serve_replica(redis_
         assert [r.returncode for r in replicas if r is not victim] == [143, 143], errors
         runs = by_slot(client)
         assert runs[slot][0] == pid != runs[slot][1]
-        assert all(len(pids) == 1 for key, pids in runs.items() if key != slot), runs
+        for key, pids in runs.items():  # the victim may have died inside another slot's run too
+            assert len(pids) == 1 or (len(pids) == 2 and pids[0] == pid != pids[1]), (key, pids)
         history = cli("history", f"{SCHEDULES}:beat", "--last", "1000", "--json", "--redis-url", redis_url)
         assert history.returncode == 0, history.stderr
         records = [run for run in json.loads(history.stdout)["runs"] if run["date"] == slot]

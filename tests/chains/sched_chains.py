@@ -21,8 +21,8 @@ async def _tick(run: Run) -> None:
 
 
 tick = aiotasks.task(name="tick", recurring=True, success_ttl=600)(_tick)
-#: The same body, with a lock that outlives a killed holder by 2 s at most (not 300).
-beat = aiotasks.task(name="beat", recurring=True, success_ttl=600, lock_timeout=2)(_tick)
+#: The same body, with a lock that outlives a killed holder by 3 s at most (not 300).
+beat = aiotasks.task(name="beat", recurring=True, success_ttl=600, lock_timeout=3)(_tick)
 
 
 @aiotasks.task()
