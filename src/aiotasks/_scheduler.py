@@ -149,7 +149,9 @@ class Scheduler:
         slot and catch-up of this scheduler (default: no limit).
     :param window: how many slots of one catch-up run at once (oldest first).
     :param grace: seconds running chains get to finish when stopping.
-    :param wait_timeout: as for :func:`run_chain`.
+    :param wait_timeout: as for :func:`run_chain`: the longest a replica watches
+        another's run of a task (default: as long as its lock lives; ``0``: never,
+        and so never takes a dead holder's slot over).
     :param clock: the time source (tests pass a :class:`~aiotasks._clock.FakeClock`).
     :param on_missed: called with each slot that will not run because the
         scheduler woke too late for it (beyond ``catchup``); it is also logged,
