@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from typing import Any
 
 import pytest
 import redis
 from redis.asyncio import Redis
 
-from aiotasks import Run, Schedule, _chain, task, task_boilerplate
+from aiotasks import Run, Schedule, _chain, release_lock, run_chain, task, task_boilerplate
 from aiotasks._clock import FakeClock
 from aiotasks._records import RunRecord, read_runs
 from aiotasks._scheduler import Scheduler
@@ -184,6 +185,31 @@ async def test_stopping_ends_a_watch_at_once_rather_than_after_grace(
     assert scheduler.status()["schedules"][0]["last_outcome"] == "skipped"
     assert await redis_client.get(f"lock:beat:{SLOT}") == b"other123"
     assert await ticks(redis_client, "beats") == []
+
+
+async def test_a_seed_style_recurring_function_under_a_slot_key_keeps_lock_held(fake_redis: Redis) -> None:
+    """Only a decorated recurring task is known to write its marker under a slot key: a seed-style
+    function declared recurring keeps the seed's semantics (skipped, lock_held; dependents
+    dependency_lock_held) rather than being waited for, which could run it twice in a row."""
+
+    async def odds(date_string: str | None = None) -> dict[str, Any]:
+        _, lock_key, _, result, task_id = await task_boilerplate("odds", date_string, True)
+        if result["status"] == "pending":
+            await release_lock(fake_redis, lock_key, task_id)
+            result["status"] = "success"
+        return result
+
+    async def report(date_string: str | None = None) -> dict[str, Any]:
+        return {"status": "success"}
+
+    await fake_redis.set(f"lock:odds:{SLOT}", "other123", px=60_000)
+    chain = [
+        {"id": "odds", "func": odds, "recurring": True},
+        {"id": "report", "func": report, "depends_on": ["odds"]},
+    ]
+    results = await run_chain(chain, SLOT, redis=fake_redis, wait_timeout=5)  # bounds a regression
+    assert (results["odds"]["status"], results["odds"]["reason"]) == ("skipped", "lock_held")
+    assert results["report"]["reason"] == "dependency_lock_held"
 
 
 @pytest.mark.timeout(90)
