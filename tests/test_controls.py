@@ -275,6 +275,23 @@ async def test_scheduler_status_names_the_tasks_its_last_run_found_paused(redis_
     assert await ran(redis_client) == ["extract:20260101T1202", "transform:20260101T1202"]
 
 
+async def test_a_triggered_run_skips_a_paused_task_too(redis_client: Redis) -> None:
+    """trigger asks for a schedule's chain, not past a task's pause: the replica's run skips the paused
+    task and blocks its dependent; the others run."""
+    clock = FakeClock(dt.datetime(2026, 1, 1, 12, 0, 30, tzinfo=dt.UTC))
+    schedule = Schedule(CHAIN, cron="0 2 * * *", name="etl", catchup=0)
+    await aiotasks.pause_task("transform", redis=redis_client)
+    async with Scheduler(schedule, redis=redis_client, clock=clock):
+        done = await aiotasks.trigger(schedule, key=DATE, redis=redis_client, wait=True)
+    assert done.results is not None
+    assert reasons(done.results) == {
+        "extract": ("success", None, None),
+        "transform": ("skipped", "paused", None),
+        "load": ("skipped", "dependency_paused", "transform"),
+        "audit": ("success", None, None),
+    }
+
+
 async def _true(value: bool) -> bool:
     return value
 
