@@ -247,15 +247,18 @@ def docs_acl_rules(user: str) -> list[str]:
 
 def test_docs_acl_line_works_on_database_6_and_a_missing_permission_is_named() -> None:
     """Regression: README's ACL line lacked +select, so a run on db 6 was told "refused our
-    credentials". The documented line (now in docs/how-to/redis.md) works there; without +select
-    the error names the permission."""
+    credentials"; it also lacked +zscore (history, metrics) and +mget (status, since task pauses).
+    The documented line (now in docs/how-to/redis.md) runs, and reads status, history and metrics, on
+    db 6; without +select the error names the permission."""
     with RedisServer() as server, redis.Redis.from_url(server.url) as admin:
         rules = docs_acl_rules("worker")
         admin.execute_command("ACL", "SETUSER", "worker", "reset", *rules)
         admin.execute_command("ACL", "SETUSER", "noselect", "reset", *rules, "-select")
         good = f"redis://worker:password@127.0.0.1:{server.port}/6"
-        done = cli("run", f"{CHAINS}:probe_chain", "--date", DATE, "--redis-url", good)
-        assert done.returncode == 0, done.stdout + done.stderr
+        for command in ("run", "status", "history", "metrics"):
+            dated = ["--date", DATE] if command in ("run", "status") else []
+            done = cli(command, f"{CHAINS}:probe_chain", *dated, "--redis-url", good)
+            assert done.returncode == 0, (command, done.stdout + done.stderr)
         bad = f"redis://noselect:password@127.0.0.1:{server.port}/6"
         line = assert_one_error_line(
             cli("run", f"{CHAINS}:chain", "--redis-url", bad), 3, "'select'", "+select"
@@ -264,9 +267,10 @@ def test_docs_acl_line_works_on_database_6_and_a_missing_permission_is_named() -
 
 
 @pytest.mark.timeout(60)
-def test_docs_scheduler_acl_line_serves_a_trigger_on_database_6() -> None:
-    """The documented ACL line for serve/trigger (docs/how-to/redis.md) is enough: a replica served
-    as that user takes a trigger and runs the chain, and Redis logged no denied command."""
+def test_docs_scheduler_acl_line_serves_a_trigger_and_the_controls_on_database_6() -> None:
+    """The documented ACL line for serve, trigger and the controls (docs/how-to/redis.md) is enough: a
+    replica served as that user takes a trigger and runs the chain; pause, resume and clear succeed as
+    that user; and Redis logged no denied command."""
     with RedisServer() as server, redis.Redis.from_url(server.url) as admin:
         admin.execute_command("ACL", "SETUSER", "scheduler", "reset", *docs_acl_rules("scheduler"))
         url = f"redis://scheduler:password@127.0.0.1:{server.port}/6"
@@ -280,6 +284,17 @@ def test_docs_scheduler_acl_line_serves_a_trigger_on_database_6() -> None:
                        "--wait", "--redis-url", url)  # fmt: skip
             assert done.returncode == 0, done.stdout + done.stderr
             assert "1 succeeded" in done.stdout
+            for control in (
+                ["pause", f"{CHAINS}:probe_chain", "--task", "probe"],
+                ["resume", f"{CHAINS}:probe_chain", "--task", "probe"],
+                ["pause", f"{CHAINS}:probe_schedules", "--schedule", "probe"],
+                ["resume", f"{CHAINS}:probe_schedules", "--schedule", "probe"],
+                ["clear", f"{CHAINS}:probe_chain", "--date", DATE, "--yes"],
+                ["status", f"{CHAINS}:probe_schedules"],
+                ["history", f"{CHAINS}:probe_schedules"],
+            ):
+                controlled = cli(*control, "--redis-url", url)
+                assert controlled.returncode == 0, (control, controlled.stdout + controlled.stderr)
         finally:
             replica.send_signal(signal.SIGTERM)
             _, errors = replica.communicate(timeout=20)

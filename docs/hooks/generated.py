@@ -43,8 +43,18 @@ def _cli_reference() -> str:
         parser = _cli._parser()
         parts = ["## `aiotasks`", _fence(parser.format_help())]
         subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        # An alias (``reset`` for ``clear``) is the same parser under a second name: shown once.
+        names: dict[int, list[str]] = {}
         for name, sub in subparsers.choices.items():
-            parts += [f"## `aiotasks {name}`", _fence(sub.format_help())]
+            names.setdefault(id(sub), []).append(name)
+        shown: set[int] = set()
+        for sub in subparsers.choices.values():
+            if id(sub) in shown:
+                continue
+            shown.add(id(sub))
+            first, *aliases = names[id(sub)]
+            also = f" (alias: {', '.join(f'`{alias}`' for alias in aliases)})" if aliases else ""
+            parts += [f"## `aiotasks {first}`{also}", _fence(sub.format_help())]
     finally:
         if saved is None:
             del os.environ["COLUMNS"]
