@@ -21,6 +21,7 @@ import logging as _logging
 from ._boilerplate import finish_task as finish_task
 from ._boilerplate import release_lock as release_lock
 from ._boilerplate import task_boilerplate as task_boilerplate
+from ._cancel_run import cancel as cancel
 from ._chain import run_chain as run_chain
 from ._config import Settings as Settings
 from ._constants import REDIS_LOCK_TIMEOUT as REDIS_LOCK_TIMEOUT
@@ -28,6 +29,7 @@ from ._constants import REDIS_SUCCESS_TTL as REDIS_SUCCESS_TTL
 from ._constants import Reason as Reason
 from ._constants import Status as Status
 from ._errors import AioTasksError as AioTasksError
+from ._errors import CancelTimeout as CancelTimeout
 from ._errors import InvalidChain as InvalidChain
 from ._errors import InvalidConfig as InvalidConfig
 from ._errors import InvalidDate as InvalidDate
@@ -58,6 +60,7 @@ __all__ = [
     "REDIS_LOCK_TIMEOUT",
     "REDIS_SUCCESS_TTL",
     "AioTasksError",
+    "CancelTimeout",
     "InvalidChain",
     "InvalidConfig",
     "InvalidDate",
@@ -78,6 +81,7 @@ __all__ = [
     "TriggerExpired",
     "Triggered",
     "add_run_hook",
+    "cancel",
     "finish_task",
     "release_lock",
     "remove_run_hook",
