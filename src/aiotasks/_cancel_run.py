@@ -42,7 +42,7 @@ import asyncio
 import datetime as dt
 import os
 import time
-from typing import Final
+from typing import Final, NamedTuple
 
 from ._constants import REDIS_LOCK_TIMEOUT
 from ._context import resolve
@@ -51,7 +51,7 @@ from ._keys import cancel_key, check_namespace, check_task_name, parse_run_key, 
 from ._records import HOST
 from ._store import AnyRedis
 
-__all__ = ["cancel"]
+__all__ = ["CancelRequest", "cancel", "request_cancel", "wait_stopped"]
 
 #: First pause (s) between two reads of the lock while ``wait`` waits; doubled up to ``_POLL_MAX``.
 _POLL_MIN: Final = 0.02
@@ -60,6 +60,84 @@ _POLL_MAX: Final = 0.5
 
 def _me() -> str:
     return f"{HOST}:{os.getpid()}"
+
+
+class CancelRequest(NamedTuple):
+    """What a cancel request found (for the CLI's message): the run it was written for."""
+
+    task: str
+    date: str
+    #: The holder's token (its run's ``task_id``); "" when nothing runs.
+    holder: str
+    #: The lock's TTL left, in ms, when the request was written.
+    ttl_ms: int
+    #: Who asked: this process (``host:pid``), or the earlier requester whose request stands.
+    by: str
+
+    @property
+    def delivered(self) -> bool:
+        """Whether a run holds the lock, so that it gets the request."""
+        return bool(self.holder)
+
+
+def _check(task_id: object, date: object, namespace: object, timeout: object) -> tuple[str, str]:
+    name = check_task_name(task_id)
+    key = parse_run_key(date)  # type: ignore[arg-type]
+    if namespace is not None:
+        check_namespace(namespace)
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+    ):
+        raise InvalidConfig(f"timeout must be a number of seconds above 0, not {timeout!r}", timeout)
+    return name, key
+
+
+async def request_cancel(
+    task_id: str, date: str | dt.date, *, redis: AnyRedis | None = None, namespace: str | None = None
+) -> CancelRequest:
+    """Write the cancel request of :func:`cancel` and say what it found (no wait).
+
+    :raises InvalidTaskName, InvalidDate, InvalidConfig: bad input, before anything is written.
+    """
+    name, key = _check(task_id, date, namespace, None)
+    store, bound, _ = resolve(redis)
+    keys = task_keys(name, key, namespace=bound if namespace is None else namespace, cluster=store.cluster)
+    request = cancel_key(keys.lock)
+    assert request is not None  # task_keys builds lock keys of the one shape
+    me = _me()
+    code, holder, ttl, first = await store.cancel(keys.lock, request, me, REDIS_LOCK_TIMEOUT * 1000)
+    return CancelRequest(name, key, holder, ttl, first.rpartition("|")[0] or me if code == 2 else me)
+
+
+async def wait_stopped(
+    request: CancelRequest,
+    *,
+    redis: AnyRedis | None = None,
+    namespace: str | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109  (a deadline for a polling loop, as cancel's)
+) -> None:
+    """Wait until the run ``request`` was delivered to no longer holds its lock.
+
+    :raises CancelTimeout: it still holds it after ``timeout`` seconds.
+    """
+    store, bound, _ = resolve(redis)
+    keys = task_keys(
+        request.task, request.date, namespace=bound if namespace is None else namespace, cluster=store.cluster
+    )
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = _POLL_MIN
+    while (await store.status(keys)).holder == request.holder:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise CancelTimeout(
+                f"{request.task} {request.date}: run {request.holder} still holds its lock "
+                f"after {timeout:g} s",
+                request.task,
+                request.date,
+            )
+        # The requester's own wait, not the holder's: the run learns of the request from its renewal.
+        await asyncio.sleep(pause if left is None else min(pause, left))
+        pause = min(pause * 2, _POLL_MAX)
 
 
 async def cancel(
@@ -97,31 +175,10 @@ async def cancel(
     :raises CancelTimeout: with ``wait``, the run still holds its lock after ``timeout``.
     :raises RedisUnavailable: Redis failed.
     """
-    name = check_task_name(task_id)
-    key = parse_run_key(date)
-    if namespace is not None:
-        check_namespace(namespace)
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
-    ):
-        raise InvalidConfig(f"timeout must be a number of seconds above 0, not {timeout!r}", timeout)
-    store, bound, _ = resolve(redis)
-    keys = task_keys(name, key, namespace=bound if namespace is None else namespace, cluster=store.cluster)
-    request = cancel_key(keys.lock)
-    assert request is not None  # task_keys builds lock keys of the one shape
-    code, holder, _, _ = await store.cancel(keys.lock, request, _me(), REDIS_LOCK_TIMEOUT * 1000)
-    if code == 0:
+    _check(task_id, date, namespace, timeout)
+    found = await request_cancel(task_id, date, redis=redis, namespace=namespace)
+    if not found.delivered:
         return False
     if wait:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = _POLL_MIN
-        while (await store.status(keys)).holder == holder:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise CancelTimeout(
-                    f"{name} {key}: run {holder} still holds its lock after {timeout:g} s", name, key
-                )
-            # The requester's own wait, not the holder's: the run learns of the request from its renewal.
-            await asyncio.sleep(pause if left is None else min(pause, left))
-            pause = min(pause * 2, _POLL_MAX)
+        await wait_stopped(found, redis=redis, namespace=namespace, timeout=timeout)
     return True
