@@ -146,7 +146,7 @@ def test_a_body_that_swallows_the_cancellation_ends_as_lock_lost(
 @pytest.mark.timeout(90)
 def test_a_request_whose_holder_died_expires_with_the_lock(redis_url: str, sync_redis: redis.Redis) -> None:
     """The holder is SIGKILLed: cancel is still delivered to its lock (exit 0), and the request
-    expires with that lock; the next run of the date is not cancelled by it."""
+    expires with that lock."""
     worker = run(redis_url, f"{CHAINS}:chain")
     until(lambda: len(started(sync_redis, "started")) == 1, "the body sleeps", worker)
     worker.kill()
@@ -155,6 +155,22 @@ def test_a_request_whose_holder_died_expires_with_the_lock(redis_url: str, sync_
     assert done.returncode == 0, done.stderr
     assert sync_redis.exists(f"cancel:sleeper:{DATE}") == 1
     until(lambda: sync_redis.exists(f"lock:sleeper:{DATE}", f"cancel:sleeper:{DATE}") == 0, "both expired")
+
+
+def test_status_shows_a_pending_cancel_request_and_who_asked(redis_url: str, sync_redis: redis.Redis) -> None:
+    """A holder that has not renewed yet (here a lock set by hand, which nobody renews): status
+    shows the running cell with the pending request and who asked, in text and JSON."""
+    sync_redis.set(f"lock:sleeper:{DATE}", "holder", px=60_000)
+    done = cli("cancel", f"{CHAINS}:chain", "--task", "sleeper", "--date", DATE, "--redis-url", redis_url)
+    assert done.returncode == 0, done.stderr
+    shown = cli("status", f"{CHAINS}:chain", "--date", DATE, "--json", "--redis-url", redis_url)
+    [row] = [row for row in json.loads(shown.stdout)["tasks"] if row["task"] == "sleeper"]
+    assert (row["state"], row["cancel_requested_by"]) == (
+        "running",
+        done.stdout.split("requested by ")[1].split(";")[0],
+    )
+    text = cli("status", f"{CHAINS}:chain", "--date", DATE, "--redis-url", redis_url).stdout
+    assert "cancel requested by " in text
 
 
 def test_cancel_for_a_date_nothing_runs_exits_1_and_writes_nothing(

@@ -13,12 +13,15 @@ import threading
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 import aiotasks
 from aiotasks import InvalidConfig, InvalidDate, InvalidTaskName, Run, TaskError
 from aiotasks._context import store_of
+from aiotasks._metrics import exposition
 from aiotasks._records import HOST, read_runs
 from tests.support import eventually
 
@@ -80,6 +83,32 @@ async def test_a_sleeping_body_is_cancelled_recorded_with_who_asked_and_its_lock
 
     again = aiotasks.task(name="sleeper", lock_timeout=LOCK)(quick)
     assert (await again(DATE, redis=redis_client))["status"] == "success"  # the request died with its run
+
+
+async def test_cancelled_runs_are_counted_in_process_and_in_the_fleet_exposition(redis_client: Redis) -> None:
+    """aiotasks_runs_total{outcome="cancelled"} counts the cancelled run; the exposition computed
+    from records (``aiotasks metrics``) has its last_end{outcome="cancelled"} (and "failed")."""
+    before = (
+        REGISTRY.get_sample_value("aiotasks_runs_total", {"task": "counted", "outcome": "cancelled"}) or 0
+    )
+    body = Sleeper()
+    counted = aiotasks.task(name="counted", lock_timeout=LOCK)(body)
+    runner = asyncio.ensure_future(counted(DATE, redis=redis_client))
+    await asyncio.wait_for(body.holding.wait(), HANG)
+    assert await aiotasks.cancel("counted", DATE, redis=redis_client)
+    await failure(runner)
+    after = REGISTRY.get_sample_value("aiotasks_runs_total", {"task": "counted", "outcome": "cancelled"})
+    assert after == before + 1
+    summaries = await read_runs(store_of(redis_client), ["counted"], namespace=None, last=5)
+    [record] = summaries["counted"].runs
+    assert record.ended is not None
+    found = {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(exposition(summaries.values()))
+        for sample in family.samples
+        if sample.name == "aiotasks_task_last_end_timestamp_seconds"
+    }
+    assert found == {"failed": found["failed"], "cancelled": record.ended / 1000}
 
 
 async def test_a_cancel_for_a_date_nothing_runs_returns_false_and_writes_nothing(redis_client: Redis) -> None:

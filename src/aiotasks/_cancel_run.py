@@ -42,16 +42,17 @@ import asyncio
 import datetime as dt
 import os
 import time
+from dataclasses import replace
 from typing import Final, NamedTuple
 
 from ._constants import REDIS_LOCK_TIMEOUT
 from ._context import resolve
 from ._errors import CancelTimeout, InvalidConfig
 from ._keys import cancel_key, check_namespace, check_task_name, parse_run_key, task_keys
-from ._records import HOST
-from ._store import AnyRedis
+from ._records import HOST, Cell, CellState
+from ._store import AnyRedis, Store
 
-__all__ = ["CancelRequest", "cancel", "request_cancel", "wait_stopped"]
+__all__ = ["CancelRequest", "cancel", "pending_cancels", "request_cancel", "wait_stopped"]
 
 #: First pause (s) between two reads of the lock while ``wait`` waits; doubled up to ``_POLL_MAX``.
 _POLL_MIN: Final = 0.02
@@ -182,3 +183,29 @@ async def cancel(
     if wait:
         await wait_stopped(found, redis=redis, namespace=namespace, timeout=timeout)
     return True
+
+
+async def pending_cancels(
+    store: Store, grid: dict[str, dict[str, Cell]], *, namespace: str | None
+) -> dict[str, dict[str, Cell]]:
+    """``grid`` (``_records.read_grid``'s) with each running cell's pending cancel request, if any.
+
+    One GET per running cell, sent together (one coalesced batch); none when nothing runs. A
+    request for another token than the holder's (a run that ended) is not shown: it reaches nobody.
+    """
+    running = [
+        (task, date, cell.holder)
+        for task, cells in grid.items()
+        for date, cell in cells.items()
+        if cell.state is CellState.RUNNING and cell.holder
+    ]
+    if not running:
+        return grid
+    lock_keys = [task_keys(t, d, namespace=namespace, cluster=store.cluster).lock for t, d, _ in running]
+    found = await asyncio.gather(*(store.get(cancel_key(lock) or lock) for lock in lock_keys))
+    changed = {task: dict(cells) for task, cells in grid.items()}
+    for (task, date, holder), request in zip(running, found, strict=True):
+        by, _, token = (request or "").rpartition("|")
+        if token == holder and by:
+            changed[task][date] = replace(grid[task][date], cancel_requested_by=by.rpartition("|")[0] or by)
+    return changed

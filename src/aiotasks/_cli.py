@@ -48,7 +48,7 @@ from redis import exceptions as rex
 from . import __version__
 from ._backfill import check_window, run_window
 from ._cancel import shielded
-from ._cancel_run import request_cancel, wait_stopped
+from ._cancel_run import pending_cancels, request_cancel, wait_stopped
 from ._chain import Chain, ChainRun, Node, check_run_options, prepare_run
 from ._clock import current_clock
 from ._config import Settings, in_process_client
@@ -663,9 +663,10 @@ def _status(args: argparse.Namespace, chain: Chain) -> int:
             await _check_server(client, settings, first)
             store = store_for(client)
             try:
-                return await read_grid(
+                grid = await read_grid(
                     store, [n.task_name for n in nodes], dates, namespace=settings.namespace
                 )
+                return await pending_cancels(store, grid, namespace=settings.namespace)
             except rex.ResponseError as exc:
                 if not str(exc).startswith("WRONGTYPE"):
                     raise

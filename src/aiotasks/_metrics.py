@@ -348,23 +348,29 @@ _FAMILIES: Final = (
 _LAST_END: Final = (
     "aiotasks_task_last_end_timestamp_seconds",
     "End of the newest run of each outcome (server clock): success and failed of every run; "
-    "abandoned (its start: a dead run records no end) and missed among the task's recent runs.",
+    "abandoned (its start: a dead run records no end), missed and cancelled among the task's recent runs.",
 )
-#: The outcomes of ``_LAST_END``, in the order of its samples: the statuses a finished record can have.
-_ENDED: Final = ("success", "failed", "abandoned", "missed")
+#: The outcomes of ``_LAST_END``, in the order of its samples: the statuses a finished record can
+#: have, and ``cancelled``: a failure (also counted in ``failed``) that ``aiotasks cancel`` asked for.
+_ENDED: Final = ("success", "failed", "abandoned", "missed", "cancelled")
+#: Among a task's recent runs, the outcomes no index score tracks: looked for run by run.
+_LOOKED_FOR: Final = frozenset({"abandoned", "missed", "cancelled"})
 
 
 def _last_ends(summary: TaskSummary) -> dict[str, int]:
     """When the newest run of each outcome ended, in ms (an abandoned run: when it started).
 
     Success and failure come from the index's two scores, which every run
-    updates; abandoned and missed runs leave no score, so they are looked for
-    among ``summary.runs`` (newest first).
+    updates; abandoned, missed and cancelled runs leave no score, so they are
+    looked for among ``summary.runs`` (newest first). A run is ``cancelled``
+    when it failed with reason ``cancelled`` (``aiotasks cancel``, or its
+    chain was cancelled).
     """
     found: dict[str, int | None] = {"success": summary.last_success, "failed": summary.last_failure}
     for run in summary.runs:
-        if run.status in ("abandoned", "missed") and found.get(run.status) is None:
-            found[run.status] = run.ended if run.ended is not None else run.started
+        outcome = run.reason if run.reason == "cancelled" and run.status == "failed" else run.status
+        if outcome in _LOOKED_FOR and found.get(outcome) is None:
+            found[outcome] = run.ended if run.ended is not None else run.started
     return {outcome: ms for outcome in _ENDED if (ms := found.get(outcome)) is not None}
 
 
@@ -382,8 +388,8 @@ def exposition(summaries: Iterable[TaskSummary]) -> str:
     A task that never succeeded (within the retention) has no
     ``last_success`` sample: alert on its absence too (``absent()``).
     ``aiotasks_task_last_end_timestamp_seconds{task, outcome}`` has a sample
-    per outcome seen (``success``, ``failed``, ``abandoned``, ``missed``), so
-    an alert can fire on a run that died or a slot no host ran.
+    per outcome seen (``success``, ``failed``, ``abandoned``, ``missed``,
+    ``cancelled``), so an alert can fire on a run that died or a slot no host ran.
     """
     rows: dict[str, list[str]] = {name: [] for name, _ in (*_FAMILIES, _LAST_END)}
     for summary in summaries:

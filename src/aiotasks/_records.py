@@ -622,6 +622,8 @@ class Cell:
     holder: str | None = None
     ttl_ms: int | None = None
     run: RunRecord | None = None
+    #: A running cell: ``host:pid`` of who asked to cancel it (``aiotasks cancel``), not yet acted on.
+    cancel_requested_by: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The grid's JSON cell: ``state`` and whatever else is known."""
@@ -631,6 +633,8 @@ class Cell:
         if self.holder is not None:
             cell["holder"] = self.holder
             cell["ttl_s"] = round((self.ttl_ms or 0) / 1000, 1)
+        if self.cancel_requested_by is not None:
+            cell["cancel_requested_by"] = self.cancel_requested_by
         if self.run is not None:
             run = self.run
             cell.update(task_id=run.task_id, host=run.host, pid=run.pid, started=iso(run.started))

@@ -454,6 +454,11 @@ class Store:
         task bodies get one slot less while it lives, so they never take that connection's place."""
         return Watcher(self.client, self.bodies)
 
+    async def get(self, key: str) -> str | None:
+        """Read one string key (a cancel request, for ``status``)."""
+        found = await self._call(None, "GET", key)
+        return None if found is None else _text(found)
+
     async def delete(self, key: str) -> bool:
         """Delete one key (a success marker, for ``reset``)."""
         return int(await self._call(None, "DEL", key)) == 1
