@@ -64,6 +64,11 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert scheduling["idle"][0]["redis_cmds"] == 0, scheduling["idle"]
     # Each trigger ran its body once, on one of the replicas.
     assert results["benchmarks"][6]["result"]["targets"]["duplicates (0)"] == 0
+    # Each cancelled run's body stopped (on whichever replica ran it); a row per lock_timeout.
+    controls = results["benchmarks"][6]["result"]
+    assert controls["targets"]["bodies not stopped (0)"] == 0
+    assert [row["renewal_ms"] for row in controls["cancel_latency"]] == [100.0]
+    assert all(row["n"] + row["ended_before"] == 3 for row in controls["cancel_latency"])
     contenders = [row["contender"] for row in scheduling["backfill"]]
     assert contenders == ["baseline: date by date", "window 1", "window 4"]
     assert all(row["makespan_s"] > 0 and row["target_s"] > 0 for row in scheduling["backfill"])
