@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 import traceback
@@ -16,7 +17,7 @@ import aiotasks
 from aiotasks import RedisAuthError, RedisUnavailable, Run, Settings, TaskError, task_boilerplate
 from aiotasks._config import redact_url
 from tests.servers import RedisServer, TlsFiles, free_port
-from tests.support import lock_and_marker_keys
+from tests.support import eventually, lock_and_marker_keys
 
 DATE = "20261125"
 SECRET = "pw-Zq81-very-secret"
@@ -242,3 +243,31 @@ async def test_namespaces_keep_applications_apart(redis_url: str, redis_client: 
         assert results["guarded"]["status"] == "success"
     keys = await lock_and_marker_keys(redis_client)
     assert keys == [f"app1:success:guarded:{DATE}".encode(), f"app2:success:guarded:{DATE}".encode()]
+
+
+async def test_an_acl_user_without_the_cancel_keys_still_renews(secured: RedisServer) -> None:
+    """Regression: the renewal reads the run's cancel-request key, which the documented rules
+    (no ~cancel:*) do not grant; that must not fail the renewals (and lose every long run's
+    lock). The lease renews without it (such runs can't be cancelled) and the run succeeds."""
+    client = Redis.from_url(url_for(secured, f"worker:{SECRET}"))
+    renewed = asyncio.Event()
+
+    async def long(run: Run) -> None:
+        # Two renewals (every 0.1 s): the TTL falls below 250 ms, then rises above it, twice.
+        for _ in range(2):
+            for below in (True, False):
+
+                async def crossed(below: bool = below) -> bool:
+                    return (int(await run.redis.pttl(run.lock_key)) < 250) is below
+
+                await eventually(crossed, "the lease renewed")
+        renewed.set()
+
+    try:
+        result = await asyncio.wait_for(
+            aiotasks.Task(long, name="acl_long", lock_timeout=0.3)(DATE, redis=client), 20
+        )
+        assert result["status"] == "success"
+        assert renewed.is_set()
+    finally:
+        await client.aclose()

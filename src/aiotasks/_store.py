@@ -127,6 +127,7 @@ from redis.asyncio.connection import AbstractConnection
 
 from . import _wire as wire
 from ._constants import SUCCESS_MARKER
+from ._errors import RedisAuthError
 from ._keys import ScheduleKeys, TaskKeys
 from ._records import Outcome, acquire_args, finish_args, release_args
 from ._scripts import (
@@ -308,6 +309,8 @@ class Store:
         self._in_flight = 0
         self._drained: asyncio.Future[None] | None = None  # what drain() waits on
         self._pool_full = False
+        #: False once Redis refused the renewal script the cancel-request key (an ACL without it).
+        self._cancel_readable = True
         #: The slots of the task bodies that share the client (see ``_slots``).
         self.bodies = BodySlots(capacity(client, lanes))
 
@@ -393,9 +396,17 @@ class Store:
         :returns: whether the lock is still ours; or, when it is and someone
             asked to cancel this run (``aiotasks cancel``), who: ``'host:pid|ms'``.
         """
-        if cancel_key is None:
+        if cancel_key is None or not self._cancel_readable:
             return int(await self._call(RENEW, 1, lock_key, token, ttl_ms)) == 1
-        reply = await self._call(RENEW, 2, lock_key, cancel_key, token, ttl_ms)
+        try:
+            reply = await self._call(RENEW, 2, lock_key, cancel_key, token, ttl_ms)
+        except RedisAuthError as exc:
+            # An ACL user granted the seed's keys and the records but not ~cancel:* (the rules
+            # documented before cancel existed): renew as before rather than lose every long run's
+            # lock; its runs can't be cancelled, said once.
+            self._cancel_readable = False
+            logger.warning("runs on this client can't be cancelled (grant its ACL user ~cancel:*): %s", exc)
+            return int(await self._call(RENEW, 1, lock_key, token, ttl_ms)) == 1
         return int(reply) == 1 if isinstance(reply, int) else _text(reply)
 
     async def cancel(self, lock_key: str, cancel_key: str, by: str, ttl_ms: int) -> tuple[int, str, int, str]:
