@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 import pytest
+import redis
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
@@ -165,6 +166,42 @@ async def test_a_sync_body_sees_stop_requested_and_the_run_is_cancelled(redis_cl
     assert await aiotasks.cancel("threaded", DATE, redis=redis_client)
     result = await failure(runner)
     assert (result["reason"], result["cancelled_by"]) == ("cancelled", ME)
+
+
+async def test_a_sync_body_that_ignores_stop_requested_ends_as_lock_lost(
+    redis_client: Redis, redis_url: str
+) -> None:
+    """A thread body that never looks at stop_requested runs on: renewals stopped with the request,
+    so its lock expires (another run could take the date) and, when the body returns, the run is
+    lock_lost, not cancelled and never a success."""
+    holding = threading.Event()
+
+    def ignoring(run: Run) -> None:
+        holding.set()
+        with redis.Redis.from_url(redis_url) as own:
+            while own.exists(run.lock_key):  # runs on until its lock is gone
+                threading.Event().wait(0.01)
+
+    deaf = aiotasks.task(name="deaf", lock_timeout=LOCK)(ignoring)
+    runner = asyncio.ensure_future(deaf(DATE, redis=redis_client))
+    await asyncio.to_thread(holding.wait, HANG)
+    assert await aiotasks.cancel("deaf", DATE, redis=redis_client)
+    result = await failure(runner)
+    assert (result["reason"], result["cancelled_by"]) == ("lock_lost", ME)
+    assert await redis_client.exists("success:deaf:" + DATE) == 0
+
+
+async def test_a_run_in_a_namespace_is_cancelled_through_its_namespaced_key(redis_client: Redis) -> None:
+    """With a namespace, the request is ns:cancel:T:D, next to ns:lock:T:D, and reaches the run."""
+    body = Sleeper()
+    sleeper = aiotasks.task(name="sleeper", lock_timeout=LOCK)(body)
+    runner = asyncio.ensure_future(aiotasks.run_chain([sleeper], DATE, redis=redis_client, namespace="ns"))
+    await asyncio.wait_for(body.holding.wait(), HANG)
+    assert await aiotasks.cancel("sleeper", DATE, redis=redis_client) is False  # not this namespace's
+    assert await aiotasks.cancel("sleeper", DATE, redis=redis_client, namespace="ns")
+    results = await asyncio.wait_for(runner, HANG)
+    assert (results["sleeper"]["reason"], results["sleeper"]["cancelled_by"]) == ("cancelled", ME)
+    assert await redis_client.exists("ns:lock:sleeper:" + DATE) == 0
 
 
 async def test_wait_returns_once_the_run_stopped_and_its_lock_is_free(redis_client: Redis) -> None:

@@ -25,6 +25,10 @@ returns, or runs on) ends as a lost lock: renewals stopped, so the lock frees
 within one ``lock_timeout``, and the run is recorded ``lock_lost``, never a
 success.
 
+An ACL user of the workers needs ``~cancel:*`` (``~ns:cancel:*``) for its runs
+to read requests; without it the door renews as before (``_store``), and says
+once that its runs can't be cancelled.
+
 Only runs that renew their lock can be cancelled: decorated tasks
 (:func:`aiotasks.task`, every run of ``run``, ``serve`` and a chain of them).
 A seed-style body using ``task_boilerplate`` never renews; a request for it
