@@ -1,8 +1,9 @@
 """``aiotasks.cancel``: a run is cancelled from elsewhere through its own renewals (issue 20, item 5).
 
-Real redis-server; the runs here use a lock_timeout of 0.3 s, so their lease renews every 0.1 s
-and a request reaches them quickly. Nothing waits on time: each test waits on an event or polls a
-condition (``eventually``), with ``HANG`` only turning a hang into a failure.
+Real redis-server; the runs here use a lock_timeout of 1.5 s, so their lease renews every 0.5 s
+and a request reaches them quickly (a shorter one could expire on a loaded machine). Nothing
+waits on time: each test waits on an event or polls a condition (``eventually``), with ``HANG``
+only turning a hang into a failure.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from tests.support import eventually
 
 DATE = "20261125"
 #: A short lock, so the lease's renewal interval (a third of it) is short.
-LOCK = 0.3
+LOCK = 1.5
+#: A lock TTL (ms) the lease's renewals cross: it falls below it, then a renewal lifts it above.
+MIDWAY = 1250
 #: Bound on waiting for what must follow (guards a hang, times nothing).
 HANG = 20.0
 ME = f"{HOST}:{os.getpid()}"
@@ -257,12 +260,12 @@ async def test_a_request_for_an_earlier_run_does_not_cancel_the_next_holder(redi
     renewed = asyncio.Event()
 
     async def body(run: Run) -> None:
-        # Two renewals (0.1 s apart) have read the stale request, and the run goes on.
-        for _ in range(2):  # a renewal: the TTL falls below 250 ms, then rises above it
+        # Two renewals have read the stale request, and the run goes on.
+        for _ in range(2):  # a renewal: the TTL falls below MIDWAY, then rises above it
             for below in (True, False):
 
                 async def crossed(below: bool = below) -> bool:
-                    return (int(await redis_client.pttl(run.lock_key)) < 250) is below
+                    return (int(await redis_client.pttl(run.lock_key)) < MIDWAY) is below
 
                 await eventually(crossed, "the lease renewed")
         renewed.set()

@@ -1,7 +1,7 @@
 """Chains and schedules for the ``cancel`` CLI tests.
 
-Bodies log ``event:date:pid`` to the Redis they run on. Their lock_timeout is short (0.6 s), so
-their lease renews every 0.2 s and a cancel request reaches them quickly.
+Bodies log ``event:date:pid`` to the Redis they run on. Their lock_timeout is short (3 s), so
+their lease renews every second and a cancel request reaches them within about a second.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import os
 import aiotasks
 from aiotasks import Run, Schedule
 
-#: The bodies' lock_timeout: a renewal every 0.2 s.
-LOCK = 0.6
+#: The bodies' lock_timeout: a renewal every second (long enough for a loaded CI machine).
+LOCK = 3.0
 
 
 @aiotasks.task(lock_timeout=LOCK)
