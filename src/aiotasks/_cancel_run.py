@@ -111,7 +111,9 @@ async def request_cancel(
     assert request is not None  # task_keys builds lock keys of the one shape
     me = _me()
     code, holder, ttl, first = await store.cancel(keys.lock, request, me, REDIS_LOCK_TIMEOUT * 1000)
-    return CancelRequest(name, key, holder, ttl, first.rpartition("|")[0] or me if code == 2 else me)
+    # A request already pending for this run stands (nothing was written): say whose it is.
+    by = (first.rpartition("|")[0] or me) if code == 2 else me
+    return CancelRequest(name, key, holder, ttl, by)
 
 
 async def wait_stopped(
