@@ -173,6 +173,16 @@ def test_status_shows_a_pending_cancel_request_and_who_asked(redis_url: str, syn
     assert "cancel requested by " in text
 
 
+def test_wait_that_times_out_exits_1_naming_the_run(redis_url: str, sync_redis: redis.Redis) -> None:
+    """--wait --timeout with a holder that never renews (a lock set by hand): one error line naming
+    the task and its run, exit 1; the request stays until the lock expires."""
+    sync_redis.set(f"lock:sleeper:{DATE}", "holder", px=60_000)
+    done = cli("cancel", f"{CHAINS}:chain", "--task", "sleeper", "--date", DATE, "--wait", "--timeout", "0.2",
+               "--redis-url", redis_url)  # fmt: skip
+    assert_one_error_line(done, 1, "sleeper", "holder", "0.2 s")
+    assert sync_redis.exists(f"cancel:sleeper:{DATE}") == 1
+
+
 def test_cancel_for_a_date_nothing_runs_exits_1_and_writes_nothing(
     redis_url: str, sync_redis: redis.Redis
 ) -> None:
