@@ -207,6 +207,24 @@ async def test_a_run_in_a_namespace_is_cancelled_through_its_namespaced_key(redi
     assert await redis_client.exists("ns:lock:sleeper:" + DATE) == 0
 
 
+async def test_a_cancelled_run_is_not_retried(redis_client: Redis) -> None:
+    """retries=3: a body that fails after swallowing the cancellation is not tried again (one
+    attempt), and a cancelled run ends with its first attempt."""
+    body = Sleeper(swallow=True)
+
+    async def failing(run: Run) -> None:
+        await body(run)
+        raise RuntimeError("after the cancel")
+
+    retried = aiotasks.task(name="retried", lock_timeout=LOCK, retries=3, retry_delay=0.01)(failing)
+    runner = asyncio.ensure_future(retried(DATE, redis=redis_client))
+    await asyncio.wait_for(body.holding.wait(), HANG)
+    assert await aiotasks.cancel("retried", DATE, redis=redis_client)
+    result = await failure(runner)
+    assert (result["reason"], result["cancelled_by"]) == ("lock_lost", ME)
+    assert (result.get("attempts", 1), result["warnings"]) == (1, [])  # no retry happened
+
+
 async def test_wait_returns_once_the_run_stopped_and_its_lock_is_free(redis_client: Redis) -> None:
     """cancel(wait=True) returns True only after the holder gave its lock back."""
     body = Sleeper()
