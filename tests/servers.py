@@ -53,6 +53,8 @@ SERVER_NAMES: Final = ("redis-server", "valkey-server")
 #: moves it, came in Redis 7.0).
 CLUSTER_BUS_OFFSET: Final = 10_000
 CLUSTER_SLOTS: Final = 16_384
+#: What starts each line of a server's log: "2068:M 06 Dec 2026 03:46:52.915 # ".
+_LOG_PREFIX: Final = re.compile(r"^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ . ")
 
 
 def redis_server_binary() -> str:
@@ -213,7 +215,11 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 _, err = self.process.communicate()
-                lines = [line for line in f"{err.decode()}\n{self.log()}".splitlines() if line.strip()]
+                lines = [
+                    _LOG_PREFIX.sub("", line)
+                    for line in f"{err.decode()}\n{self.log()}".splitlines()
+                    if line.strip()
+                ]
                 raise ServerExited(
                     f"{self.command()[0]} exited at start: {err.decode()} {self.log()}",
                     " / ".join(lines[-2:]),
