@@ -94,8 +94,8 @@ async def test_acl_user_limited_to_the_library_keys(secured: RedisServer) -> Non
 
 
 #: README's rules for a namespace ns: the same commands, on ns's keys only.
-#: How a server words a key its ACL user may not touch (a NOPERM reply): Redis before 7.2 "no
-#: permissions to access one of the keys used as arguments", Redis 7.2+ and Valkey "No permissions
+#: How a server words a key its ACL user may not touch (a NOPERM reply): Redis 6.2 and 7.0 "no
+#: permissions to access one of the keys used as arguments", Redis 8 and Valkey "No permissions
 #: to access a key".
 KEY_REFUSED = re.compile(r"(?i)no permissions to access (one of the keys|a key)\b")
 NAMESPACED_ACL_RULES = ["~ns:lock:*", "~ns:success:*", "~ns:run:*", "~ns:runs:*", *ACL_RULES[4:]]
