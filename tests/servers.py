@@ -32,6 +32,7 @@ import redis
 
 __all__ = [
     "SERVER_VARIABLE",
+    "TLS_REQUIRED_VARIABLE",
     "LocalCluster",
     "RedisServer",
     "Sentinel",
@@ -49,6 +50,9 @@ STARTUP_TIMEOUT = 15.0
 #: :data:`SERVER_NAMES`. Unset: ``redis-server`` on PATH.
 SERVER_VARIABLE: Final = "AIOTASKS_TEST_REDIS_SERVER"
 SERVER_NAMES: Final = ("redis-server", "valkey-server")
+#: Set (to anything) where the server is known to have TLS: a TLS test then fails rather than skip
+#: (CI sets it for Debian's redis-server, so a broken probe can't hide the TLS tests).
+TLS_REQUIRED_VARIABLE: Final = "AIOTASKS_TEST_TLS_REQUIRED"
 #: A cluster node's bus listens on its port plus this, on every server (``--cluster-port``, which
 #: moves it, came in Redis 7.0).
 CLUSTER_BUS_OFFSET: Final = 10_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tempfile
 import traceback
@@ -16,7 +17,7 @@ from redis.asyncio import Redis
 import aiotasks
 from aiotasks import RedisAuthError, RedisUnavailable, Run, Settings, TaskError, task_boilerplate
 from aiotasks._config import redact_url
-from tests.servers import RedisServer, TlsFiles, free_port, tls_missing
+from tests.servers import TLS_REQUIRED_VARIABLE, RedisServer, TlsFiles, free_port, tls_missing
 from tests.support import lock_and_marker_keys
 
 DATE = "20261125"
@@ -150,8 +151,11 @@ async def test_acl_user_without_script_rights_gets_an_auth_error(secured: RedisS
 
 @pytest.fixture
 def tls_build() -> None:
-    """Skip where the server's build has no TLS (found by starting it with a TLS port)."""
+    """Skip where the server's build has no TLS (found by starting it with a TLS port); fail
+    instead where AIOTASKS_TEST_TLS_REQUIRED says the build has it."""
     if (missing := tls_missing()) is not None:
+        if os.environ.get(TLS_REQUIRED_VARIABLE):
+            pytest.fail(f"{TLS_REQUIRED_VARIABLE} is set, yet {missing}")
         pytest.skip(missing)
 
 
