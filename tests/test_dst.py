@@ -127,7 +127,7 @@ def test_slots_are_after_their_start_and_the_tail_of_one_sequence(
 
 SWEPT: list[dict[str, Any]] = [
     *({"cron": cron} for cron in ["30 2 * * *", "15 1 * * *", "0 0 * * *", "45 23 * * *", "0,30 0-3 * * *"]),
-    *({"cron": cron} for cron in ["0 * * * *", "*/20 * * * *"]),
+    *({"cron": cron} for cron in ["0 * * * *", "*/20 * * * *", "* 2 * * *"]),
     *({"every": every} for every in ["40m", "90m", "1h", "1d"]),
 ]
 

@@ -60,6 +60,8 @@ __all__ = ["Schedule", "Slot", "parse_every"]
 
 _EVERY_RE: Final = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.ASCII)
 _ONE_SECOND: Final = dt.timedelta(seconds=1)
+_ONE_MINUTE: Final = dt.timedelta(minutes=1)
+_ONE_HOUR: Final = dt.timedelta(hours=1)
 _ONE_DAY: Final = dt.timedelta(days=1)
 _UTC: Final = dt.UTC
 
@@ -277,10 +279,41 @@ class Schedule:
         # again. A wildcard cron it walks in real time, meeting both passes; the
         # second pass's wall times are keys the first pass fired.
         assert self.cron is not None
+        while True:
+            for at in self._cron_walk(after):
+                earlier = self._after_fall_back(after, at)
+                yield earlier or at
+                after = earlier or at
+                if earlier:
+                    break  # walk again from the instant cronsim stepped over
+
+    def _cron_walk(self, after: dt.datetime) -> Iterator[dt.datetime]:
+        assert self.cron is not None
         for local in CronSim(self.cron, after.astimezone(self.zone)):
             at = local.astimezone(_UTC)
             if at > after and not _second_pass(local):
                 yield at
+
+    def _after_fall_back(self, after: dt.datetime, at: dt.datetime) -> dt.datetime | None:
+        """A slot in ``(after, at)`` that cronsim stepped over across a fall-back, or None.
+
+        cronsim rolls the hour forward in steps of 3600 real seconds: across a
+        fall-back shorter than an hour (Lord Howe's 30 minutes) it lands past the
+        first wall times of the next hour (``* 2 * * *``: 02:30, not 02:00), or
+        not, depending on where the walk started. It lands at most an hour late,
+        so each minute of the hour before ``at`` is asked once (twice a year, a
+        millisecond): a slot then never depends on when the walk started.
+        """
+        # cronsim starts rolling from the top of ``after``'s wall hour
+        hour = after.astimezone(self.zone).replace(minute=0, second=0, microsecond=0)
+        if _offset(hour) <= _offset(at.astimezone(self.zone)):
+            return None  # no fall-back in between: the common case
+        minute = max(after, at - _ONE_HOUR).replace(second=0, microsecond=0) + _ONE_MINUTE
+        while minute < at:
+            if next(self._cron_walk(minute - _ONE_SECOND)) == minute:
+                return minute
+            minute += _ONE_MINUTE
+        return None
 
     def _grid_times(self, after: dt.datetime) -> Iterator[dt.datetime]:
         # Elapsed time from local midnight: aware arithmetic in UTC, not on the
@@ -317,6 +350,13 @@ class Schedule:
 def _midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
     """The first instant of ``day`` in ``zone`` (its 00:00, or the jump's end if 00:00 is skipped), in UTC."""
     return dt.datetime.combine(day, dt.time(), zone).astimezone(_UTC)
+
+
+def _offset(local: dt.datetime) -> dt.timedelta:
+    """The UTC offset of an aware local time."""
+    offset = local.utcoffset()
+    assert offset is not None
+    return offset
 
 
 def _second_pass(local: dt.datetime) -> bool:
