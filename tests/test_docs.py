@@ -81,14 +81,14 @@ def test_design_pages_layers_only_look_down() -> None:
     layer_of = {
         module: depth
         for depth, row in enumerate(reversed(rows))  # the bottom row is layer 0
-        for module in re.findall(r"`(_[a-z]+)`", row.split("|")[2])
+        for module in re.findall(r"`(_[a-z_]+)`", row.split("|")[2])
     }
     source = ROOT / "src" / "aiotasks"
     upward = []
     for module, depth in layer_of.items():
         path = source / f"{module}.py"
         assert path.exists(), module
-        for imported in re.findall(r"^from \.(_[a-z]+) import", path.read_text(), flags=re.MULTILINE):
+        for imported in re.findall(r"^from \.(_[a-z_]+) import", path.read_text(), flags=re.MULTILINE):
             if layer_of.get(imported, -1) > depth:
                 upward.append(f"{module} -> {imported}")
     assert not upward, upward
