@@ -213,6 +213,7 @@ class _Op:
         "abandoned",
         "args",
         "attempts",
+        "by_caller",
         "future",
         "load",
         "maybe_landed",
@@ -252,6 +253,7 @@ class _Op:
         self.future: asyncio.Future[Any] | None = None  # what a waiting caller awaits
         self.load = False  # send as EVAL (the server answered NOSCRIPT)
         self.written = False  # the current attempt's request was (perhaps partly) written
+        self.by_caller = False  # the current attempt is sent from its caller's own task (not a lane)
         self.maybe_landed = False  # an earlier attempt was written, and its reply never came
         self.attempts = 1
         self.pool_deadline: float | None = None
@@ -500,7 +502,7 @@ class Store:
         if direct and not self._busy and not self._queue:
             self._busy += 1
             try:
-                await self._send([op])
+                await self._send([op], by_caller=True)
             finally:
                 self._busy -= 1
                 self._start_lane()
@@ -606,11 +608,14 @@ class Store:
 
     # -- one exchange and its outcome ------------------------------------------------
 
-    async def _send(self, batch: list[_Op]) -> None:
-        """One exchange for ``batch``; each op ends with its outcome, or back with the door."""
+    async def _send(self, batch: list[_Op], *, by_caller: bool = False) -> None:
+        """One exchange for ``batch``; each op ends with its outcome, or back with the door.
+
+        :param by_caller: sent from the caller's own task (the lone-command path), not a door task.
+        """
         load = False
         for op in batch:
-            op.state, op.written = _SENDING, False
+            op.state, op.written, op.by_caller = _SENDING, False, by_caller
             load = load or op.load
         try:
             replies = await self._execute(batch, load=load)
@@ -627,12 +632,8 @@ class Store:
         if replies is not None:  # None: a door task reads them (see _exchange)
             self._replied(batch, replies)
 
-    def _in_callers_task(self) -> bool:
-        """Whether this runs in a caller's task (the lone-command path), not one of the door's."""
-        return asyncio.current_task() not in self._senders
-
     def _interrupted(self, batch: list[_Op], cancelled: asyncio.CancelledError) -> None:
-        if not self._in_callers_task():
+        if not batch[0].by_caller:
             # One of the door's own tasks was cancelled: the event loop is shutting down.
             for op in batch:
                 if op.state == _SENDING:
@@ -772,14 +773,14 @@ class Store:
                 op.written = True
             await wire.write(connection, [wire.pack(commands)])
             replies: list[Any] = []
-            if batch[0].abandoned and self._in_callers_task():  # a caller's batch is its one command
+            if batch[0].abandoned and batch[0].by_caller:  # a caller's batch is its one command
                 handed_over = True
                 self._read_later(connections, connection, batch, replies)
                 return None
             try:
                 await self._read(connection, batch, replies)
             except asyncio.CancelledError:
-                if self._in_callers_task():
+                if batch[0].by_caller:
                     handed_over = True
                     self._read_later(connections, connection, batch, replies)
                 raise
