@@ -163,7 +163,7 @@ async def read(connection: AbstractConnection, count: int, replies: list[Any]) -
 
 
 async def _read_replies(connection: AbstractConnection, count: int, replies: list[Any]) -> None:
-    parser = getattr(connection, "_parser", None)
+    parser: Any = getattr(connection, "_parser", None)
     if (
         type(parser) is _HiredisParser
         and parser._reader is not None
