@@ -165,7 +165,7 @@ async def read(connection: AbstractConnection, count: int, replies: list[Any]) -
 async def _read_replies(connection: AbstractConnection, count: int, replies: list[Any]) -> None:
     parser: Any = getattr(connection, "_parser", None)
     if (
-        type(parser) is _HiredisParser
+        parser.__class__ is _HiredisParser
         and parser._reader is not None
         and connection.protocol in (2, "2", None)
         and not connection.health_check_interval
