@@ -49,7 +49,7 @@ try:  # redis-py's hiredis parser and the reader's "incomplete" marker (see :fun
     from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
     from redis._parsers.hiredis import _AsyncHiredisParser
 
-    _HiredisParser: type | None = _AsyncHiredisParser
+    _HiredisParser: Any = _AsyncHiredisParser
 except ImportError:  # another redis-py layout: always the public path
     _NOT_ENOUGH_DATA, _HiredisParser = object(), None
 
@@ -167,7 +167,7 @@ async def _read_replies(connection: AbstractConnection, count: int, replies: lis
     if (
         parser.__class__ is _HiredisParser
         and parser._reader is not None
-        and connection.protocol in (2, "2", None)
+        and (parser._hiredis_PushNotificationType is not None or connection.protocol in (2, "2", None))
         and not connection.health_check_interval
     ):
         await _read_hiredis(parser, count, replies)
@@ -180,13 +180,15 @@ async def _read_replies(connection: AbstractConnection, count: int, replies: lis
 
 
 async def _read_hiredis(parser: Any, count: int, replies: list[Any]) -> None:
-    """What ``_AsyncHiredisParser.read_response`` does for RESP2 replies, in one frame per batch.
+    """What ``_AsyncHiredisParser.read_response`` does, in one frame per batch.
 
     The reader was made by redis-py (``on_connect``) with redis-py's error
     classes: an error reply comes out of it as an exception object, a
-    ``ConnectionError`` among them (``LOADING``) is raised as redis-py raises it.
+    ``ConnectionError`` among them (``LOADING``) is raised as redis-py raises
+    it. A RESP3 push frame (a server's maintenance notice) goes to the
+    parser's own handler, and the reply it came before is read next.
     """
-    reader, stream = parser._reader, parser._stream
+    reader, stream, push = parser._reader, parser._stream, parser._hiredis_PushNotificationType
     while len(replies) < count:
         if not parser._connected:
             raise rex.ConnectionError(_CLOSED)
@@ -202,6 +204,9 @@ async def _read_hiredis(parser: Any, count: int, replies: list[Any]) -> None:
             continue
         if isinstance(reply, rex.ConnectionError):
             raise reply
+        if push is not None and isinstance(reply, push):
+            await parser.handle_push_response(reply)
+            continue
         replies.append(reply)
 
 
