@@ -68,6 +68,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from . import _wire as wire
 from ._config import environ
 from ._constants import Reason, Status
 from ._errors import InvalidConfig
@@ -448,6 +449,107 @@ def release_args(lock_key: str, token: str, outcome: Outcome | None) -> tuple[An
     if found is None or outcome is None:
         return (1, lock_key, token)
     return (3, lock_key, found[0], found[1], token, *outcome.args())
+
+
+# -- the same, packed from formats made once per task --------------------------------------
+
+#: The RESP formats of the ACQUIRE and FINISH requests (as ``EVALSHA``), per task and shape
+#: (see :func:`acquire_request`); None for keys no format fits.
+_formats: dict[tuple[Any, ...], bytes | None] = {}
+_MAX_FORMATS: Final = 1024
+
+
+def _split(keys: TaskKeys) -> tuple[str, str, str] | None:
+    """The lock key's head and date and the marker's head, when the marker ends with the same date."""
+    lock, success = keys.lock, keys.success
+    cut = lock.rfind(":") + 1
+    date = lock[cut:]
+    if not cut or not date or not success.endswith(date):
+        return None
+    return lock[:cut], date, success[: len(success) - len(date)]
+
+
+def _format(key: tuple[Any, ...], make: Any) -> bytes | None:
+    found = _formats.get(key, b"")
+    if found == b"":
+        if len(_formats) >= _MAX_FORMATS:
+            _formats.clear()
+        found = _formats[key] = make()
+    return found
+
+
+def acquire_request(
+    sha: str, keys: TaskKeys, token: str, ttl_ms: int, check_success: bool, retention: int
+) -> bytes | None:
+    """The ``EVALSHA`` request of :func:`acquire_args`, packed as ``_wire.pack`` packs it, from a
+    format made once per task and shape: only the date and the token are filled in per run.
+
+    None when no format fits (a caller's own keys): the door packs the arguments instead.
+    """
+    split = _split(keys)
+    if split is None:
+        return None
+    head, date, success = split
+    day, run = date.encode(), token.encode()
+    records = retention > 0
+    key = (sha, head, success, len(day), len(run), ttl_ms, check_success, retention if records else 0,
+           _pid_host[0] if records else b"")  # fmt: skip
+
+    def make() -> bytes | None:
+        found = _wire_keys(keys.lock) if records else None
+        if records and found is None:
+            return None
+        args: list[bytes | tuple[bytes, int]] = [
+            b"EVALSHA", sha.encode(), b"4" if found else b"2",
+            (head.encode(), len(day)), (success.encode(), len(day)),
+        ]  # fmt: skip
+        if found is not None:
+            args += [(found[0][: len(found[0]) - len(found[2])], len(day)), found[1]]
+        args += [(b"", len(run)), b"%d" % ttl_ms, b"1" if check_success else b"0"]
+        if found is not None:
+            args += [_retention(retention), _pid_host[0], (b"", len(day))]
+        return wire.template(args)
+
+    form = _format(key, make)
+    if form is None:
+        return None
+    if records:
+        return form % (day, day, day, run, day)
+    return form % (day, day, run)
+
+
+def finish_request(
+    sha: str, keys: TaskKeys, token: str, success_ttl: int, marker: str, outcome: Outcome | None
+) -> bytes | None:
+    """The ``EVALSHA`` request of :func:`finish_args`, packed from a format made once per task and
+    shape (see :func:`acquire_request`); the outcome's fields are packed per run."""
+    split = _split(keys)
+    if split is None:
+        return None
+    head, date, success = split
+    day, run = date.encode(), token.encode()
+    tail = outcome.args() if outcome is not None and outcome.retention_ms > 0 else ()
+    key = (sha, head, success, len(day), len(run), success_ttl, marker, len(tail))
+
+    def make() -> bytes | None:
+        found = _wire_keys(keys.lock) if tail else None
+        if tail and found is None:
+            return None
+        args: list[bytes | tuple[bytes, int]] = [
+            b"EVALSHA", sha.encode(), b"4" if found else b"2",
+            (head.encode(), len(day)), (success.encode(), len(day)),
+        ]  # fmt: skip
+        if found is not None:
+            args += [(found[0][: len(found[0]) - len(found[2])], len(day)), found[1]]
+        args += [(b"", len(run)), b"%d" % success_ttl, marker.encode()]
+        return wire.template(args, len(tail))
+
+    form = _format(key, make)
+    if form is None:
+        return None
+    if tail:
+        return form % (day, day, day, run, wire.pack_args(tail))
+    return form % (day, day, run)
 
 
 # -- what is read back -----------------------------------------------------------------

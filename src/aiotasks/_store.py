@@ -128,7 +128,7 @@ from redis.asyncio.connection import AbstractConnection
 from . import _wire as wire
 from ._constants import SUCCESS_MARKER
 from ._keys import ScheduleKeys, TaskKeys
-from ._records import Outcome, acquire_args, finish_args, release_args
+from ._records import Outcome, acquire_args, acquire_request, finish_args, finish_request, release_args
 from ._scripts import (
     ACQUIRE,
     CLAIM,
@@ -218,6 +218,7 @@ class _Op:
         "load",
         "maybe_landed",
         "must_land",
+        "packed",
         "pool_deadline",
         "reply",
         "script",
@@ -236,9 +237,12 @@ class _Op:
         must_land: bool = False,
         then: Callable[[_Op], None] | None = None,
         trailer: Callable[[], tuple[Script, tuple[Any, ...]]] | None = None,
+        packed: bytes | None = None,
     ) -> None:
         self.script = script
         self.args = args  # for a script: numkeys, *keys, *argv; else the whole command
+        #: The request as ``EVALSHA``, already packed (see ``_records.acquire_request``), or None.
+        self.packed = packed
         #: Sent even if its caller is cancelled before it is written (a release).
         self.must_land = must_land
         #: What the door does with the outcome once nobody waits for it.
@@ -334,6 +338,11 @@ class Store:
             acquire_args(keys, token, ttl_ms, check_success, retention_ms),
             then=lambda op: self._give_back_if_taken(keys.lock, token, _cancelled(retention_ms), op),
             trailer=lambda: (RELEASE, release_args(keys.lock, token, _stalled(retention_ms))),
+            packed=(
+                acquire_request(ACQUIRE.sha, keys, token, ttl_ms, check_success, retention_ms)
+                if self._connections is not None
+                else None
+            ),
         )
         try:
             # Straight from this task only where the door reads the reply itself.
@@ -357,8 +366,15 @@ class Store:
         ``outcome`` (a success) goes into the run's record; if the lock was
         lost the record says ``failed``, ``lock_lost`` instead.
         """
-        args = finish_args(keys, token, success_ttl, SUCCESS_MARKER, self._scrubbed(outcome))
-        return int(await self._run(_Op(FINISH, args, trailer=lambda: (FINISH, args)), direct=True)) != 0
+        outcome = self._scrubbed(outcome)
+        args = finish_args(keys, token, success_ttl, SUCCESS_MARKER, outcome)
+        packed = (
+            finish_request(FINISH.sha, keys, token, success_ttl, SUCCESS_MARKER, outcome)
+            if self._connections is not None
+            else None
+        )
+        op = _Op(FINISH, args, trailer=lambda: (FINISH, args), packed=packed)
+        return int(await self._run(op, direct=True)) != 0
 
     async def release(self, lock_key: str, token: str, outcome: Outcome | None = None) -> bool:
         """Delete the lock if it still holds ``token``; False otherwise.
@@ -718,9 +734,15 @@ class Store:
 
         None when the replies are left to a door task (nobody waits for them).
         """
-        commands = [op.command(load=load) for op in batch]
         if self._connections is not None:
-            return await self._execute_on_connection(self._connections, batch, commands)
+            request = b"".join(
+                [
+                    op.packed if op.packed is not None and not load else wire.pack([op.command(load=load)])
+                    for op in batch
+                ]
+            )
+            return await self._execute_on_connection(self._connections, batch, request)
+        commands = [op.command(load=load) for op in batch]
         for op in batch:
             op.written = True  # redis-py sends it: from here on it may reach Redis
         try:
@@ -742,26 +764,26 @@ class Store:
             raise
 
     async def _execute_on_connection(
-        self, connections: wire.Connections, batch: Sequence[_Op], commands: list[tuple[Any, ...]]
+        self, connections: wire.Connections, batch: Sequence[_Op], request: bytes
     ) -> list[Any] | None:
         kept = connections.kept()
         if kept is not None:
             try:
-                return await self._exchange(connections, kept, batch, commands)
+                return await self._exchange(connections, kept, batch, request)
             except rex.ConnectionError:
                 # It went stale while kept (the server closed it): once more, on a pooled one.
                 for op in batch:
                     op.maybe_landed |= op.written
-        return await self._exchange(connections, await connections.take(), batch, commands)
+        return await self._exchange(connections, await connections.take(), batch, request)
 
     async def _exchange(
         self,
         connections: wire.Connections,
         connection: AbstractConnection,
         batch: Sequence[_Op],
-        commands: list[tuple[Any, ...]],
+        request: bytes,
     ) -> list[Any] | None:
-        """Write the batch on ``connection`` and read its replies.
+        """Write the batch (``request``, its commands packed) on ``connection`` and read its replies.
 
         If the caller's task stops waiting once the request is written (it is
         cancelled, or nobody waits for these replies), a door task reads them
@@ -771,7 +793,7 @@ class Store:
         try:
             for op in batch:
                 op.written = True
-            await wire.write(connection, [wire.pack(commands)])
+            await wire.write(connection, [request])
             replies: list[Any] = []
             if batch[0].abandoned and batch[0].by_caller:  # a caller's batch is its one command
                 handed_over = True

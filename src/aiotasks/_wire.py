@@ -60,10 +60,12 @@ __all__ = [
     "describe",
     "noscript",
     "pack",
+    "pack_args",
     "pool_limit",
     "read",
     "retries_by_itself",
     "take",
+    "template",
     "translate",
     "write",
 ]
@@ -101,6 +103,37 @@ def pack(commands: Sequence[tuple[Any, ...]]) -> bytes:
 
 #: :func:`pack`'s RESP template of a command, by its number of arguments.
 _TEMPLATES: dict[int, bytes] = {}
+
+
+def template(args: Sequence[bytes | tuple[bytes, int]], tail: int = 0) -> bytes:
+    """One command's RESP as a ``%``-format, for a command sent again and again with a few
+    parts changed (a run's keys and token): made once, filled with one ``%`` per call.
+
+    :param args: each argument as its bytes, or ``(head, n)``: ``head`` followed by a hole of
+        exactly ``n`` bytes (``%b``), filled per call.
+    :param tail: how many more arguments follow, given at each call as one more ``%b``: their
+        RESP, as :func:`pack_args` makes it.
+    """
+    parts = [b"*%d\r\n" % (len(args) + tail)]
+    for arg in args:
+        if isinstance(arg, tuple):
+            head, size = arg
+            parts.append(b"$%d\r\n%b%%b\r\n" % (len(head) + size, head.replace(b"%", b"%%")))
+        else:
+            parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg.replace(b"%", b"%%")))
+    if tail:
+        parts.append(b"%b")
+    return b"".join(parts)
+
+
+def pack_args(args: Sequence[Any]) -> bytes:
+    """The RESP of ``args`` as the end of a request (no count): what fills a :func:`template`'s tail."""
+    return b"".join(
+        [
+            b"$%d\r\n%b\r\n" % (len(data), data)
+            for data in [a if type(a) is bytes else str(a).encode() for a in args]
+        ]
+    )
 
 
 async def take(pool: ConnectionPool) -> AbstractConnection:
