@@ -120,6 +120,7 @@ def _forked() -> None:
 
 
 os.register_at_fork(after_in_child=_forked)
+_SUCCESS: Final = Status.SUCCESS.value
 #: Result-dict keys that are the library's, not the body's counters.
 _STANDARD: Final = frozenset(
     {"task", "date", "task_id", "status", "errors", "warnings", "reason", "attempts", "fence"}
@@ -384,7 +385,7 @@ def ending_of(
     """The status and reason a finished run's result dict says (see :meth:`Outcome.of`)."""
     said: Any = status or result.get("status")
     if said == Status.SUCCESS:
-        return Status.SUCCESS.value, ""
+        return _SUCCESS, ""
     if said != Status.FAILED:
         return Status.FAILED.value, (default_reason or Reason.CANCELLED).value
     return Status.FAILED.value, str(result.get("reason") or "error")

@@ -76,6 +76,12 @@ logger = logging.getLogger("aiotasks.task")
 
 #: The longest pause between two retries, whatever the backoff says.
 MAX_RETRY_DELAY: Final = 60.0
+# The result dict's values a run writes every time, read once (an enum member's ``.value``
+# costs a descriptor call).
+_SUCCESS: Final = Status.SUCCESS.value
+_SKIPPED: Final = Status.SKIPPED.value
+_COMPLETED: Final = Reason.ALREADY_COMPLETED.value
+_HELD: Final = Reason.LOCK_HELD.value
 
 T = TypeVar("T")
 
@@ -333,9 +339,8 @@ class Task:
             _fail(result, str(exc), Reason.REDIS_UNAVAILABLE)
             raise TaskError(Status.FAILED.value, str(exc), result) from exc
         if not isinstance(outcome, Acquired):
-            result["status"] = Status.SKIPPED.value
-            reason = Reason.ALREADY_COMPLETED if isinstance(outcome, Completed) else Reason.LOCK_HELD
-            result["reason"] = reason.value
+            result["status"] = _SKIPPED
+            result["reason"] = _COMPLETED if isinstance(outcome, Completed) else _HELD
             logger.debug("%s %s: skipped (%s)", self.name, date, result["reason"])
             _metrics.observe_skip(self.name, result["reason"])
             return result
@@ -482,7 +487,7 @@ class Task:
             message = "lock lost before the run could be recorded: it expired or was taken"
             _fail(run.result, message, Reason.LOCK_LOST)
             return TaskError(Status.FAILED.value, message)
-        run.result["status"] = Status.SUCCESS.value
+        run.result["status"] = _SUCCESS
         return None
 
 
