@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from redis.utils import HIREDIS_AVAILABLE
 
-from benchmarks import chain_overhead, controls, lock_contention, records, scheduling, versus
+from benchmarks import chain_overhead, controls, cpu, lock_contention, records, scheduling, versus
 
 HERE = Path(__file__).parent
 
@@ -47,6 +47,8 @@ SUITE: list[tuple[str, Any, list[str]]] = [
         versus,
         ["20ffb54", "--repeat", "7", "--attempts", "6000"],
     ),
+    # Issue 22: what a run costs the worker and Redis, per run, beside the floor and the seed.
+    ("CPU per run: worker and Redis", cpu, []),
     ("Chain overhead and makespan", chain_overhead, []),
     ("Run records: memory and the date grid", records, []),
     ("Scheduling: fire latency, idle cost, windowed backfill", scheduling, []),

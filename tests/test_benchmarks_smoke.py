@@ -28,6 +28,7 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
         "Lock contention, coroutines in one process",
         "Lock contention, 4 OS processes",
         "Lock contention against 20ffb54, interleaved in this run",
+        "CPU per run: worker and Redis",
         "Chain overhead and makespan",
         "Run records: memory and the date grid",
         "Scheduling: fire latency, idle cost, windowed backfill",
@@ -54,19 +55,29 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert {
         (row["contender"], row["base_attempts_s"] > 0, row["this_attempts_s"] > 0) for row in versus["rows"]
     } == {("aiotasks", True, True), ("norecords", True, True), ("floor", True, True)}, versus
-    chain = results["benchmarks"][3]["result"]
+    cpu = results["benchmarks"][3]["result"]
+    # Every contender measured at each concurrency, on fresh keys (runs, no skips), and a run of
+    # aiotasks is its two requests, as Redis counted them; the seed's four.
+    assert {(row["workers"], row["contender"]) for row in cpu["rows"]} == {
+        (w, c) for w in (1, 32) for c in ("aiotasks", "norecords", "seed", "floor")
+    }
+    assert all(row["skips"] == 0 and row["runs_s"] > 0 and row["cpu_us"] > 0 for row in cpu["rows"])
+    requests = {row["contender"]: row["requests"] for row in cpu["rows"]}
+    assert requests == {"aiotasks": 2.0, "norecords": 2.0, "seed": 4.0, "floor": 2.0}, cpu["rows"]
+    assert all(row["redis_us"] > 0 for row in cpu["rows"] if row["contender"] != "floor")
+    chain = results["benchmarks"][4]["result"]
     assert {row["shape"] for row in chain["overhead"]} == {"wide", "deep", "random"}
     assert chain["makespan"]
     assert all("aiotasks_ratio" in row and "baseline_ratio" in row for row in chain["makespan"])
-    scheduling = results["benchmarks"][5]["result"]
+    scheduling = results["benchmarks"][6]["result"]
     # Correctness, not speed: no slot's body ran twice across the replicas; an idle scheduler sent nothing.
     assert [row["duplicates"] for row in scheduling["fire_latency"] if "duplicates" in row] == [0]
     assert scheduling["idle"][0]["redis_cmds"] == 0, scheduling["idle"]
     # Each trigger ran its body once, on one of the replicas.
-    assert results["benchmarks"][6]["result"]["targets"]["duplicates (0)"] == 0
+    assert results["benchmarks"][7]["result"]["targets"]["duplicates (0)"] == 0
     contenders = [row["contender"] for row in scheduling["backfill"]]
     assert contenders == ["baseline: date by date", "window 1", "window 4"]
     assert all(row["makespan_s"] > 0 and row["target_s"] > 0 for row in scheduling["backfill"])
-    recorded = results["benchmarks"][4]["result"]
+    recorded = results["benchmarks"][5]["result"]
     assert recorded["memory"]["runs"] == recorded["memory"]["tasks"] * recorded["memory"]["days"]
     assert recorded["grid"]["commands_per_read"] == recorded["grid"]["tasks"]  # one script per task

@@ -315,6 +315,9 @@ class Store:
         self._pool_full = False
         #: The slots of the task bodies that share the client (see ``_slots``).
         self.bodies = BodySlots(capacity(client, lanes))
+        #: The runs' first lock renewals, by when they are due: one loop timer per slot
+        #: (``_task._first_renewal``).
+        self.renewals: dict[tuple[float, int], set[Any]] = {}
 
     # -- the library's operations ------------------------------------------------
 
