@@ -74,7 +74,9 @@ async def _decorated(task: aiotasks.Task, client: Redis, date: str, tally: Tally
 
 def _attempt(contender: str, task: str) -> Attempt:
     if contender in ("aiotasks", "norecords"):
-        decorated_task = aiotasks.Task(decorated, name=task, retention=0 if contender == "norecords" else None)
+        decorated_task = aiotasks.Task(
+            decorated, name=task, retention=0 if contender == "norecords" else None
+        )
         return lambda client, _task, date, tally: _decorated(decorated_task, client, date, tally)
     return attempt_seed if contender == "seed" else attempt_floor
 
@@ -139,9 +141,9 @@ async def measure(
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     if name == "asyncio":
         return None
-    import uvloop  # noqa: PLC0415  (optional: only when asked for)
+    import uvloop  # optional: only when asked for
 
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 def run_pass(args: argparse.Namespace, url: str, contender: str, workers: int, task: str) -> dict[str, Any]:
@@ -172,7 +174,9 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
                 got = passes[contender]
                 row: dict[str, Any] = {"workers": workers, "contender": contender}
                 for column in ("runs_s", "cpu_us", "redis_us", "requests"):
-                    row[column] = round(statistics.median(p[column] for p in got), 1 if column != "runs_s" else 0)
+                    row[column] = round(
+                        statistics.median(p[column] for p in got), 1 if column != "runs_s" else 0
+                    )
                 row["cpu_us_min"] = round(min(p["cpu_us"] for p in got), 1)
                 row["x_floor"] = round(row["runs_s"] / floor, 2) if floor else None
                 row["x_norecords"] = (
@@ -246,7 +250,9 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--workers", default="1,32,1000", help="coroutines on one client, comma-separated")
     parser.add_argument("--runs", type=int, default=4000, help="runs per pass (each on a fresh key)")
-    parser.add_argument("--repeat", type=int, default=5, help="interleaved passes; each figure is their median")
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="interleaved passes; each figure is their median"
+    )
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the event loop")
     parser.add_argument(
@@ -268,7 +274,9 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
 def render(result: dict[str, Any]) -> str:
     loop = result["parameters"]["loop"]
     title = f"CPU per run, worker and Redis ({loop} loop; median of {result['parameters']['repeat']} passes)"
-    text = f"{title}\n{table(result['rows'])}\n\nTargets (issue 22): {json.dumps(result['targets'], indent=2)}"
+    text = (
+        f"{title}\n{table(result['rows'])}\n\nTargets (issue 22): {json.dumps(result['targets'], indent=2)}"
+    )
     for workers, found in result["profiles"].items():
         text += f"\n\nProfile, aiotasks at {workers} coroutines:\n{found}"
     return text

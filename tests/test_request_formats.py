@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio import Connection
@@ -40,7 +42,7 @@ def _keys(name: str, date: str, namespace: str | None, cluster: bool, own: bool)
     )
 
 
-def _redis_py(command: tuple[object, ...]) -> bytes:
+def _redis_py(command: tuple[Any, ...]) -> bytes:
     return b"".join(Connection().pack_commands([command]))
 
 

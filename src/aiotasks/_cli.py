@@ -21,7 +21,9 @@ and never contain any part of a Redis password. Exit codes:
   running in a thread then keeps its lock until its ``lock_timeout``).
 
 Targets are imported before the event loop starts, so a module that calls
-``asyncio.run()`` at import works.
+``asyncio.run()`` at import works. ``run`` and ``serve`` run on uvloop when it
+is installed (``pip install 'aiotasks-redis[uvloop]'``: a run costs the worker
+less CPU), else on asyncio's own loop; every other command on asyncio's.
 """
 
 from __future__ import annotations
@@ -497,7 +499,7 @@ def _run(args: argparse.Namespace, chain: Chain) -> int:
     check_run_options(args.max_concurrency, args.wait_timeout)
     check_window(args.window)
     settings = _settings(args)
-    return _in_loop(lambda signals: _run_chain(args, chain, dates, settings, signals))
+    return _in_loop(lambda signals: _run_chain(args, chain, dates, settings, signals), fast=True)
 
 
 async def _run_chain(
@@ -867,7 +869,7 @@ def _serve(args: argparse.Namespace, schedules: list[Schedule]) -> int:
             await _close(client)
         return signals.exit_code or EXIT_OK
 
-    return _in_loop(serve)
+    return _in_loop(serve, fast=True)
 
 
 async def _close(client: AnyRedis) -> None:
@@ -927,9 +929,26 @@ def _configure_logging(verbosity: int) -> None:
     root.propagate = False
 
 
-def _in_loop(command: Callable[[_Signals], Awaitable[T]]) -> T:
+def loop_factory(fast: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when ``fast`` and uvloop is installed, else None (asyncio's own).
+
+    uvloop runs the loop, its timers, futures' callbacks and socket transports
+    in C: the part of a run's CPU that aiotasks' own code can't cut
+    (``docs/explanation/performance.md``). Optional: ``aiotasks-redis[uvloop]``.
+    """
+    if not fast:
+        return None
+    try:
+        import uvloop  # optional, and only for the commands that run tasks
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _in_loop(command: Callable[[_Signals], Awaitable[T]], *, fast: bool = False) -> T:
     """Run ``command`` in a new event loop; the first SIGINT/SIGTERM cancels it, the second exits at once.
 
+    :param fast: on uvloop when it is installed (``run`` and ``serve``, see :func:`loop_factory`).
     :raises CliError: with exit code 130/143 when a signal cancelled the command.
     """
     signals = _Signals()
@@ -970,7 +989,8 @@ def _in_loop(command: Callable[[_Signals], Awaitable[T]]) -> T:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
 
-    return asyncio.run(supervised())
+    with asyncio.Runner(loop_factory=loop_factory(fast)) as runner:
+        return runner.run(supervised())
 
 
 def _fail(message: str, code: int) -> int:
