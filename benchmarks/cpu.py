@@ -15,7 +15,10 @@ process and nothing of the server's); ``redis_us`` the server's CPU per run
 (``INFO commandstats``: the ``usec`` of the requests the contender sends --
 the scripts' ``EVALSHA`` for aiotasks, which includes the commands the script
 runs -- after ``CONFIG RESETSTAT`` on the benchmark's own server);
-``requests`` requests per run, from the same counts. ``x_floor`` is the rate
+``requests`` requests per run, from the same counts; ``writes`` the
+client's writes per run as the server read them (``total_reads_processed``):
+below ``requests`` when runs share a pipeline, and the fewer, the less each
+run costs both sides in system calls. ``x_floor`` is the rate
 over the floor's, ``x_norecords`` aiotasks' over ``norecords``'. Each figure
 is the median of ``--repeat`` interleaved passes (contenders in random order).
 
@@ -81,8 +84,10 @@ def _attempt(contender: str, task: str) -> Attempt:
     return attempt_seed if contender == "seed" else attempt_floor
 
 
-async def _server_usec(admin: Redis, contender: str) -> tuple[int, int]:
-    """Calls and usec of ``contender``'s requests since the last ``CONFIG RESETSTAT``."""
+async def _server_usec(admin: Redis, contender: str) -> tuple[int, int, int]:
+    """Calls and usec of ``contender``'s requests since the last ``CONFIG RESETSTAT``, and the reads
+    the server made (each a write of the client's: one request, or a batch of them)."""
+    reads = int((await admin.info("stats"))["total_reads_processed"])
     stats = await admin.info("commandstats")
     calls = usec = 0
     for name in REQUESTS[contender]:
@@ -90,7 +95,7 @@ async def _server_usec(admin: Redis, contender: str) -> tuple[int, int]:
         if found:
             calls += int(found["calls"])
             usec += int(found["usec"])
-    return calls, usec
+    return calls, usec, reads
 
 
 async def measure(
@@ -123,7 +128,7 @@ async def measure(
         elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
         if profile is not None:
             profile.disable()
-        calls, usec = await _server_usec(admin, contender)
+        calls, usec, reads = await _server_usec(admin, contender)
     finally:
         await client.aclose()
         await admin.aclose()
@@ -135,6 +140,7 @@ async def measure(
         "cpu_us": cpu / done * 1e6,
         "redis_us": usec / done,
         "requests": calls / done,
+        "writes": reads / done,
     }
 
 
@@ -173,10 +179,8 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
             for contender in contenders:
                 got = passes[contender]
                 row: dict[str, Any] = {"workers": workers, "contender": contender}
-                for column in ("runs_s", "cpu_us", "redis_us", "requests"):
-                    row[column] = round(
-                        statistics.median(p[column] for p in got), 1 if column != "runs_s" else 0
-                    )
+                for column, digits in DIGITS.items():
+                    row[column] = round(statistics.median(p[column] for p in got), digits)
                 row["cpu_us_min"] = round(min(p["cpu_us"] for p in got), 1)
                 row["x_floor"] = round(row["runs_s"] / floor, 2) if floor else None
                 row["x_norecords"] = (
@@ -222,8 +226,11 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+#: The measured columns, with the digits they are rounded to.
+DIGITS = {"runs_s": 0, "cpu_us": 1, "redis_us": 1, "requests": 2, "writes": 3}
+
 COLUMNS = [
-    "workers", "contender", "runs_s", "cpu_us", "cpu_us_min", "redis_us", "requests", "x_floor",
+    "workers", "contender", "runs_s", "cpu_us", "cpu_us_min", "redis_us", "requests", "writes", "x_floor",
     "x_norecords", "skips",
 ]  # fmt: skip
 
