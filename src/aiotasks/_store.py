@@ -210,8 +210,8 @@ class _Op:
     """One command on its way: queued, written, then replied (result or exception)."""
 
     __slots__ = (
+        "_args",
         "abandoned",
-        "args",
         "attempts",
         "by_caller",
         "future",
@@ -232,7 +232,7 @@ class _Op:
     def __init__(
         self,
         script: Script | None,
-        args: tuple[Any, ...],
+        args: tuple[Any, ...] | Callable[[], tuple[Any, ...]],
         *,
         must_land: bool = False,
         then: Callable[[_Op], None] | None = None,
@@ -240,7 +240,9 @@ class _Op:
         packed: bytes | None = None,
     ) -> None:
         self.script = script
-        self.args = args  # for a script: numkeys, *keys, *argv; else the whole command
+        #: For a script: numkeys, *keys, *argv; else the whole command. Or what makes them, when
+        #: they are only needed off the common path (``packed`` is given): see :attr:`args`.
+        self._args = args
         #: The request as ``EVALSHA``, already packed (see ``_records.acquire_request``), or None.
         self.packed = packed
         #: Sent even if its caller is cancelled before it is written (a release).
@@ -262,6 +264,14 @@ class _Op:
         self.attempts = 1
         self.pool_deadline: float | None = None
         self.reply: Any = None
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The command's arguments (made on first use when given as a function)."""
+        args = self._args
+        if not isinstance(args, tuple):
+            args = self._args = args()
+        return args
 
     def trailing_command(self) -> tuple[Any, ...] | None:
         """The trailer as EVAL, which runs whether or not the server has the script cached."""
@@ -336,16 +346,20 @@ class Store:
         caller is cancelled after that, the door reads the reply and gives the
         lock back if it was taken. An interrupted acquire leaves nothing behind.
         """
+        packed = (
+            acquire_request(ACQUIRE.sha, keys, token, ttl_ms, check_success, retention_ms)
+            if self._connections is not None
+            else None
+        )
         op = _Op(
             ACQUIRE,
-            acquire_args(keys, token, ttl_ms, check_success, retention_ms),
+            # Packed, the arguments are needed only if it is sent again as EVAL (NOSCRIPT).
+            functools.partial(acquire_args, keys, token, ttl_ms, check_success, retention_ms)
+            if packed is not None
+            else acquire_args(keys, token, ttl_ms, check_success, retention_ms),
             then=lambda op: self._give_back_if_taken(keys.lock, token, _cancelled(retention_ms), op),
             trailer=lambda: (RELEASE, release_args(keys.lock, token, _stalled(retention_ms))),
-            packed=(
-                acquire_request(ACQUIRE.sha, keys, token, ttl_ms, check_success, retention_ms)
-                if self._connections is not None
-                else None
-            ),
+            packed=packed,
         )
         try:
             # Straight from this task only where the door reads the reply itself.
@@ -370,13 +384,14 @@ class Store:
         lost the record says ``failed``, ``lock_lost`` instead.
         """
         outcome = self._scrubbed(outcome)
-        args = finish_args(keys, token, success_ttl, SUCCESS_MARKER, outcome)
         packed = (
             finish_request(FINISH.sha, keys, token, success_ttl, SUCCESS_MARKER, outcome)
             if self._connections is not None
             else None
         )
-        op = _Op(FINISH, args, trailer=lambda: (FINISH, args), packed=packed)
+        args = functools.partial(finish_args, keys, token, success_ttl, SUCCESS_MARKER, outcome)
+        op = _Op(FINISH, args if packed is not None else args(), packed=packed)
+        op.trailer = lambda: (FINISH, op.args)
         return int(await self._run(op, direct=True)) != 0
 
     async def release(self, lock_key: str, token: str, outcome: Outcome | None = None) -> bool:
