@@ -102,7 +102,9 @@ async def measure(
     url: str, contender: str, workers: int, runs: int, task: str, profile: cProfile.Profile | None = None
 ) -> dict[str, Any]:
     """One timed pass of one contender: ``runs`` runs on fresh keys by ``workers`` coroutines."""
-    client = Redis.from_url(url)
+    # A pool with a connection per coroutine (redis-py's default holds 100): the floor and the seed
+    # need one per request in flight; aiotasks uses its two lanes whatever the pool.
+    client = Redis.from_url(url, max_connections=max(100, workers))
     admin = Redis.from_url(url)
     tally = Tally()
     attempt = _attempt(contender, task)
