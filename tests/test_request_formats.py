@@ -1,13 +1,18 @@
-"""The door's per-task request formats write the very bytes the generic packer would (issue 22)."""
+"""The run path's leaner packing and objects (issue 22): the same bytes, nothing left for the GC."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from redis.asyncio import Connection
+from redis.asyncio import Connection, Redis
 
+import aiotasks
+from aiotasks import Run
 from aiotasks._constants import SUCCESS_MARKER
 from aiotasks._keys import TaskKeys, task_keys
 from aiotasks._records import Outcome, acquire_args, acquire_request, finish_args, finish_request
@@ -105,3 +110,34 @@ def test_the_decorators_keys_always_have_a_format() -> None:
         assert acquire_request(ACQUIRE.sha, keys, "abcdefgh", 300_000, True, 0) is not None
         assert finish_request(FINISH.sha, keys, "abcdefgh", 86_400, SUCCESS_MARKER, outcome) is not None
         assert finish_request(FINISH.sha, keys, "abcdefgh", 86_400, SUCCESS_MARKER, None) is not None
+
+
+@pytest.mark.parametrize("retention", [None, 0], ids=["records", "no-records"])
+@pytest.mark.parametrize("concurrent", [1, 16])
+async def test_runs_leave_no_reference_cycles(
+    redis_client: Redis, retention: int | None, concurrent: int
+) -> None:
+    """A successful run frees everything it made by reference counting: nothing is left for the
+    garbage collector (regression: a trailer's closure and a lease's shared timer each held a cycle,
+    and at 1,000 concurrent runs collecting them cost more CPU than the runs did)."""
+
+    async def body(run: Run) -> None:
+        run.result["rows"] = 1
+
+    task = aiotasks.Task(body, name="cycles", retention=retention)
+    dates = [f"202611{day:02d}" for day in range(1, 29)]
+
+    async def runs(chosen: list[str]) -> None:
+        for start in range(0, len(chosen), concurrent):
+            await asyncio.gather(
+                *(task(date, redis=redis_client) for date in chosen[start : start + concurrent])
+            )
+
+    await runs(dates[:12])  # first uses: the door's connections, caches, formats
+    gc.collect()
+    gc.disable()
+    try:
+        await runs(dates[12:])
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -390,8 +390,11 @@ class Store:
             else None
         )
         args = functools.partial(finish_args, keys, token, success_ttl, SUCCESS_MARKER, outcome)
-        op = _Op(FINISH, args if packed is not None else args(), packed=packed)
-        op.trailer = lambda: (FINISH, op.args)
+        # (The trailer makes its own arguments: one that reached the op would be a reference cycle,
+        # left to the garbage collector once per run.)
+        op = _Op(
+            FINISH, args if packed is not None else args(), trailer=lambda: (FINISH, args()), packed=packed
+        )
         return int(await self._run(op, direct=True)) != 0
 
     async def release(self, lock_key: str, token: str, outcome: Outcome | None = None) -> bool:

@@ -266,11 +266,13 @@ class _Due:
     __slots__ = ("callback", "slot")
 
     def __init__(self, callback: Callable[[], object], slot: set[_Due]) -> None:
-        self.callback = callback
+        self.callback: Callable[[], object] | None = callback
         self.slot = slot
 
     def cancel(self) -> None:
+        # Forget the callback too, as a TimerHandle does: it is the lease's, which holds this.
         self.slot.discard(self)
+        self.callback = None
 
 
 def _first_renewal(store: Store, delay: float, callback: Callable[[], object]) -> _Due:
@@ -296,7 +298,8 @@ def _first_renewal(store: Store, delay: float, callback: Callable[[], object]) -
 
 def _renew_slot(renewals: dict[tuple[float, int], set[_Due]], key: tuple[float, int]) -> None:
     for due in list(renewals.pop(key)):
-        due.callback()
+        if due.callback is not None:
+            due.callback()
 
 
 class Task:
