@@ -84,9 +84,10 @@ def _attempt(contender: str, task: str) -> Attempt:
     return attempt_seed if contender == "seed" else attempt_floor
 
 
-async def _server_usec(admin: Redis, contender: str) -> tuple[int, int, int]:
-    """Calls and usec of ``contender``'s requests since the last ``CONFIG RESETSTAT``, and the reads
-    the server made (each a write of the client's: one request, or a batch of them)."""
+async def _server_usec(admin: Redis, contender: str) -> tuple[int, int, int, dict[str, int]]:
+    """Calls and usec of ``contender``'s requests since the last ``CONFIG RESETSTAT``, the reads
+    the server made (each a write of the client's: one request, or a batch of them), and the usec
+    of every command (a script's own commands under their names)."""
     reads = int((await admin.info("stats"))["total_reads_processed"])
     stats = await admin.info("commandstats")
     calls = usec = 0
@@ -95,7 +96,12 @@ async def _server_usec(admin: Redis, contender: str) -> tuple[int, int, int]:
         if found:
             calls += int(found["calls"])
             usec += int(found["usec"])
-    return calls, usec, reads
+    every = {
+        name.removeprefix("cmdstat_"): int(found["usec"])
+        for name, found in stats.items()
+        if not name.startswith(("cmdstat_config", "cmdstat_info"))
+    }
+    return calls, usec, reads, every
 
 
 async def measure(
@@ -130,7 +136,7 @@ async def measure(
         elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
         if profile is not None:
             profile.disable()
-        calls, usec, reads = await _server_usec(admin, contender)
+        calls, usec, reads, every = await _server_usec(admin, contender)
     finally:
         await client.aclose()
         await admin.aclose()
@@ -143,6 +149,7 @@ async def measure(
         "redis_us": usec / done,
         "requests": calls / done,
         "writes": reads / done,
+        "by_command": {name: round(spent / done, 2) for name, spent in sorted(every.items())},
     }
 
 
@@ -189,6 +196,13 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
                     round(row["runs_s"] / norecords, 2) if norecords and contender == "aiotasks" else None
                 )
                 row["skips"] = sum(p["skips"] for p in got)  # fresh keys: must stay 0
+                if contender in ("aiotasks", "norecords"):
+                    # Where the server's time goes: each command's usec per run, medians of the passes.
+                    names = sorted({name for p in got for name in p["by_command"]})
+                    row["redis_by_command"] = {
+                        name: round(statistics.median(p["by_command"].get(name, 0.0) for p in got), 2)
+                        for name in names
+                    }
                 rows.append(row)
         for workers in [int(w) for w in args.profile.split(",")] if args.profile else []:
             profiles[str(workers)] = profile(args, server.url, workers)
@@ -286,6 +300,10 @@ def render(result: dict[str, Any]) -> str:
     text = (
         f"{title}\n{table(result['rows'])}\n\nTargets (issue 22): {json.dumps(result['targets'], indent=2)}"
     )
+    for row in result["rows"]:
+        if row.get("redis_by_command"):
+            spent = ", ".join(f"{name} {usec}" for name, usec in row["redis_by_command"].items())
+            text += f"\n\nRedis usec per run by command, {row['contender']} at {row['workers']}: {spent}"
     for workers, found in result["profiles"].items():
         text += f"\n\nProfile, aiotasks at {workers} coroutines:\n{found}"
     return text

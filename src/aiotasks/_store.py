@@ -998,9 +998,10 @@ def _log_failed_release(lock_key: str, op: _Op) -> None:
 _stores: weakref.WeakKeyDictionary[Any, Store] = weakref.WeakKeyDictionary()
 
 
-def store_for(client: AnyRedis) -> Store:
-    """The :class:`Store` of ``client`` on the running loop, created on first use."""
+def store_for(client: AnyRedis, loop: asyncio.AbstractEventLoop | None = None) -> Store:
+    """The :class:`Store` of ``client`` on the running loop (``loop``, when the caller has it at
+    hand), created on first use."""
     store = _stores.get(client)
-    if store is None or store.loop is not asyncio.get_running_loop():
+    if store is None or store.loop is not (loop or asyncio.get_running_loop()):
         store = _stores[client] = Store(client)
     return store
