@@ -32,7 +32,7 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
         "Chain overhead and makespan",
         "Run records: memory and the date grid",
         "Scheduling: fire latency, idle cost, windowed backfill",
-        "Controls: trigger latency across replicas",
+        "Controls: the pause check's cost; trigger, pause and resume latency across replicas",
     ]
     text = report.read_text()
     assert results["machine"]["redis-server"] in text
@@ -73,8 +73,14 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
     # Correctness, not speed: no slot's body ran twice across the replicas; an idle scheduler sent nothing.
     assert [row["duplicates"] for row in scheduling["fire_latency"] if "duplicates" in row] == [0]
     assert scheduling["idle"][0]["redis_cmds"] == 0, scheduling["idle"]
-    # Each trigger ran its body once, on one of the replicas.
-    assert results["benchmarks"][7]["result"]["targets"]["duplicates (0)"] == 0
+    # Each trigger ran its body once, on one of the replicas; no slot ran twice around pauses; the
+    # pause check was measured both ways at both sizes.
+    controlled = results["benchmarks"][7]["result"]
+    assert controlled["targets"]["duplicates (0)"] == 0
+    assert controlled["targets"]["slots run twice around pauses (0)"] == 0
+    assert [row["workers"] for row in controlled["pause_check"]] == [1, 32]
+    assert all(row["with_runs_cpu_s"] > 0 < row["without_runs_cpu_s"] for row in controlled["pause_check"])
+    assert len(controlled["pause_latency"]) == 6
     contenders = [row["contender"] for row in scheduling["backfill"]]
     assert contenders == ["baseline: date by date", "window 1", "window 4"]
     assert all(row["makespan_s"] > 0 and row["target_s"] > 0 for row in scheduling["backfill"])

@@ -13,12 +13,24 @@ slot across every replica" a property of the keys rather than of coordination:
   local wall time in the schedule's zone: ``YYYYMMDDTHHMM``, or
   ``YYYYMMDDTHHMMSS`` when ``every`` has seconds.
 
-Daylight saving time follows Debian's cron (through cronsim): a time skipped
-when clocks spring forward fires once, right after the jump (a 02:30 daily
-schedule runs at 03:00 that day); in the hour repeated when clocks fall back,
-a wall-clock time fires once, on its first pass (slot keys never repeat).
-``every`` intervals are elapsed time counted from local midnight, restarting
-each day, so ``every="15m"`` fires at :00, :15, :30 and :45 of the local hour.
+Daylight saving time (the docs' "Time zones and DST" page has the whole story
+and a table): slot keys never repeat, and each slot is strictly after the one
+before it, so replicas started at any moment agree on the slots to come.
+
+* A fixed-time cron (no ``*`` heading its minute or hour field) follows
+  Debian's cron, through cronsim: a time skipped when clocks spring forward
+  fires at the first minute after the jump (times one jump skips fire there
+  as one slot; Debian's cron fires each), and in the hour repeated when
+  clocks fall back a wall time fires once, on its first pass.
+* A wildcard cron (``0 * * * *``, ``*/15 1-3 * * *``) fires the wall times
+  that exist: none in a skipped hour, those of a repeated hour once, on the
+  first pass (Debian's cron fires both passes).
+* ``every`` intervals are elapsed time counted from local midnight,
+  restarting each day, so ``every="15m"`` fires at :00, :15, :30 and :45 of
+  the local hour. It fires every instant of that grid except one whose key
+  already fired: in a repeated hour, one whose wall time fired on the first
+  pass (``"90m"`` fires 02:00 CET after 01:30 CEST, ``"30m"`` fires no second
+  pass); ``"1d"``, the 23:00 of a 25-hour day.
 
 Cron parsing is cronsim's, not ours: it is small, has no dependencies, works
 with ``zoneinfo``, and is built to match Debian's cron including the DST
@@ -48,6 +60,8 @@ __all__ = ["Schedule", "Slot", "parse_every"]
 
 _EVERY_RE: Final = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.ASCII)
 _ONE_SECOND: Final = dt.timedelta(seconds=1)
+_ONE_MINUTE: Final = dt.timedelta(minutes=1)
+_ONE_HOUR: Final = dt.timedelta(hours=1)
 _ONE_DAY: Final = dt.timedelta(days=1)
 _UTC: Final = dt.UTC
 
@@ -205,12 +219,16 @@ class Schedule:
         return format_slot(local, seconds=seconds)
 
     def slots(self, after: dt.datetime) -> Iterator[Slot]:
-        """Every slot strictly after ``after`` (aware), in time order; keys strictly increase."""
-        for at in self._fire_times(after):
-            local = at.astimezone(self.zone)
-            # The second pass of a repeated (fall-back) hour: its wall times already fired.
-            if local.fold and local.replace(fold=0).utcoffset() != local.utcoffset():
-                continue
+        """Every slot strictly after ``after`` (aware), in time order; no key repeats.
+
+        They are the tail of one sequence: a scheduler started at any instant,
+        in either pass of a repeated hour too, gets the slots one running all
+        along would fire from then on. Keys follow the wall clock, so in a
+        repeated hour an interval's second-pass slot can have a key below the
+        one before it (``every="40m"`` in Berlin: ``T0240`` CEST, then ``T0220`` CET).
+        """
+        times = self._cron_times(after) if self.cron is not None else self._grid_times(after)
+        for at in times:
             yield Slot(at, self.key(at))
 
     def next_slot(self, after: dt.datetime) -> Slot:
@@ -253,23 +271,97 @@ class Schedule:
             return list(slots[-self.catchup :]) if self.catchup else []
         return slots
 
-    def _fire_times(self, after: dt.datetime) -> Iterator[dt.datetime]:
-        local = after.astimezone(self.zone)
-        if self.cron is not None:
-            for at in CronSim(self.cron, local):
-                yield at.astimezone(_UTC)
-            return
-        assert self.interval is not None
-        day = local.date()
+    def _cron_times(self, after: dt.datetime) -> Iterator[dt.datetime]:
+        # cronsim walks a fixed-time cron on the wall clock, as Debian's cron does:
+        # it yields each wall time once, on its first pass (fold=0). Started in the
+        # second pass of a repeated hour, it first meets wall times whose first
+        # pass is already over: firing them would fire in the past, again and
+        # again. A wildcard cron it walks in real time, meeting both passes; the
+        # second pass's wall times are keys the first pass fired.
+        assert self.cron is not None
         while True:
-            start = dt.datetime.combine(day, dt.time(), self.zone).astimezone(_UTC)
-            end = dt.datetime.combine(day + _ONE_DAY, dt.time(), self.zone).astimezone(_UTC)
-            # Elapsed time from local midnight: aware arithmetic in UTC, not on the wall clock.
-            at = start if after < start else start + ((after - start) // self.interval + 1) * self.interval
-            while at < end:
+            for at in self._cron_walk(after):
+                earlier = self._after_fall_back(after, at)
+                yield earlier or at
+                after = earlier or at
+                if earlier:
+                    break  # walk again from the instant cronsim stepped over
+
+    def _cron_walk(self, after: dt.datetime) -> Iterator[dt.datetime]:
+        assert self.cron is not None
+        for local in CronSim(self.cron, after.astimezone(self.zone)):
+            at = local.astimezone(_UTC)
+            if at > after and not _second_pass(local):
                 yield at
-                at += self.interval
+
+    def _after_fall_back(self, after: dt.datetime, at: dt.datetime) -> dt.datetime | None:
+        """A slot in ``(after, at)`` that cronsim stepped over across a fall-back, or None.
+
+        cronsim rolls the hour forward in steps of 3600 real seconds: across a
+        fall-back shorter than an hour (Lord Howe's 30 minutes) it lands past the
+        first wall times of the next hour (``* 2 * * *``: 02:30, not 02:00), or
+        not, depending on where the walk started. It lands at most an hour late,
+        so each minute of the hour before ``at`` is asked once (twice a year, a
+        millisecond): a slot then never depends on when the walk started.
+        """
+        # cronsim starts rolling from the top of ``after``'s wall hour
+        hour = after.astimezone(self.zone).replace(minute=0, second=0, microsecond=0)
+        if _offset(hour) <= _offset(at.astimezone(self.zone)):
+            return None  # no fall-back in between: the common case
+        minute = max(after, at - _ONE_HOUR).replace(second=0, microsecond=0) + _ONE_MINUTE
+        while minute < at:
+            if next(self._cron_walk(minute - _ONE_SECOND)) == minute:
+                return minute
+            minute += _ONE_MINUTE
+        return None
+
+    def _grid_times(self, after: dt.datetime) -> Iterator[dt.datetime]:
+        # Elapsed time from local midnight: aware arithmetic in UTC, not on the
+        # wall clock, so the grid has no hole at either transition. An instant is
+        # left out only if its key fired: in a repeated hour, one whose wall time
+        # is itself on the grid's first pass; every="1d", the second instant of a
+        # 25-hour day (its date fired at midnight).
+        assert self.interval is not None
+        interval = self.interval
+        day = after.astimezone(self.zone).date()
+        while True:
+            start = _midnight(day, self.zone)
+            end = _midnight(day + _ONE_DAY, self.zone)
+            at = start if after < start else start + ((after - start) // interval + 1) * interval
+            while at < end:
+                if not self._repeats_a_key(at, start):
+                    yield at
+                at += interval
             day += _ONE_DAY
+
+    def _repeats_a_key(self, at: dt.datetime, start: dt.datetime) -> bool:
+        """Whether grid instant ``at`` (of the day starting at ``start``) has the key of an earlier one."""
+        if self.daily:
+            return at != start
+        local = at.astimezone(self.zone)
+        return _second_pass(local) and self._on_grid(local.replace(fold=0))
+
+    def _on_grid(self, local: dt.datetime) -> bool:
+        """Whether the grid of ``local``'s day has an instant at ``local``."""
+        assert self.interval is not None
+        return not (local.astimezone(_UTC) - _midnight(local.date(), self.zone)) % self.interval
+
+
+def _midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
+    """The first instant of ``day`` in ``zone`` (its 00:00, or the jump's end if 00:00 is skipped), in UTC."""
+    return dt.datetime.combine(day, dt.time(), zone).astimezone(_UTC)
+
+
+def _offset(local: dt.datetime) -> dt.timedelta:
+    """The UTC offset of an aware local time."""
+    offset = local.utcoffset()
+    assert offset is not None
+    return offset
+
+
+def _second_pass(local: dt.datetime) -> bool:
+    """Whether an aware local time is in the second pass of a repeated (fall-back) hour."""
+    return bool(local.fold) and local.replace(fold=0).utcoffset() != local.utcoffset()
 
 
 def _target_chain(target: object) -> Chain:

@@ -3,11 +3,28 @@
 Every replica computes the same slots from the same :class:`Schedule` and
 runs each through :func:`run_chain` under the slot's key. The existing lock
 and success marker then make "once per slot" hold across replicas: the first
-replica to acquire a task's lock runs it, the others see ``lock_held`` (and
-wait, for a dependency) or ``already_completed`` (a late replica). Recurring
-tasks run under a slot key check and write the marker too (see
+replica to acquire a task's lock runs it, the others see ``lock_held`` and
+watch it, as a chain waits for another worker's task (see
+:mod:`aiotasks._chain`), or see ``already_completed`` (a late replica).
+Recurring tasks run under a slot key check and write the marker too (see
 :func:`aiotasks.task`), so a replica whose clock runs late never repeats a
-slot. The marker's TTL is the task's ``success_ttl`` (default a day): it must
+slot.
+
+A holder that dies mid-body (SIGKILL, OOM, a lost node) is taken over: its
+lock is no longer renewed and expires within its ``lock_timeout``; the
+replicas watching it (at most one status request a second each, never past
+the lock's TTL) then find it free without a marker, and the first to poll
+runs the task and its dependents (the others find it held again, and watch
+on). A catch-up that meets a dead lock does the same. A watch lasts as long
+as the holder's lock: the run it watches, plus at most one ``lock_timeout``
+if it died; ``wait_timeout`` caps it, and stopping the scheduler ends it at
+once (the task is then ``skipped``, ``lock_held``: a replica that goes away
+does not hold its stop for a run it only watches). A later slot does not end
+it: the dead slot's work is still owed. A recurring task under a *date* key
+(a daily schedule) is not taken over: it writes no marker, so a free lock
+can't tell a dead holder from a finished one.
+
+The marker's TTL is the task's ``success_ttl`` (default a day): it must
 outlive the replicas' clock skew plus the catch-up reach, which a day does;
 for a task firing every second that is 86,400 small keys -- lower its
 ``success_ttl`` (minutes are plenty) if that matters.
@@ -59,7 +76,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
@@ -70,7 +87,7 @@ from ._backfill import Results, check_window, run_window
 from ._cancel import shielded
 from ._chain import ChainRun, check_run_options, prepare_run
 from ._clock import Clock, current_clock
-from ._constants import Status
+from ._constants import Reason, Status
 from ._context import resolve
 from ._errors import InvalidInput, InvalidSchedule
 from ._keys import schedule_keys
@@ -120,6 +137,16 @@ class _Track:
     #: Slots not fired because the schedule was paused, and triggers this replica took.
     paused_slots: int = 0
     triggered: int = 0
+    #: Tasks of the chain paused fleet-wide (``pause --task``), as its last run here found them.
+    paused_tasks: list[str] = field(default_factory=list)
+
+    def ran(self, results: Results) -> str:
+        """Note a finished run of the chain; its one-word outcome."""
+        self.runs += 1
+        self.paused_tasks = [
+            name for name, result in results.items() if result.get("reason") == Reason.PAUSED
+        ]
+        return _outcome(results)
 
 
 class Scheduler:
@@ -132,7 +159,9 @@ class Scheduler:
         slot and catch-up of this scheduler (default: no limit).
     :param window: how many slots of one catch-up run at once (oldest first).
     :param grace: seconds running chains get to finish when stopping.
-    :param wait_timeout: as for :func:`run_chain`.
+    :param wait_timeout: as for :func:`run_chain`: the longest a replica watches
+        another's run of a task (default: as long as its lock lives; ``0``: never,
+        and so never takes a dead holder's slot over).
     :param clock: the time source (tests pass a :class:`~aiotasks._clock.FakeClock`).
     :param on_missed: called with each slot that will not run because the
         scheduler woke too late for it (beyond ``catchup``); it is also logged,
@@ -182,6 +211,8 @@ class Scheduler:
         self._stopped: asyncio.Event | None = None
         self._runs: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        #: Set once serving: ``async with`` returns then, so its body sees ``running``.
+        self._running = asyncio.Event()
 
     @property
     def state(self) -> SchedulerState:
@@ -199,7 +230,8 @@ class Scheduler:
         ``triggers``: whether it serves ``aiotasks trigger`` requests. Per schedule,
         ``paused`` (who paused it, ``host:pid|ms``, or None) and ``pending_triggers``
         are as the last check read them (at its last slot); ``paused_slots`` and
-        ``triggered`` count what this replica skipped and took.
+        ``triggered`` count what this replica skipped and took; ``paused_tasks``
+        are the chain's tasks its last run here found paused (``pause --task``).
         """
         return {
             "state": self._state.value,
@@ -220,6 +252,7 @@ class Scheduler:
                     "paused_slots": track.paused_slots,
                     "pending_triggers": track.pending_triggers,
                     "triggered": track.triggered,
+                    "paused_tasks": list(track.paused_tasks),
                 }
                 for track in self._tracks
             ],
@@ -233,7 +266,13 @@ class Scheduler:
         self._stop = self._stop or asyncio.Event()
         self._stopped = asyncio.Event()
         self._limit = asyncio.Semaphore(self._max_concurrency) if self._max_concurrency else None
+        # Known before the state says running, so a health check never reads "running" without
+        # the next fire times (a daily driver reads Redis for its catch-up before it sets its own).
+        now = clock.now()
+        for track in self._tracks:
+            track.next = track.schedule.next_slot(now)
         self._state = SchedulerState.RUNNING
+        self._running.set()
         logger.info(
             "scheduler started: %s", "; ".join(f"{t.schedule.name} ({t.schedule.rule})" for t in self._tracks)
         )
@@ -276,7 +315,18 @@ class Scheduler:
             await self._stopped.wait()
 
     async def __aenter__(self) -> Scheduler:
+        """Start serving in a task; return once it runs (:meth:`status` then shows each next fire)."""
         self._task = asyncio.create_task(self.serve(), name="aiotasks:scheduler")
+        running = asyncio.ensure_future(self._running.wait())
+        try:
+            await asyncio.wait({self._task, running}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled while starting: leave nothing serving behind
+            self._task.cancel()
+            raise
+        finally:
+            running.cancel()
+        if self._task.done():  # it could not start (this Scheduler ran before): say why
+            self._task.result()
         return self
 
     async def __aexit__(
@@ -285,7 +335,14 @@ class Scheduler:
         await self.stop()
 
     async def _drive(self, track: _Track, clock: Clock, group: asyncio.TaskGroup) -> None:
-        """One schedule's loop: catch up, then sleep until each slot and fire it."""
+        """One schedule's loop: catch up, then sleep until each slot and fire it.
+
+        Each turn fires the slots in ``(last, now]`` and sleeps until one after
+        ``now``: it sleeps for real unless it woke late, and then the next turn
+        does. A slot not after ``last`` (:meth:`Schedule.slots` promises none)
+        would be due again at once, turn after turn, without a real sleep: the
+        event loop would freeze under a pile of chains. It is logged and skipped.
+        """
         schedule = track.schedule
         last = clock.now()
         catchup = schedule.catchup_slots(last)
@@ -293,10 +350,10 @@ class Scheduler:
             logger.info("%s: catching up %d slot(s) from %s", schedule.name, len(catchup), catchup[0].key)
             await self._fire_unless_paused(track, catchup, group, last, catchup=True)
         while True:
-            track.next = schedule.next_slot(last)
+            track.next = next(_after(schedule, schedule.slots(last), last))
             await clock.sleep_until(track.next.at)
             now = clock.now()
-            due, missed = schedule.due(last, now)
+            due, missed = (list(_after(schedule, slots, last)) for slots in schedule.due(last, now))
             last = now
             for slot in missed:
                 track.missed += 1
@@ -457,18 +514,19 @@ class Scheduler:
             wait_timeout=self._wait_timeout,
             limit=self._limit,
             triggered_by=request.by,
+            stop=self._stop,
         )
         track.running.add(key)
         results: Results = {}
         try:
             results = await run.run()
-            outcome = _outcome(results)
+            outcome = track.ran(results)
         except Exception:
             logger.exception("%s %s: the triggered run failed to run", schedule.name, key)
             outcome = "error"
+            track.runs += 1
         finally:
             track.running.discard(key)
-        track.runs += 1
         track.last_outcome = outcome
         logger.info("%s %s (triggered): %s", schedule.name, key, outcome)
         await answer(
@@ -519,6 +577,7 @@ class Scheduler:
                 namespace=self._namespace,
                 wait_timeout=self._wait_timeout,
                 limit=self._limit,
+                stop=self._stop,
             )
             for slot in slots
         ]
@@ -527,8 +586,7 @@ class Scheduler:
 
         def done(run: ChainRun, results: Results) -> None:
             track.running.discard(run.date)
-            track.runs += 1
-            track.last, track.last_outcome = by_key[run.date], _outcome(results)
+            track.last, track.last_outcome = by_key[run.date], track.ran(results)
             logger.info("%s %s: %s", schedule.name, run.date, track.last_outcome)
 
         try:
@@ -538,6 +596,21 @@ class Scheduler:
             track.last_outcome = "error"
         finally:
             track.running.difference_update(by_key)
+
+
+def _after(schedule: Schedule, slots: Iterable[Slot], last: dt.datetime) -> Iterator[Slot]:
+    """``slots`` without those not after ``last``, each logged (see :meth:`Scheduler._drive`)."""
+    for slot in slots:
+        if slot.at > last:
+            yield slot
+        else:
+            logger.warning(
+                "%s: skipping slot %s at %s: it is not after %s, where the scheduler already was",
+                schedule.name,
+                slot.key,
+                _iso(slot.at),
+                _iso(last),
+            )
 
 
 def _schedules(value: object) -> list[Schedule]:

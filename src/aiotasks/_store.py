@@ -126,12 +126,21 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
 from . import _wire as wire
-from ._constants import SUCCESS_MARKER
+from ._constants import SUCCESS_MARKER, Reason
 from ._keys import ScheduleKeys, TaskKeys
-from ._records import Outcome, acquire_args, acquire_request, finish_args, finish_request, release_args
+from ._records import (
+    Outcome,
+    acquire_args,
+    acquire_request,
+    finish_args,
+    finish_request,
+    record_keys,
+    release_args,
+)
 from ._scripts import (
     ACQUIRE,
     CLAIM,
+    CLEAR,
     FINISH,
     GRID,
     MISSED,
@@ -145,7 +154,18 @@ from ._scripts import (
 )
 from ._slots import BodySlots, capacity
 
-__all__ = ["Acquired", "AnyRedis", "Completed", "Held", "LockState", "Store", "Watcher", "store_for"]
+__all__ = [
+    "Acquired",
+    "AnyRedis",
+    "Completed",
+    "Held",
+    "LockState",
+    "Paused",
+    "Store",
+    "Watcher",
+    "skip_reason",
+    "store_for",
+]
 
 logger = logging.getLogger("aiotasks.store")
 
@@ -188,6 +208,17 @@ class Held(NamedTuple):
 
     holder: str
     ttl_ms: int
+
+
+class Paused(NamedTuple):
+    """The task is paused (``aiotasks pause --task``); nothing was written."""
+
+
+def skip_reason(outcome: Completed | Held | Paused) -> Reason:
+    """The ``reason`` of a run skipped at its acquire."""
+    if isinstance(outcome, Completed):
+        return Reason.ALREADY_COMPLETED
+    return Reason.PAUSED if isinstance(outcome, Paused) else Reason.LOCK_HELD
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,8 +364,8 @@ class Store:
 
     async def acquire(
         self, keys: TaskKeys, token: str, ttl_ms: int, *, check_success: bool, retention_ms: int = 0
-    ) -> Acquired | Completed | Held:
-        """Check the marker and take the lock, atomically, in one round trip.
+    ) -> Acquired | Completed | Held | Paused:
+        """Check the marker and the task's pause and take the lock, atomically, in one round trip.
 
         With ``retention_ms`` > 0 the same script starts the run's record and
         hands out its fencing token (see ``_records``); a lock given back
@@ -373,6 +404,8 @@ class Store:
             return Acquired(int(reply[1]), int(reply[2]))
         if code == 2:
             return Completed()
+        if code == 4:
+            return Paused()
         return Held(_text(reply[1]) if reply[1] is not None else "", int(reply[2]))
 
     async def finish(
@@ -469,8 +502,31 @@ class Store:
         return Watcher(self.client, self.bodies)
 
     async def delete(self, key: str) -> bool:
-        """Delete one key (a success marker, for ``reset``)."""
+        """Delete one key (a success marker for ``clear``, a pause for ``resume``); False if none."""
         return int(await self._call(None, "DEL", key)) == 1
+
+    async def clear(self, keys: TaskKeys) -> bool:
+        """The CLEAR script: delete a (task, date)'s success marker (its record then no longer makes
+        the grid say completed); False if there was none."""
+        found = record_keys(keys.lock)
+        if found is None:
+            return int(await self._call(CLEAR, 1, keys.success)) == 1
+        return int(await self._call(CLEAR, 2, keys.success, found.state)) == 1
+
+    async def set_new(self, key: str, value: str) -> bool:
+        """Set ``key`` to ``value`` (no TTL) unless it exists (a pause); False if it did: nothing written."""
+        return await self._call(None, "SET", key, value, "NX") is not None
+
+    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        """The string values of ``keys`` (None where missing): one ``MGET``, or on Redis Cluster,
+        whose keys may live on several nodes, one ``GET`` each, sent together."""
+        if not keys:
+            return []
+        if self.cluster:
+            found = await asyncio.gather(*(self._call(None, "GET", key) for key in keys))
+        else:
+            found = await self._call(None, "MGET", *keys)
+        return [None if value is None else _text(value) for value in found]
 
     async def ping(self) -> None:
         """Check that Redis answers, with translated errors."""

@@ -57,7 +57,7 @@ from ._errors import InvalidConfig, RedisUnavailable, TaskError
 from ._hooks import has_hooks, observe_result, report
 from ._keys import TaskKeys, check_task_name, is_slot_key, parse_run_key, task_keys
 from ._records import Outcome, retention_ms
-from ._store import Acquired, AnyRedis, Completed, Store
+from ._store import Acquired, AnyRedis, Store, skip_reason
 
 __all__ = [
     "AsyncBody",
@@ -81,8 +81,6 @@ MAX_RETRY_DELAY: Final = 60.0
 # costs a descriptor call).
 _SUCCESS: Final = Status.SUCCESS.value
 _SKIPPED: Final = Status.SKIPPED.value
-_COMPLETED: Final = Reason.ALREADY_COMPLETED.value
-_HELD: Final = Reason.LOCK_HELD.value
 
 T = TypeVar("T")
 
@@ -361,7 +359,7 @@ class Task:
         """Run the task for ``date_string`` (``YYYYMMDD``, default today).
 
         :returns: the result dict: ``success``, or ``skipped`` with reason
-            ``already_completed`` or ``lock_held``.
+            ``already_completed``, ``lock_held`` or ``paused`` (``aiotasks pause --task``).
         :raises TaskError: the run failed; ``.result`` has status ``failed``,
             the error text in ``errors`` and, where it applies, a reason
             (``timeout``, ``lock_lost``, ``redis_unavailable``). The lock is
@@ -388,7 +386,7 @@ class Task:
             raise TaskError(Status.FAILED.value, str(exc), result) from exc
         if not isinstance(outcome, Acquired):
             result["status"] = _SKIPPED
-            result["reason"] = _COMPLETED if isinstance(outcome, Completed) else _HELD
+            result["reason"] = skip_reason(outcome).value
             logger.debug("%s %s: skipped (%s)", self.name, date, result["reason"])
             _metrics.observe_skip(self.name, result["reason"])
             return result
