@@ -17,8 +17,9 @@ with a fallback to the public path where one exists:
   it, as redis-py's hiredis parser does, minus redis-py's per-reply wrapping
   (a coroutine chain four deep, an error text formatted per call), which cost
   a run more CPU than the rest of its reply handling; on any other parser,
-  RESP3 or a health-check interval it falls back to ``read_response(timeout=
-  math.inf, disconnect_on_error=False)``. Both rely on the reader resuming a
+  RESP3 where the reader can't tell push frames apart, or a health-check
+  interval it falls back to ``read_response(timeout=math.inf,
+  disconnect_on_error=False)``. Both rely on the reader resuming a
   read that a cancellation cut short (hiredis and the pure-Python parser both
   do): a reader that stops waiting leaves the rest of the reply for whoever
   reads next;
@@ -200,7 +201,8 @@ async def _read_replies(connection: AbstractConnection, count: int, replies: lis
     if (
         parser.__class__ is _HiredisParser
         and parser._reader is not None
-        and (parser._hiredis_PushNotificationType is not None or connection.protocol in (2, "2", None))
+        # RESP3 only where hiredis marks push frames (3.2 and later, redis-py 6 and later).
+        and (getattr(parser, "_hiredis_PushNotificationType", None) or connection.protocol in (2, "2", None))
         and not connection.health_check_interval
     ):
         await _read_hiredis(parser, count, replies)
@@ -221,7 +223,8 @@ async def _read_hiredis(parser: Any, count: int, replies: list[Any]) -> None:
     it. A RESP3 push frame (a server's maintenance notice) goes to the
     parser's own handler, and the reply it came before is read next.
     """
-    reader, stream, push = parser._reader, parser._stream, parser._hiredis_PushNotificationType
+    reader, stream = parser._reader, parser._stream
+    push = getattr(parser, "_hiredis_PushNotificationType", None)
     while len(replies) < count:
         if not parser._connected:
             raise rex.ConnectionError(_CLOSED)
