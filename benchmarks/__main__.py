@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from typing import Any
 
 import redis
 from redis.utils import HIREDIS_AVAILABLE
+from tests.servers import redis_server_binary
 
 from benchmarks import chain_overhead, controls, cpu, lock_contention, records, scheduling, versus
 
@@ -72,7 +72,10 @@ def machine() -> dict[str, Any]:
         memory = f"{memory_kb / 2**20:.1f} GiB"
     except (OSError, StopIteration, ValueError):
         memory = "unknown"
-    server = shutil.which("redis-server")
+    try:
+        server: str | None = redis_server_binary()  # the one the benchmarks start
+    except RuntimeError:
+        server = None
     version = (
         subprocess.run([server, "--version"], capture_output=True, text=True, check=False).stdout.strip()
         if server

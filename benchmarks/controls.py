@@ -1,5 +1,5 @@
-"""Controls: what the pause check costs a run, and how long pause, resume and trigger take to reach
-the serving fleet, with several replicas.
+"""Controls: what the pause check costs a run, and how long pause, resume, trigger and cancel take to
+reach the serving fleet, with several replicas.
 
 The pause check's cost
     A decorated task with a no-op body run over and over on one redis-server
@@ -41,8 +41,23 @@ Trigger latency
     ``RPUSH``/``BLPOP`` by a bare redis-py loop in another process (the round
     trips alone, no aiotasks).
 
+Cancel latency
+    The same number of replicas serve a schedule whose task's body waits on
+    an event it never gets, with a small ``lock_timeout`` (renewal interval =
+    a third of it, swept by ``--lock-timeouts``). Per key this process
+    triggers it, waits (a blocking read) until the body runs on some replica,
+    waits a random part of the renewal interval (a request comes at any
+    point of the holder's cycle), calls :func:`aiotasks.cancel` and reads
+    the wall time the body saw its cancellation (same host, same clock). The
+    request rides on the holder's
+    next renewal, so the expected delay is uniform over one renewal interval
+    plus a round trip: p50 about half the interval, p99 about the interval.
+    Target: p99 <= the interval + 50 ms. Bodies that did not stop: must be 0.
+    ``ended_before``: runs that had already lost their lock when cancelled
+    (a replica starved for longer than the lock's TTL: a loaded machine).
+
 Run: ``python -m benchmarks.controls [--replicas 3] [--triggers 200] [--runs 500] [--repeat 40]
-[--cycles 30] [--json] [--smoke]``.
+[--cycles 30] [--cancels 50] [--lock-timeouts 0.3,0.9] [--json] [--smoke]``.
 """
 
 from __future__ import annotations
@@ -96,6 +111,104 @@ async def _replica(url: str) -> None:
 
 def _replica_main(url: str) -> None:
     asyncio.run(_replica(url))
+
+
+CANCEL_NAME = "bench_cancel"
+
+
+async def _sleeping_replica(url: str, lock_timeout: float) -> None:
+    """A Scheduler serving CANCEL_NAME, whose body sleeps until cancelled, until the STOP key appears."""
+
+    async def body(run: aiotasks.Run) -> None:
+        await run.redis.rpush(f"bench:started:{run.date}", os.getpid())
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await run.redis.rpush(f"bench:stopped:{run.date}", time.time())
+            raise
+
+    task = aiotasks.Task(body, name="bench_sleeper", lock_timeout=lock_timeout)
+    client = Redis.from_url(url)
+    try:
+        schedule = aiotasks.Schedule(task, cron="0 0 1 1 *", name=CANCEL_NAME, catchup=0)
+        async with aiotasks.Scheduler(schedule, redis=client):
+            while not await client.exists(STOP):  # noqa: ASYNC110 (the stop comes from another process)
+                await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
+
+
+def _sleeping_replica_main(url: str, lock_timeout: float) -> None:
+    asyncio.run(_sleeping_replica(url, lock_timeout))
+
+
+async def _cancel_all(
+    url: str, replicas: int, cancels: int, interval: float
+) -> tuple[list[float], list[str], int, int]:
+    """Trigger, wait for the body, cancel, read when it stopped: per key; (delays, pids, not stopped)."""
+    client = Redis.from_url(url)
+    try:
+        await _listening(client, replicas)
+        delays: list[float] = []
+        pids: list[str] = []
+        missing = ended = 0
+        pause = random.Random(20)
+        first = dt.date(2025, 1, 1)
+        for i in range(cancels):
+            key = (first + dt.timedelta(days=i)).strftime("%Y%m%d")
+            await aiotasks.trigger(CANCEL_NAME, key=key, redis=client)
+            started = await client.blpop([f"bench:started:{key}"], 30)
+            assert started is not None, f"no replica ran {key}"
+            pid = started[1]
+            pids.append(pid.decode() if isinstance(pid, bytes) else str(pid))
+            # At a random point of the renewal cycle, as an operator's request comes: the body
+            # started right after its acquire, which is where the lease's cycle starts.
+            await asyncio.sleep(pause.uniform(0, interval))
+            asked = time.time()
+            if not await aiotasks.cancel("bench_sleeper", key, redis=client):
+                ended += 1  # the run had ended already: it lost its lock (a replica starved past its TTL)
+                continue
+            stopped = await client.blpop([f"bench:stopped:{key}"], 30)
+            if stopped is None:
+                missing += 1
+                continue
+            delays.append(float(stopped[1]) - asked)
+        return delays, pids, missing, ended
+    finally:
+        await client.aclose()
+
+
+def cancel_latency(url: str, replicas: int, cancels: int, lock_timeouts: list[float]) -> list[dict[str, Any]]:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    rows = []
+    for lock_timeout in lock_timeouts:
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
+        processes = [
+            context.Process(target=_sleeping_replica_main, args=(url, lock_timeout)) for _ in range(replicas)
+        ]
+        for process in processes:
+            process.start()
+        try:
+            delays, pids, missing, ended = asyncio.run(_cancel_all(url, replicas, cancels, lock_timeout / 3))
+        finally:
+            with redis.Redis.from_url(url) as client:
+                client.set(STOP, 1)
+            for process in processes:
+                process.join(30)
+        interval_ms = round(lock_timeout / 3 * 1000, 1)
+        row = _row(
+            f"aiotasks cancel -> body cancelled, {replicas} replicas",
+            delays,
+            renewal_ms=interval_ms,
+            not_stopped=missing,
+            ended_before=ended,
+            bodies_by_process=sorted(Counter(pids).values(), reverse=True),
+        )
+        row["target_p99_ms"] = round(interval_ms + 50, 1)
+        rows.append(row)
+    return rows
 
 
 async def _echo(url: str) -> None:
@@ -504,6 +617,12 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicas", type=int, default=3, help="scheduler processes serving the schedule")
     parser.add_argument("--triggers", type=int, default=200, help="triggers sent, one after another")
+    parser.add_argument("--cancels", type=int, default=50, help="runs cancelled per lock_timeout")
+    parser.add_argument(
+        "--lock-timeouts",
+        default="0.3,0.9",
+        help="the sleeping task's lock_timeouts in seconds, comma-separated (renewal: a third of each)",
+    )
     parser.add_argument("--runs", type=int, default=500, help="runs per pass of the pause check's cost")
     parser.add_argument("--repeat", type=int, default=40, help="pairs of passes of the pause check's cost")
     parser.add_argument("--cycles", type=int, default=30, help="pause/resume cycles per latency row")
@@ -516,18 +635,26 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark; the result as one JSON-able document."""
     if args.smoke:
         args.triggers, args.runs, args.repeat, args.cycles = 5, 50, 1, 2
+        args.cancels, args.lock_timeouts = 3, "0.3"
+    timeouts = [float(value) for value in str(args.lock_timeouts).split(",")]
     with RedisServer() as server:
         rows = trigger_latency(server.url, args.replicas, args.triggers)
         cost = [asyncio.run(_check_cost(server.url, args.runs, w, args.repeat)) for w in (1, 32)]
         pauses = pause_latency(server.url, args.replicas, args.cycles)
+        cancelled = cancel_latency(server.url, args.replicas, args.cancels, timeouts)
     return {
         "trigger_latency": rows,
         "pause_check": cost,
         "pause_latency": pauses,
+        "cancel_latency": cancelled,
         "targets": {
             "duplicates (0)": rows[1]["duplicates"],
             "pause check ratio, CPU per run (>= 0.98)": min(row["cpu_ratio"] for row in cost),
             "slots run twice around pauses (0)": sum(row.get("duplicates", 0) for row in pauses),
+            "bodies not stopped (0)": sum(row["not_stopped"] for row in cancelled),
+            "cancel p99 within one renewal interval + 50 ms": all(
+                row["p99_ms"] <= row["target_p99_ms"] for row in cancelled
+            ),
         },
         "parameters": {k: v for k, v in vars(args).items() if k != "json"},
     }
@@ -548,6 +675,12 @@ def render(result: dict[str, Any]) -> str:
             f"Pause and resume latency ({p['cycles']} cycles each; a 1 s schedule, or a task "
             "attempted every 10 ms by each replica)",
             table(result["pause_latency"]),
+            "",
+            f"Cancel latency ({p['cancels']} runs cancelled per lock_timeout, one after another: "
+            "from cancel() to the body's CancelledError, wall clock of one host)",
+            table(result["cancel_latency"]),
+            "",
+            "Targets: " + ", ".join(f"{k}: {v}" for k, v in result["targets"].items()),
         ]
     )
 

@@ -3,12 +3,20 @@
 Each server gets a free loopback port and a private temporary directory; it is
 never the machine's own Redis (port 6379), and nothing here flushes a database
 it did not create.
+
+Which server: ``redis-server`` on PATH, or the one ``AIOTASKS_TEST_REDIS_SERVER``
+names (a binary, or a directory holding ``redis-server`` or ``valkey-server``),
+so the same suite runs on every server docs/reference/servers.md supports. No
+client binary (``redis-cli``) is needed: the cluster is made with plain commands.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import random
+import re
 import shutil
 import signal
 import socket
@@ -18,18 +26,119 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
-__all__ = ["LocalCluster", "RedisServer", "Sentinel", "TlsFiles", "free_port", "redis_server_binary"]
+import redis
+
+__all__ = [
+    "SERVER_VARIABLE",
+    "TLS_REQUIRED_VARIABLE",
+    "LocalCluster",
+    "RedisServer",
+    "Sentinel",
+    "ServerExited",
+    "ServerVersion",
+    "TlsFiles",
+    "free_port",
+    "redis_server_binary",
+    "server_version",
+    "tls_missing",
+]
 
 STARTUP_TIMEOUT = 15.0
+#: Names the server binary the tests start: a path, a name on PATH, or a directory holding one of
+#: :data:`SERVER_NAMES`. Unset: ``redis-server`` on PATH.
+SERVER_VARIABLE: Final = "AIOTASKS_TEST_REDIS_SERVER"
+SERVER_NAMES: Final = ("redis-server", "valkey-server")
+#: Set (to anything) where the server is known to have TLS: a TLS test then fails rather than skip
+#: (CI sets it for Debian's redis-server, so a broken probe can't hide the TLS tests).
+TLS_REQUIRED_VARIABLE: Final = "AIOTASKS_TEST_TLS_REQUIRED"
+#: A cluster node's bus listens on its port plus this, on every server (``--cluster-port``, which
+#: moves it, came in Redis 7.0).
+CLUSTER_BUS_OFFSET: Final = 10_000
+CLUSTER_SLOTS: Final = 16_384
+#: What starts each line of a server's log: "2068:M 06 Dec 2026 03:46:52.915 # ".
+_LOG_PREFIX: Final = re.compile(r"^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ . ")
 
 
 def redis_server_binary() -> str:
-    """Path of ``redis-server``; the test run fails loudly if it is missing."""
-    found = shutil.which("redis-server")
+    """Path of the server binary the tests start; the test run fails loudly if there is none.
+
+    ``AIOTASKS_TEST_REDIS_SERVER`` picks it (see :data:`SERVER_VARIABLE`), else ``redis-server``
+    on PATH.
+    """
+    chosen = os.environ.get(SERVER_VARIABLE, "")
+    if not chosen:
+        found = shutil.which("redis-server")
+        if found is None:
+            raise RuntimeError(
+                f"redis-server is not installed (CI installs Debian's redis-server) and {SERVER_VARIABLE} "
+                "names no other server"
+            )
+        return found
+    candidates = [str(Path(chosen) / name) for name in SERVER_NAMES] if Path(chosen).is_dir() else [chosen]
+    for candidate in candidates:
+        if found := shutil.which(candidate):
+            return found
+    raise RuntimeError(
+        f"{SERVER_VARIABLE}={chosen}: no executable server there (a server binary, a name on PATH, "
+        f"or a directory holding {' or '.join(SERVER_NAMES)})"
+    )
+
+
+@dataclass(frozen=True)
+class ServerVersion:
+    """What the server binary says it is, from ``--version`` ("Valkey server v=8.1.8 ...")."""
+
+    #: ``Redis`` or ``Valkey``, as the binary spells it.
+    name: str
+    number: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return f"{self.name} {'.'.join(map(str, self.number))}"
+
+
+@functools.cache
+def server_version() -> ServerVersion:
+    """The version of :func:`redis_server_binary`, asked once per run."""
+    said = subprocess.run(
+        [redis_server_binary(), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    found = re.match(r"(\w+) server v=(\d+(?:\.\d+)*)", said)
     if found is None:
-        raise RuntimeError("redis-server is not installed (CI installs Debian's redis-server)")
-    return found
+        raise RuntimeError(f"{redis_server_binary()} --version said {said!r}, not '<name> server v=X.Y.Z'")
+    return ServerVersion(found[1], tuple(int(part) for part in found[2].split(".")))
+
+
+class ServerExited(RuntimeError):
+    """The server process exited while starting (a bad option, a port taken, no TLS in its build...).
+
+    :ivar said: its last words: the last two lines it wrote on stderr or to its log.
+    """
+
+    def __init__(self, message: str, said: str) -> None:
+        super().__init__(message)
+        self.said = said
+
+
+@functools.cache
+def tls_missing() -> str | None:
+    """Why the server can't be tested over TLS, or None when it can.
+
+    Found by trying, once per run: a server started with a TLS port and a throwaway CA's
+    certificate. A build without TLS refuses to start (Redis 6.2 does not know ``tls-port``;
+    Valkey and Redis 8 find no TLS connection type), and its own words become the reason, so a
+    TLS test skips only where the build has no TLS, whatever the server is called.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="aiotasks-tls-probe-"))
+    try:
+        with RedisServer(tls=TlsFiles.make(directory)):
+            return None
+    except ServerExited as exc:
+        server = f"{server_version()} ({redis_server_binary()})"
+        return f"{server} has no TLS: with --tls-port it said {exc.said!r}"
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -37,6 +146,32 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def cluster_ports(count: int) -> list[int]:
+    """``count`` ports that were free a moment ago, each with its cluster bus port (+10000) free too.
+
+    Below Linux's ephemeral range (32768 and up), bus ports included, so no outgoing connection
+    takes one meanwhile; none is another's bus port.
+    """
+    taken: set[int] = set()
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randrange(15_000, 32_768 - CLUSTER_BUS_OFFSET)
+        pair = {port, port + CLUSTER_BUS_OFFSET}
+        if not pair & taken and all(_free(p) for p in pair):
+            ports.append(port)
+            taken |= pair
+    return ports
 
 
 @dataclass
@@ -84,7 +219,15 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 _, err = self.process.communicate()
-                raise RuntimeError(f"redis-server exited at start: {err.decode()} {self.log()}")
+                lines = [
+                    _LOG_PREFIX.sub("", line)
+                    for line in f"{err.decode()}\n{self.log()}".splitlines()
+                    if line.strip()
+                ]
+                raise ServerExited(
+                    f"{self.command()[0]} exited at start: {err.decode()} {self.log()}",
+                    " / ".join(lines[-2:]),
+                )
             with (
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), 0.2),
@@ -248,52 +391,52 @@ class TlsFiles:
 
 
 class LocalCluster:
-    """A Redis Cluster of three masters on loopback, made with ``redis-cli --cluster create``."""
+    """A Redis Cluster of three masters on loopback.
+
+    Made with the commands ``redis-cli --cluster create`` sends (``CLUSTER ADDSLOTS``,
+    ``SET-CONFIG-EPOCH``, ``MEET``), through redis-py: no client binary is needed, and the same
+    steps work on every server in the supported range.
+    """
 
     def __init__(self, masters: int = 3) -> None:
         self.nodes = [
             RedisServer(
-                [
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                    "--cluster-port",
-                    str(free_port()),
-                ]
+                ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                 "--cluster-node-timeout", "5000"],
+                port=port,
             )
-            for _ in range(masters)
-        ]
+            for port in cluster_ports(masters)
+        ]  # fmt: skip
 
     def start(self) -> LocalCluster:
         try:
             for node in self.nodes:
                 node.start()
-            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
-            subprocess.run(
-                ["redis-cli", "--cluster", "create", *addresses, "--cluster-yes"],
-                check=True,
-                capture_output=True,
-                timeout=60,
-            )
-            deadline = time.monotonic() + STARTUP_TIMEOUT
-            while not all(self._ok(node) for node in self.nodes):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the cluster did not become ready")
-                time.sleep(0.1)
+            with contextlib.ExitStack() as stack:
+                admins = [stack.enter_context(redis.Redis.from_url(node.url)) for node in self.nodes]
+                count = len(admins)
+                for index, admin in enumerate(admins):
+                    first, end = index * CLUSTER_SLOTS // count, (index + 1) * CLUSTER_SLOTS // count
+                    admin.execute_command("CLUSTER", "ADDSLOTS", *range(first, end))
+                    # Distinct epochs before the nodes meet, as redis-cli sets them: no collision to resolve.
+                    admin.execute_command("CLUSTER", "SET-CONFIG-EPOCH", index + 1)
+                for node in self.nodes[1:]:
+                    admins[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+                deadline = time.monotonic() + STARTUP_TIMEOUT
+                while not all(self._ok(admin, count) for admin in admins):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the cluster did not become ready")
+                    time.sleep(0.1)
         except BaseException:
             self.stop()
             raise
         return self
 
     @staticmethod
-    def _ok(node: RedisServer) -> bool:
-        info = subprocess.run(
-            ["redis-cli", "-p", str(node.port), "cluster", "info"], capture_output=True, text=True
-        )
-        return "cluster_state:ok" in info.stdout
+    def _ok(admin: redis.Redis, count: int) -> bool:
+        """The node sees every slot served and every node: what a client's first CLUSTER SLOTS needs."""
+        info = admin.cluster("INFO")  # parsed into a dict of strings by every redis-py we support
+        return bool(info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == count)
 
     @property
     def url(self) -> str:

@@ -81,6 +81,10 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert [row["workers"] for row in controlled["pause_check"]] == [1, 32]
     assert all(row["with_runs_cpu_s"] > 0 < row["without_runs_cpu_s"] for row in controlled["pause_check"])
     assert len(controlled["pause_latency"]) == 6
+    # Each cancelled run's body stopped (on whichever replica ran it); a row per lock_timeout.
+    assert controlled["targets"]["bodies not stopped (0)"] == 0
+    assert [row["renewal_ms"] for row in controlled["cancel_latency"]] == [100.0]
+    assert all(row["n"] + row["ended_before"] == 3 for row in controlled["cancel_latency"])
     contenders = [row["contender"] for row in scheduling["backfill"]]
     assert contenders == ["baseline: date by date", "window 1", "window 4"]
     assert all(row["makespan_s"] > 0 and row["target_s"] > 0 for row in scheduling["backfill"])

@@ -18,7 +18,7 @@ from aiotasks import RedisUnavailable, Run, Settings, TaskError, task_boilerplat
 from aiotasks._keys import TaskKeys
 from aiotasks._store import Acquired, Completed, Held, store_for
 from tests.proxy import Proxy
-from tests.servers import RedisServer, redis_server_binary
+from tests.servers import RedisServer, server_version
 from tests.support import Gate, eventually, load_scripts, lock_and_marker_keys
 from tests.test_cli import ROOT, child_env
 
@@ -293,12 +293,8 @@ STALLED_CLIENT_TIMEOUT = 0.2
 
 
 def _debug_command_args() -> list[str]:
-    """Redis 7 refuses DEBUG unless enabled; Redis 6 has no such option."""
-    version = subprocess.run(
-        [redis_server_binary(), "--version"], capture_output=True, text=True, check=True
-    ).stdout
-    major = int(version.split("v=", 1)[1].split(".", 1)[0])
-    return ["--enable-debug-command", "yes"] if major >= 7 else []
+    """Redis 7 (and Valkey, forked from 7.2) refuses DEBUG unless enabled; Redis 6 has no such option."""
+    return ["--enable-debug-command", "yes"] if server_version().number >= (7,) else []
 
 
 @pytest.fixture

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import re
 import tempfile
 import traceback
 from collections.abc import Iterator
@@ -15,8 +18,8 @@ from redis.asyncio import Redis
 import aiotasks
 from aiotasks import RedisAuthError, RedisUnavailable, Run, Settings, TaskError, task_boilerplate
 from aiotasks._config import redact_url
-from tests.servers import RedisServer, TlsFiles, free_port
-from tests.support import lock_and_marker_keys
+from tests.servers import TLS_REQUIRED_VARIABLE, RedisServer, TlsFiles, free_port, tls_missing
+from tests.support import eventually, lock_and_marker_keys
 
 DATE = "20261125"
 SECRET = "pw-Zq81-very-secret"
@@ -93,6 +96,10 @@ async def test_acl_user_limited_to_the_library_keys(secured: RedisServer) -> Non
 
 
 #: README's rules for a namespace ns: the same commands, on ns's keys only.
+#: How a server words a key its ACL user may not touch (a NOPERM reply): Redis 6.2 and 7.0 "no
+#: permissions to access one of the keys used as arguments", Redis 8 and Valkey "No permissions
+#: to access a key".
+KEY_REFUSED = re.compile(r"(?i)no permissions to access (one of the keys|a key)\b")
 NAMESPACED_ACL_RULES = [
     "~ns:lock:*",
     "~ns:success:*",
@@ -122,9 +129,10 @@ async def test_acl_user_limited_to_a_namespace(secured: RedisServer) -> None:
                 "failed",
                 "redis_unavailable",
             )
-            assert "no permissions to access one of the keys" in outside["namespaced"]["errors"][0]
-        with pytest.raises(RedisAuthError, match="no permissions to access one of the keys"):
+            assert KEY_REFUSED.search(outside["namespaced"]["errors"][0])
+        with pytest.raises(RedisAuthError, match=KEY_REFUSED) as caught:
             await task_boilerplate("namespaced", DATE, redis=client)
+        assert isinstance(caught.value.__cause__, redis.exceptions.NoPermissionError)
     finally:
         await client.aclose()
     with redis.Redis.from_url(secured.url) as admin:
@@ -149,6 +157,17 @@ async def test_acl_user_without_script_rights_gets_an_auth_error(secured: RedisS
     assert "no permissions to run the 'evalsha' command" in str(caught.value.__cause__)
 
 
+@pytest.fixture
+def tls_build() -> None:
+    """Skip where the server's build has no TLS (found by starting it with a TLS port); fail
+    instead where AIOTASKS_TEST_TLS_REQUIRED says the build has it."""
+    if (missing := tls_missing()) is not None:
+        if os.environ.get(TLS_REQUIRED_VARIABLE):
+            pytest.fail(f"{TLS_REQUIRED_VARIABLE} is set, yet {missing}")
+        pytest.skip(missing)
+
+
+@pytest.mark.usefixtures("tls_build")
 async def test_tls_with_a_throwaway_ca() -> None:
     """rediss:// against a TLS-only redis-server, trusting a CA the test made with openssl."""
     tls = TlsFiles.make(Path(tempfile.mkdtemp(prefix="aiotasks-tls-")))
@@ -170,6 +189,7 @@ async def test_tls_with_a_throwaway_ca() -> None:
             await plain.aclose()
 
 
+@pytest.mark.usefixtures("tls_build")
 async def test_tls_client_certificates(tmp_path: Path) -> None:
     """A server that requires client certificates: a rediss:// URL naming ssl_certfile/ssl_keyfile
     runs tasks; without them the run fails with RedisUnavailable naming the server."""
@@ -249,3 +269,31 @@ async def test_namespaces_keep_applications_apart(redis_url: str, redis_client: 
         assert results["guarded"]["status"] == "success"
     keys = await lock_and_marker_keys(redis_client)
     assert keys == [f"app1:success:guarded:{DATE}".encode(), f"app2:success:guarded:{DATE}".encode()]
+
+
+async def test_an_acl_user_without_the_cancel_keys_still_renews(secured: RedisServer) -> None:
+    """Regression: the renewal reads the run's cancel-request key, which the documented rules
+    (no ~cancel:*) do not grant; that must not fail the renewals (and lose every long run's
+    lock). The lease renews without it (such runs can't be cancelled) and the run succeeds."""
+    client = Redis.from_url(url_for(secured, f"worker:{SECRET}"))
+    renewed = asyncio.Event()
+
+    async def long(run: Run) -> None:
+        # Two renewals (every 0.5 s): the TTL falls below 1250 ms, then rises above it, twice.
+        for _ in range(2):
+            for below in (True, False):
+
+                async def crossed(below: bool = below) -> bool:
+                    return (int(await run.redis.pttl(run.lock_key)) < 1250) is below
+
+                await eventually(crossed, "the lease renewed")
+        renewed.set()
+
+    try:
+        result = await asyncio.wait_for(
+            aiotasks.Task(long, name="acl_long", lock_timeout=1.5)(DATE, redis=client), 20
+        )
+        assert result["status"] == "success"
+        assert renewed.is_set()
+    finally:
+        await client.aclose()

@@ -11,13 +11,16 @@ and never contain any part of a Redis password. Exit codes:
   them ``paused``); ``pause``/``resume`` also when nothing changed (it
   already was so: said on stdout);
 * 1 - some task failed, or was not run because a dependency did not succeed;
-  for ``trigger``, also: no replica took the request before it expired;
+  for ``trigger``, also: no replica took the request before it expired; for
+  ``cancel``: nothing runs for that task and date (nothing written), or with
+  ``--wait --timeout``, the run still held its lock when the timeout ran out;
 * 2 - what the command says is wrong: a bad date or range (or one longer than
   ``--max-dates``), a target that can't be imported or is not a chain, an
   invalid chain, a bad option or Redis URL (unknown option, a database the
   server does not have, a cluster node without ``--cluster``, a missing TLS
   file); a schedule name not in the target, a trigger key not of its schedule;
-  a task not in the target (``pause``/``resume --task``, ``clear --task``);
+  a task not in the target (``pause``/``resume --task``, ``clear --task``,
+  ``cancel``);
 * 3 - what Redis said: unreachable, too slow, not speaking Redis, refusing our
   credentials or a command, keys of the wrong type, or failing mid-run;
 * 130 / 143 - interrupted by SIGINT / SIGTERM: running tasks were cancelled and
@@ -52,6 +55,7 @@ from redis import exceptions as rex
 from . import __version__
 from ._backfill import check_window, run_window
 from ._cancel import shielded
+from ._cancel_run import pending_cancels, request_cancel, wait_stopped
 from ._chain import Chain, ChainRun, Node, check_run_options, prepare_run
 from ._clock import current_clock
 from ._config import Settings, in_process_client
@@ -298,6 +302,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     redis_options(trigger)
     trigger.add_argument("--json", action="store_true", help="print one JSON document")
+
+    cancel = commands.add_parser(
+        "cancel", help="cancel a task's running run, on whichever host runs it (within one renewal)"
+    )
+    cancel.add_argument("target", help="the chain (as run's) or the Schedules (as serve's) holding the task")
+    cancel.add_argument("--task", required=True, metavar="ID", help="the task's id in the target")
+    cancel.add_argument("--date", required=True, help="the run's YYYYMMDD or slot YYYYMMDDTHHMM[SS]")
+    cancel.add_argument("--wait", action="store_true", help="wait until the run stopped and its lock is free")
+    cancel.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: the longest wait")
+    redis_options(cancel)
+    cancel.add_argument("--json", action="store_true", help="print one JSON document")
 
     for verb, what in (("pause", "stop"), ("resume", "lift the pause of")):
         control = commands.add_parser(
@@ -703,6 +718,7 @@ def _status(args: argparse.Namespace, chain: Chain, schedules: list[Schedule]) -
                 found = await read_grid(
                     store, [n.task_name for n in nodes], dates, namespace=settings.namespace
                 )
+                found = await pending_cancels(store, found, namespace=settings.namespace)
                 return found, await _read_controls(client, settings, nodes, schedules)
             except rex.ResponseError as exc:
                 if not str(exc).startswith("WRONGTYPE"):
@@ -998,6 +1014,60 @@ def _trigger(args: argparse.Namespace, schedules: list[Schedule]) -> int:
     return _in_loop(ask)
 
 
+def _cancel(args: argparse.Namespace, tasks: dict[str, Node]) -> int:
+    """Ask whoever runs a task for a date to cancel that run (``aiotasks.cancel``).
+
+    Checked before anything is written: the task is one of TARGET's, the date
+    a date or slot, ``--timeout`` (with ``--wait``) a positive number.
+    """
+    node = tasks.get(args.task)
+    if node is None:
+        raise InvalidChain(
+            f"{args.target!r} has no task {args.task!r} (it has: " + ", ".join(map(repr, tasks)) + ")",
+            args.task,
+        )
+    key = parse_run_key(args.date)
+    if args.timeout is not None and not args.wait:
+        raise UsageError("argument --timeout: only with --wait (it bounds the wait)")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError(f"argument --timeout: must be a number of seconds above 0, not {args.timeout:g}")
+    settings = _settings(args)
+
+    async def ask(signals: _Signals) -> int:
+        client = _client(settings, need_redis="cancel")
+        try:
+            await _check_server(client, settings, None)
+            found = await request_cancel(node.task_name, key, redis=client, namespace=settings.namespace)
+            document: dict[str, Any] = {
+                "task": args.task,
+                "date": key,
+                "delivered": found.delivered,
+                "run": found.holder or None,
+                "requested_by": found.by if found.delivered else None,
+                "stopped": None,
+            }
+            if not found.delivered:
+                said = f"{args.task} {key}: nothing runs, nothing to cancel"
+                code = EXIT_FAILED
+            elif args.wait:
+                await wait_stopped(found, redis=client, namespace=settings.namespace, timeout=args.timeout)
+                document["stopped"] = True
+                said = f"{args.task} {key}: run {found.holder} stopped, its lock is free"
+                code = EXIT_OK
+            else:
+                said = (
+                    f"{args.task} {key}: cancel of run {found.holder} requested by {found.by}; "
+                    "it stops at its next lock renewal (within a third of its lock_timeout)"
+                )
+                code = EXIT_OK
+        finally:
+            await _close(client)
+        _echo(to_json({**document, "exit_code": code}) if args.json else said)
+        return code
+
+    return _in_loop(ask)
+
+
 def _serve(args: argparse.Namespace, schedules: list[Schedule]) -> int:
     """Fire the schedules until SIGTERM/SIGINT: then stop firing, give runs ``--grace``, cancel, exit."""
     settings = _settings(args)
@@ -1168,6 +1238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args, load_schedules(args.target))
         if args.command == "trigger":
             return _trigger(args, load_schedules(args.target))
+        if args.command == "cancel":
+            return _cancel(args, load_tasks(args.target))
         if args.command in ("pause", "resume"):
             return _control(args)
         if args.command in ("status", "history"):  # a chain, or schedules: their tasks and controls

@@ -348,28 +348,34 @@ _FAMILIES: Final = (
 _LAST_END: Final = (
     "aiotasks_task_last_end_timestamp_seconds",
     "End of the newest run of each outcome (server clock): success and failed of every run; "
-    "abandoned (its start: a dead run records no end), missed and paused among the task's recent runs.",
+    "abandoned (its start: a dead run records no end), missed, paused and cancelled among the task's "
+    "recent runs.",
 )
 _PAUSED: Final = (
     "aiotasks_task_paused",
     "1 while the task is paused fleet-wide (aiotasks pause --task): no host starts it; else 0.",
 )
-#: The outcomes of ``_LAST_END``, in the order of its samples: the statuses a finished record can have.
-_ENDED: Final = ("success", "failed", "abandoned", "missed", "paused")
+#: The outcomes of ``_LAST_END``, in the order of its samples: the statuses a finished record can
+#: have, and ``cancelled``: a failure (also counted in ``failed``) that ``aiotasks cancel`` asked for.
+_ENDED: Final = ("success", "failed", "abandoned", "missed", "paused", "cancelled")
+#: Among a task's recent runs, the outcomes no index score tracks: looked for run by run.
+_LOOKED_FOR: Final = frozenset({"abandoned", "missed", "paused", "cancelled"})
 
 
 def _last_ends(summary: TaskSummary) -> dict[str, int]:
     """When the newest run of each outcome ended, in ms (an abandoned run: when it started).
 
     Success and failure come from the index's two scores, which every run
-    updates; abandoned, missed and paused (a slot not fired, its schedule
-    paused) runs leave no score, so they are looked for among ``summary.runs``
-    (newest first).
+    updates; abandoned, missed, paused (a slot not fired, its schedule paused)
+    and cancelled runs leave no score, so they are looked for among
+    ``summary.runs`` (newest first). A run is ``cancelled`` when it failed with
+    reason ``cancelled`` (``aiotasks cancel``, or its chain was cancelled).
     """
     found: dict[str, int | None] = {"success": summary.last_success, "failed": summary.last_failure}
     for run in summary.runs:
-        if run.status in ("abandoned", "missed", "paused") and found.get(run.status) is None:
-            found[run.status] = run.ended if run.ended is not None else run.started
+        outcome = run.reason if run.reason == "cancelled" and run.status == "failed" else run.status
+        if outcome in _LOOKED_FOR and found.get(outcome) is None:
+            found[outcome] = run.ended if run.ended is not None else run.started
     return {outcome: ms for outcome in _ENDED if (ms := found.get(outcome)) is not None}
 
 
@@ -388,7 +394,8 @@ def exposition(summaries: Iterable[TaskSummary], paused: Mapping[str, str] | Non
     ``last_success`` sample: alert on its absence too (``absent()``).
     ``aiotasks_task_last_end_timestamp_seconds{task, outcome}`` has a sample
     per outcome seen (``success``, ``failed``, ``abandoned``, ``missed``,
-    ``paused``), so an alert can fire on a run that died or a slot no host ran.
+    ``paused``, ``cancelled``), so an alert can fire on a run that died or a
+    slot no host ran.
 
     :param paused: the paused tasks (``aiotasks.paused_tasks``): with it, each
         task has an ``aiotasks_task_paused`` sample, 1 or 0 (a skip for a pause

@@ -49,6 +49,9 @@ else ``abandoned``: the worker died, or lost its lock and never came back.
 A run started by ``aiotasks trigger`` has ``triggered_by`` (``host:pid`` of
 who asked) in its result dict, so it is kept with the counters (``R:c``):
 the layout above is unchanged, and :attr:`RunRecord.triggered_by` reads it.
+A run cancelled with ``aiotasks cancel`` keeps who asked the same way
+(``cancelled_by``, :attr:`RunRecord.cancelled_by`), besides its outcome
+``failed``, reason ``cancelled``, error ``cancelled by host:pid``.
 
 The record's key names (everything after the lock key's own prefix) are
 derived from the lock key, so that ``finish_task`` and ``release_lock``, which
@@ -79,6 +82,7 @@ if TYPE_CHECKING:  # the readers take a Store; the Store imports this module's k
     from ._store import Store
 
 __all__ = [
+    "CANCELLED_BY",
     "DEFAULT_RETENTION",
     "TRIGGERED_BY",
     "Cell",
@@ -105,6 +109,8 @@ MAX_COUNTERS: Final = 4096
 FRESH_MARGIN_MS: Final = 60_000
 #: The result-dict entry of a run started by ``aiotasks trigger``: ``host:pid`` of who asked.
 TRIGGERED_BY: Final = "triggered_by"
+#: The result-dict entry of a run cancelled by ``aiotasks cancel``: ``host:pid`` of who asked.
+CANCELLED_BY: Final = "cancelled_by"
 #: This host, as ``socket.gethostname()`` says (no lookup).
 HOST: Final = socket.gethostname()
 #: This process's id and ``pid|host`` as the acquire packs it, kept current
@@ -632,6 +638,13 @@ class RunRecord:
         return found if isinstance(found, str) else None
 
     @property
+    def cancelled_by(self) -> str | None:
+        """``host:pid`` of who cancelled this run with ``aiotasks cancel``, else None (kept as
+        :attr:`triggered_by` is)."""
+        found = self.counters.get(CANCELLED_BY)
+        return found if isinstance(found, str) else None
+
+    @property
     def duration(self) -> float | None:
         """Seconds from start to end, on the server's clock."""
         if self.started is None or self.ended is None:
@@ -655,8 +668,13 @@ class RunRecord:
             "errors": [self.error] if self.error else [],
             "fence": self.fence,
             "triggered_by": self.triggered_by,
-            "counters": {k: v for k, v in self.counters.items() if k != TRIGGERED_BY},
+            "cancelled_by": self.cancelled_by,
+            "counters": {k: v for k, v in self.counters.items() if k not in _OURS},
         }
+
+
+#: Result-dict entries the library adds, kept with the counters but shown apart from them.
+_OURS: Final = frozenset({TRIGGERED_BY, CANCELLED_BY})
 
 
 def _text(value: Any) -> str | None:
@@ -726,6 +744,8 @@ class Cell:
     holder: str | None = None
     ttl_ms: int | None = None
     run: RunRecord | None = None
+    #: A running cell: ``host:pid`` of who asked to cancel it (``aiotasks cancel``), not yet acted on.
+    cancel_requested_by: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The grid's JSON cell: ``state`` and whatever else is known."""
@@ -735,6 +755,8 @@ class Cell:
         if self.holder is not None:
             cell["holder"] = self.holder
             cell["ttl_s"] = round((self.ttl_ms or 0) / 1000, 1)
+        if self.cancel_requested_by is not None:
+            cell["cancel_requested_by"] = self.cancel_requested_by
         if self.run is not None:
             run = self.run
             cell.update(task_id=run.task_id, host=run.host, pid=run.pid, started=iso(run.started))
@@ -744,6 +766,8 @@ class Cell:
                 cell["error"] = run.error
             if run.triggered_by:
                 cell["triggered_by"] = run.triggered_by
+            if run.cancelled_by:
+                cell["cancelled_by"] = run.cancelled_by
         return cell
 
 

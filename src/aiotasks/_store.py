@@ -127,6 +127,7 @@ from redis.asyncio.connection import AbstractConnection
 
 from . import _wire as wire
 from ._constants import SUCCESS_MARKER, Reason
+from ._errors import RedisAuthError
 from ._keys import ScheduleKeys, TaskKeys
 from ._records import (
     Outcome,
@@ -139,6 +140,7 @@ from ._records import (
 )
 from ._scripts import (
     ACQUIRE,
+    CANCEL,
     CLAIM,
     CLEAR,
     FINISH,
@@ -354,6 +356,8 @@ class Store:
         self._in_flight = 0
         self._drained: asyncio.Future[None] | None = None  # what drain() waits on
         self._pool_full = False
+        #: False once Redis refused the renewal script the cancel-request key (an ACL without it).
+        self._cancel_readable = True
         #: The slots of the task bodies that share the client (see ``_slots``).
         self.bodies = BodySlots(capacity(client, lanes))
         #: The runs' first lock renewals, by when they are due: one loop timer per slot
@@ -454,9 +458,41 @@ class Store:
         op.abandoned = True
         await self._run(op, direct=self._connections is not None)
 
-    async def renew(self, lock_key: str, token: str, ttl_ms: int) -> bool:
-        """Reset the lock's TTL to ``ttl_ms`` if it still holds ``token``."""
-        return int(await self._call(RENEW, 1, lock_key, token, ttl_ms)) == 1
+    async def renew(
+        self, lock_key: str, token: str, ttl_ms: int, cancel_key: str | None = None
+    ) -> bool | str:
+        """Reset the lock's TTL to ``ttl_ms`` if it still holds ``token``.
+
+        :param cancel_key: the run's cancel-request key (``_keys.cancel_key``),
+            read by the same script: a request to cancel costs no extra round trip.
+        :returns: whether the lock is still ours; or, when it is and someone
+            asked to cancel this run (``aiotasks cancel``), who: ``'host:pid|ms'``.
+        """
+        if cancel_key is None or not self._cancel_readable:
+            return int(await self._call(RENEW, 1, lock_key, token, ttl_ms)) == 1
+        try:
+            reply = await self._call(RENEW, 2, lock_key, cancel_key, token, ttl_ms)
+        except RedisAuthError as exc:
+            # An ACL user granted the seed's keys and the records but not ~cancel:* (the rules
+            # documented before cancel existed): renew as before rather than lose every long run's
+            # lock; its runs can't be cancelled, said once.
+            self._cancel_readable = False
+            logger.warning("runs on this client can't be cancelled (grant its ACL user ~cancel:*): %s", exc)
+            return int(await self._call(RENEW, 1, lock_key, token, ttl_ms)) == 1
+        return int(reply) == 1 if isinstance(reply, int) else _text(reply)
+
+    async def cancel(self, lock_key: str, cancel_key: str, by: str, ttl_ms: int) -> tuple[int, str, int, str]:
+        """The CANCEL script: ask the holder of ``lock_key`` to cancel its run, if there is one.
+
+        :returns: (0 nothing runs, nothing written | 1 request written | 2 one
+            was pending already, the holder's token, the lock's TTL in ms, who
+            asked first ('' unless 2)).
+        """
+        reply = list(await self._call(CANCEL, 2, lock_key, cancel_key, by, ttl_ms))
+        if int(reply[0]) == 0:
+            return 0, "", -2, ""
+        first = _text(reply[3]) if len(reply) > 3 else ""
+        return int(reply[0]), _text(reply[1]), int(reply[2]), first
 
     async def status(self, keys: TaskKeys) -> LockState:
         """Read a task's marker, holder and TTL in one command."""
@@ -500,6 +536,11 @@ class Store:
         """A :class:`Watcher`: blocking reads on a connection of their own, never a lane's; the
         task bodies get one slot less while it lives, so they never take that connection's place."""
         return Watcher(self.client, self.bodies)
+
+    async def get(self, key: str) -> str | None:
+        """Read one string key (a cancel request, for ``status``)."""
+        found = await self._call(None, "GET", key)
+        return None if found is None else _text(found)
 
     async def delete(self, key: str) -> bool:
         """Delete one key (a success marker for ``clear``, a pause for ``resume``); False if none."""

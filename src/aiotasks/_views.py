@@ -294,6 +294,8 @@ def _cell_detail(cell: Cell) -> str:
     parts = []
     if cell.state is CellState.RUNNING:
         parts.append(f"holder {cell.holder}, TTL {(cell.ttl_ms or 0) / 1000:.0f}s left")
+        if cell.cancel_requested_by:
+            parts.append(f"cancel requested by {cell.cancel_requested_by}")
     elif cell.reason:
         parts.append(cell.reason)
     if run is not None:

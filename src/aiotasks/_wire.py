@@ -28,7 +28,9 @@ with a fallback to the public path where one exists:
   and back with the pool's public ``get_connection``/``release``.
 
 :func:`translate` turns redis-py's errors into aiotasks' at this boundary,
-never with a password in the message.
+never with a password in the message. It first unwraps what Redis before 7.0
+made of an error inside a script (``_script_error``), so that every server
+in the supported range gives the same error for the same refusal.
 """
 
 from __future__ import annotations
@@ -78,6 +80,21 @@ HOLD_IDLE: Final = 1.0
 
 _AUTH_REPLY: Final = re.compile(r"^(NOAUTH|WRONGPASS|NOPERM)\b")
 _CLOSED: Final = "Connection closed by server."
+#: Redis before 7.0 wrapped an error a command raised inside a script in an ERR, which redis-py
+#: strips: "Error running script (call to f_<sha>): @user_script:<line>: [@user_script: <line>: -]
+#: WRONGTYPE Operation against a key...". Redis 7.0 and later, and Valkey, reply with the command's
+#: own error: "WRONGTYPE Operation against a key... script: <sha>, on @user_script:<line>.".
+_WRAPPED_SCRIPT_ERROR: Final = re.compile(
+    r"^Error running script \(call to f_[0-9a-f]+\): @user_script:\d+: (?:@user_script: \d+: )?-?"
+    r"(?P<code>[A-Z]+) (?P<text>.*)$",
+    re.DOTALL,
+)
+#: The redis-py error a reply of that code would have been, where it is not a plain ResponseError.
+_ERROR_CLASSES: Final[dict[str, type[rex.ResponseError]]] = {
+    "READONLY": rex.ReadOnlyError,
+    "NOPERM": rex.NoPermissionError,
+    "OOM": rex.OutOfMemoryError,
+}
 
 
 def pack(commands: Sequence[tuple[Any, ...]]) -> bytes:
@@ -360,7 +377,22 @@ def translate(exc: BaseException, client: Any) -> BaseException:
     return translated
 
 
+def _script_error(exc: BaseException) -> BaseException:
+    """The error a script's command raised, as Redis 7.0+ replies it, where Redis 6.2 wrapped it.
+
+    So ``READONLY`` on a replica is redis-py's ``ReadOnlyError`` and a ``WRONGTYPE`` starts with
+    ``WRONGTYPE`` on every server; any other error is returned unchanged.
+    """
+    found = _WRAPPED_SCRIPT_ERROR.match(str(exc)) if type(exc) is rex.ResponseError else None
+    if found is None:
+        return exc
+    code, text = found["code"], found["text"]
+    # redis-py strips the generic "ERR " and keeps every other code in the message.
+    return _ERROR_CLASSES.get(code, rex.ResponseError)(text if code == "ERR" else f"{code} {text}")
+
+
 def _translate(exc: BaseException, client: Any) -> BaseException:
+    exc = _script_error(exc)
     message = str(exc) or type(exc).__name__
     for secret in secrets_of(client):
         message = message.replace(secret, "***")
