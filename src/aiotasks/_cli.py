@@ -51,7 +51,8 @@ from ._config import Settings, in_process_client
 from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisAuthError, RedisUnavailable
 from ._keys import TaskKeys, date_range, parse_date, parse_run_key, task_keys
 from ._metrics import exposition, serve_metrics
-from ._records import HOST, Cell, CellState, TaskSummary, read_grid, read_runs
+from ._reading import read_history, read_status
+from ._records import HOST, Cell, RunRecord, TaskSummary, read_runs
 from ._schedule import Schedule
 from ._scheduler import Scheduler
 from ._store import AnyRedis, LockState, store_for
@@ -631,9 +632,7 @@ def _status(args: argparse.Namespace, chain: Chain) -> int:
             await _check_server(client, settings, first)
             store = store_for(client)
             try:
-                return await read_grid(
-                    store, [n.task_name for n in nodes], dates, namespace=settings.namespace
-                )
+                return await read_status(store, nodes, dates, namespace=settings.namespace)
             except rex.ResponseError as exc:
                 if not str(exc).startswith("WRONGTYPE"):
                     raise
@@ -647,15 +646,7 @@ def _status(args: argparse.Namespace, chain: Chain) -> int:
         finally:
             await _close(client)
 
-    cells = _in_loop(read)
-    # A recurring task never writes a marker: with no record of a run, say so, not "pending".
-    grid = {
-        node.id: {
-            date: Cell(CellState.RECURRING) if node.recurring and cell.state is CellState.PENDING else cell
-            for date, cell in cells[node.task_name].items()
-        }
-        for node in nodes
-    }
+    grid = _in_loop(read)
     color = sys.stdout.isatty() and not args.json
     if args.date_from is None:
         date = dates[0]
@@ -692,12 +683,17 @@ async def _read_runs(
 def _history(args: argparse.Namespace, chain: Chain) -> int:
     nodes = _chosen(chain, args.task)
     settings = _settings(args)
-    summaries = _in_loop(lambda signals: _read_runs(settings, nodes, args.last, "history"))
-    runs = sorted(
-        (run for summary in summaries.values() for run in summary.runs),
-        key=lambda run: (run.started or 0, run.task),
-        reverse=True,
-    )[: args.last]
+
+    async def read(signals: _Signals) -> list[RunRecord]:
+        client = _client(settings, need_redis="history")
+        try:
+            await _check_server(client, settings, None)
+            store = store_for(client)
+            return await read_history(store, nodes, namespace=settings.namespace, last=args.last)
+        finally:
+            await client.aclose()
+
+    runs = _in_loop(read)[: args.last]
     _echo(to_json({"runs": [run.to_json() for run in runs]}) if args.json else history_text(runs))
     return EXIT_OK
 
