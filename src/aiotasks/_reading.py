@@ -118,14 +118,15 @@ async def read_date_runs(store: Store, task: str, key: str, *, namespace: str | 
     return newest_first(runs)
 
 
-def schedule_keys_between(schedule: Schedule, first: dt.date, last: dt.date, most: int) -> list[str]:
+def schedule_keys_between(schedule: Schedule | None, first: dt.date, last: dt.date, most: int) -> list[str]:
     """The run keys of ``schedule`` from day ``first`` to day ``last`` (its zone), oldest first.
 
-    A daily schedule keys each run by its logical date: the dates themselves. A
+    A daily schedule (and a chain with none: ``None``) keys each run by its
+    logical date: the dates themselves. A
     sub-daily one by its slots: the newest ``most`` of those days' slots that
     fired by now (a grid of every second of a day would be no use to anyone).
     """
-    if schedule.daily:
+    if schedule is None or schedule.daily:
         return [(first + dt.timedelta(days=n)).strftime("%Y%m%d") for n in range((last - first).days + 1)]
     start = dt.datetime.combine(first, dt.time(), schedule.zone) - dt.timedelta(microseconds=1)
     end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), schedule.zone)

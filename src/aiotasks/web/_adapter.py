@@ -1,0 +1,76 @@
+"""The one place the console calls the fleet controls (issue 20's API), so that a change of
+their signatures is fixed here alone. Every function is the control itself, keyword style."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiotasks._chain import Chain
+from aiotasks._schedule import Schedule
+from aiotasks._store import AnyRedis
+from aiotasks._trigger import Triggered, trigger
+
+__all__ = ["cancel", "clear", "pause", "paused_tasks", "resume", "run_now"]
+
+
+async def pause(kind: str, name: str, *, redis: AnyRedis | None, namespace: str | None) -> bool:
+    """Pause a schedule (``kind`` ``"schedule"``) or a task (``"task"``); True if this call paused it."""
+    from aiotasks._controls import pause_schedule, pause_task
+
+    act = pause_schedule if kind == "schedule" else pause_task
+    return await act(name, redis=redis, namespace=namespace)
+
+
+async def resume(kind: str, name: str, *, redis: AnyRedis | None, namespace: str | None) -> bool:
+    """Resume a schedule or a task; True if this call resumed it."""
+    from aiotasks._controls import resume_schedule, resume_task
+
+    act = resume_schedule if kind == "schedule" else resume_task
+    return await act(name, redis=redis, namespace=namespace)
+
+
+async def paused_tasks(
+    task_ids: Sequence[str], *, redis: AnyRedis | None, namespace: str | None
+) -> dict[str, str]:
+    """``{task: "host:pid|ms"}`` of the paused ones."""
+    from aiotasks._controls import paused_tasks as read
+
+    return await read(task_ids, redis=redis, namespace=namespace)
+
+
+async def clear(
+    chain: Chain,
+    key: str,
+    tasks: Sequence[str],
+    *,
+    downstream: bool,
+    redis: AnyRedis | None,
+    namespace: str | None,
+) -> list[str]:
+    """Remove the success markers of ``tasks`` (and with ``downstream`` their dependents') for ``key``."""
+    from aiotasks._controls import clear as remove
+
+    return await remove(chain, key, tasks=tasks, downstream=downstream, redis=redis, namespace=namespace)
+
+
+async def cancel(task: str, key: str, *, redis: AnyRedis | None, namespace: str | None) -> bool:
+    """Ask the holder of ``task``'s lock for ``key`` to cancel its run; False: nothing runs."""
+    from aiotasks._cancel_run import cancel as ask
+
+    return await ask(task, key, redis=redis, namespace=namespace)
+
+
+async def run_now(
+    schedule: Schedule,
+    key: str | None,
+    *,
+    force: bool,
+    expires: float,
+    redis: AnyRedis | None,
+    namespace: str | None,
+) -> Triggered:
+    """Ask the serving fleet to run ``schedule`` for ``key`` now; returns once a replica took it.
+
+    :raises TriggerExpired: no replica took it within ``expires`` seconds.
+    """
+    return await trigger(schedule, key=key, force=force, expires=expires, redis=redis, namespace=namespace)
