@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 import aiotasks
 from aiotasks import Run, TaskError, _config, finish_task, release_lock, task_boilerplate
 from aiotasks._clock import FakeClock
-from aiotasks._keys import TaskKeys, task_keys
+from aiotasks._keys import TaskKeys, paused_key, task_keys
 from aiotasks._records import (
     Outcome,
     RunRecord,
@@ -346,15 +346,24 @@ async def test_the_index_is_trimmed_to_the_retention(redis_client: Redis) -> Non
 
 def test_record_arguments_follow_the_lock_key() -> None:
     """The scripts get the runs hash and index of the lock key's own task, namespace and hash tag,
-    and no record keys for a caller's own lock key or a retention of 0."""
+    the acquire also the task's paused key (last), and no record keys for a caller's own lock key
+    (nor a paused key) or a retention of 0 (the paused key still)."""
     keep = retention_ms()
     for namespace, cluster, state, index in [
         (None, False, b"run:t:20261125", b"runs:t"),
         ("app", True, b"app:run:{t}:20261125", b"app:runs:{t}"),
     ]:
         keys = task_keys("t", DATE, namespace=namespace, cluster=cluster)
+        paused = paused_key("t", namespace=namespace, cluster=cluster).encode()
         outcome = Outcome(keep, "success", ended=2, fresh=True)
-        assert acquire_args(keys, "tok", 9, True, keep)[:5] == (4, keys.lock, keys.success, state, index)
+        assert acquire_args(keys, "tok", 9, True, keep)[:6] == (
+            5,
+            keys.lock,
+            keys.success,
+            state,
+            index,
+            paused,
+        )
         assert finish_args(keys, "tok", 9, "completed", outcome)[:5] == (
             4,
             keys.lock,
@@ -363,7 +372,7 @@ def test_record_arguments_follow_the_lock_key() -> None:
             index,
         )
         assert release_args(keys.lock, "tok", outcome)[:4] == (3, keys.lock, state, index)
-        assert acquire_args(keys, "tok", 9, True, 0)[0] == 2
+        assert acquire_args(keys, "tok", 9, True, 0)[:4] == (3, keys.lock, keys.success, paused)
     own = TaskKeys("my-own-lock", "my-own-marker")
     assert acquire_args(own, "tok", 9, True, keep)[0] == 2
     assert release_args("my-own-lock", "tok", Outcome(keep, "failed", "error"))[0] == 1

@@ -50,14 +50,18 @@ async def store_it(run: Run) -> None:
     await run.redis.rpush("daily", f"store_it:{run.date}")
 
 
+#: Who paused, as a pause key says it (``host:pid|ms``) once set by this process.
+ME = f"{HOST}:{os.getpid()}"
+
+
 async def pause(client: Redis | RedisCluster, name: str, namespace: str | None = None) -> None:
-    """What ``aiotasks pause --schedule`` does (taskctl's ``pause_schedule``; the merge swaps this in)."""
-    await client.set(schedule_keys(name, namespace=namespace).paused, "tester:1|0")
+    """``aiotasks pause --schedule``: it was not paused before."""
+    assert await aiotasks.pause_schedule(name, redis=client, namespace=namespace)
 
 
 async def resume(client: Redis | RedisCluster, name: str, namespace: str | None = None) -> None:
-    """What ``aiotasks resume --schedule`` does (taskctl's ``resume_schedule``)."""
-    await client.delete(schedule_keys(name, namespace=namespace).paused)
+    """``aiotasks resume --schedule``: it was paused."""
+    assert await aiotasks.resume_schedule(name, redis=client, namespace=namespace)
 
 
 async def listed(client: Redis | RedisCluster, key: str) -> list[str]:
@@ -96,7 +100,7 @@ async def test_a_paused_schedule_fires_nowhere_records_each_slot_once_and_resume
             await slots_seen(replicas, 0, 5 + minute)
             await clock.sleepers(2)
         assert await listed(redis_client, "beats") == []
-        assert entry(replicas[0])["paused"] == "tester:1|0"
+        assert entry(replicas[0])["paused"].startswith(f"{ME}|")
         await resume(redis_client, "beats")
         clock.advance(60)
         await slots_seen(replicas, 1, 8)
@@ -107,7 +111,7 @@ async def test_a_paused_schedule_fires_nowhere_records_each_slot_once_and_resume
     slots = ["20260101T1156", "20260101T1157", "20260101T1158", "20260101T1159"]
     slots += [f"20260101T120{m}" for m in range(4)]
     assert paused == [(slot, "paused", "paused") for slot in slots]
-    assert all("paused by tester:1" in (run.error or "") for run in summary.runs if run.status == "paused")
+    assert all(f"paused by {ME}" in (run.error or "") for run in summary.runs if run.status == "paused")
     # Each replica counts the slots it did not fire (as with missed ones): 8 slots, 2 replicas.
     assert value("aiotasks_runs_total", task="beat", outcome="paused") - counted == 16
 
@@ -228,7 +232,8 @@ async def test_scheduler_status_shows_pending_triggers_and_paused_from_its_last_
         await redis_client.lpush(keys.triggers, "{}", "{}")
         clock.advance(30)
         await eventually(lambda: _true(entry(one)["paused_slots"] == 1), "the slot was checked")
-        assert (entry(one)["paused"], entry(one)["pending_triggers"]) == ("tester:1|0", 2)
+        assert entry(one)["paused"].startswith(f"{ME}|")
+        assert entry(one)["pending_triggers"] == 2
 
 
 async def test_one_blocking_read_serves_triggers_on_redis_cluster(cluster_client: RedisCluster) -> None:

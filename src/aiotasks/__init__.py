@@ -27,6 +27,12 @@ from ._constants import REDIS_LOCK_TIMEOUT as REDIS_LOCK_TIMEOUT
 from ._constants import REDIS_SUCCESS_TTL as REDIS_SUCCESS_TTL
 from ._constants import Reason as Reason
 from ._constants import Status as Status
+from ._controls import clear as clear
+from ._controls import pause_schedule as pause_schedule
+from ._controls import pause_task as pause_task
+from ._controls import paused_tasks as paused_tasks
+from ._controls import resume_schedule as resume_schedule
+from ._controls import resume_task as resume_task
 from ._errors import AioTasksError as AioTasksError
 from ._errors import InvalidChain as InvalidChain
 from ._errors import InvalidConfig as InvalidConfig
@@ -78,9 +84,15 @@ __all__ = [
     "TriggerExpired",
     "Triggered",
     "add_run_hook",
+    "clear",
     "finish_task",
+    "pause_schedule",
+    "pause_task",
+    "paused_tasks",
     "release_lock",
     "remove_run_hook",
+    "resume_schedule",
+    "resume_task",
     "run_chain",
     "task",
     "task_boilerplate",

@@ -29,7 +29,7 @@ from ._errors import InvalidConfig, RedisUnavailable
 from ._hooks import report
 from ._keys import TaskKeys, check_task_name, parse_run_key, task_keys
 from ._records import Outcome, retention_ms
-from ._store import Acquired, AnyRedis, Completed, Store
+from ._store import Acquired, AnyRedis, Store, skip_reason
 
 __all__ = [
     "check_success_ttl",
@@ -167,7 +167,7 @@ async def task_boilerplate(
     )
     if not isinstance(outcome, Acquired):
         result["status"] = Status.SKIPPED.value
-        reason = Reason.ALREADY_COMPLETED if isinstance(outcome, Completed) else Reason.LOCK_HELD
+        reason = skip_reason(outcome)
         result["reason"] = reason.value
         _metrics.observe_skip(name, reason.value)
     else:

@@ -17,7 +17,10 @@ Dependency semantics
     Independent tasks run concurrently; ``max_concurrency`` bounds how many run
     at once. When a dependency failed, or was itself blocked, its dependents do
     not run: they are ``skipped`` with reason ``dependency_failed`` /
-    ``dependency_blocked`` and ``blocked_by`` naming the dependency.
+    ``dependency_blocked`` and ``blocked_by`` naming the dependency. A task
+    paused fleet-wide (``aiotasks pause --task``) is ``skipped`` with reason
+    ``paused``; its dependents with ``dependency_paused`` (``blocked_by``
+    naming it), theirs in turn with ``dependency_blocked``.
 
 Another worker running a task (``lock_held``)
     The chain waits for it: it polls the task's lock (at once, then after 50 ms,
@@ -545,6 +548,8 @@ class ChainRun:
             reason = Reason.DEPENDENCY_FAILED
         elif result.get("reason") == Reason.LOCK_HELD:
             reason = Reason.DEPENDENCY_LOCK_HELD
+        elif result.get("reason") == Reason.PAUSED:
+            reason = Reason.DEPENDENCY_PAUSED
         else:
             reason = Reason.DEPENDENCY_BLOCKED
         for dependent in self._dependents[node.id]:

@@ -46,11 +46,15 @@ class Reason(StrEnum):
     REDIS_UNAVAILABLE = "redis_unavailable"
     #: The chain was cancelled before this task finished.
     CANCELLED = "cancelled"
+    #: The task is paused fleet-wide (``aiotasks pause --task``): nothing ran, nothing was written.
+    PAUSED = "paused"
     #: A dependency failed in this chain run.
     DEPENDENCY_FAILED = "dependency_failed"
     #: A dependency was itself skipped because one of its dependencies did not succeed.
     DEPENDENCY_BLOCKED = "dependency_blocked"
     #: A recurring dependency was running on another worker, so this run can't follow it.
     DEPENDENCY_LOCK_HELD = "dependency_lock_held"
+    #: A dependency is paused (``blocked_by`` names it), so this run can't follow it.
+    DEPENDENCY_PAUSED = "dependency_paused"
     #: Waiting for another worker's run of this task took longer than allowed.
     WAIT_TIMEOUT = "wait_timeout"

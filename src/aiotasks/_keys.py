@@ -29,6 +29,14 @@ watches all of a scheduler's trigger lists on Redis Cluster too::
 
 Schedule names are restricted to ``[A-Za-z0-9_.,-]`` (a default name is the
 schedule's task names joined by ``,``).
+
+A task's pause (``pause --task``) is one key per task, with the task's own hash
+tag, so that the acquire script, which touches the task's lock, reads it in
+the same slot::
+
+    paused:task_name                (standalone)
+    paused:{task_name}              (Redis Cluster)
+    ns:paused:...                   (with a namespace)
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ __all__ = [
     "is_slot_key",
     "parse_date",
     "parse_run_key",
+    "paused_key",
     "schedule_keys",
     "task_keys",
     "today",
@@ -269,3 +278,12 @@ def schedule_keys(name: str, *, namespace: str | None) -> ScheduleKeys:
     prefix = f"{namespace}:" if namespace else ""
     head = f"{prefix}schedule:{{{namespace or 'aiotasks'}}}:{name}"
     return ScheduleKeys(f"{head}:paused", f"{head}:triggers")
+
+
+def paused_key(task_name: str, *, namespace: str | None, cluster: bool) -> str:
+    """A task's ``paused`` key (a string ``host:pid|ms`` of who paused it, no TTL); ``task_name``
+    must already be validated. Its hash tag is the task's, as in :func:`task_keys`, so the
+    acquire script reads it on Redis Cluster too (``_records`` derives the same key from a lock key).
+    """
+    prefix = f"{namespace}:" if namespace else ""
+    return f"{prefix}paused:{{{task_name}}}" if cluster else f"{prefix}paused:{task_name}"

@@ -182,6 +182,8 @@ class RecordKeys(NamedTuple):
     records: str
     #: ``lock:T:``: a date's lock is this prefix + ``D``.
     locks: str
+    #: ``paused:T``: the task's pause (``_keys.paused_key``), read by the acquire script.
+    paused: str
 
 
 @functools.lru_cache(maxsize=4096)  # a run's acquire and its finish/release derive the same keys
@@ -206,24 +208,26 @@ def record_keys(lock_key: str) -> RecordKeys | None:
         f"{prefix}runs:{tag}",
         f"{prefix}run:{tag}:",
         f"{prefix}lock:{tag}:",
+        f"{prefix}paused:{tag}",
     )
 
 
-#: Per lock-key head (the lock key up to its date): the runs hashes' prefix and
-#: the index, encoded for the wire, or None for a key of another shape.
-_heads: dict[str, tuple[bytes, bytes] | None] = {}
+#: Per lock-key head (the lock key up to its date): the runs hashes' prefix, the
+#: index and the task's paused key, encoded for the wire, or None for a key of another shape.
+_heads: dict[str, tuple[bytes, bytes, bytes] | None] = {}
 _MAX_HEADS: Final = 4096
 
 
 #: The last lock keys' record keys: a run's acquire derives them, its trailer and
 #: its finish or release find them here.
-_recent: dict[str, tuple[bytes, bytes, bytes] | None] = {}
+_recent: dict[str, tuple[bytes, bytes, bytes, bytes] | None] = {}
 _MAX_RECENT: Final = 1024
 
 
-def _wire_keys(lock_key: str) -> tuple[bytes, bytes, bytes] | None:
-    """The runs hash, the index and the date of ``lock_key``'s record, as bytes for the wire (the door
-    passes bytes through as they are); None when it has no record (see :func:`record_keys`).
+def _wire_keys(lock_key: str) -> tuple[bytes, bytes, bytes, bytes] | None:
+    """The runs hash, the index and the date of ``lock_key``'s record, and its task's paused key,
+    as bytes for the wire (the door passes bytes through as they are); None when it has no record
+    (see :func:`record_keys`).
 
     Every run has a new lock key (a new date, or a new task), so a cache keyed by
     it serves only that run's own later calls (``_recent``); the head (everything
@@ -239,20 +243,20 @@ def _wire_keys(lock_key: str) -> tuple[bytes, bytes, bytes] | None:
     return found
 
 
-def _derive_wire_keys(lock_key: str) -> tuple[bytes, bytes, bytes] | None:
+def _derive_wire_keys(lock_key: str) -> tuple[bytes, bytes, bytes, bytes] | None:
     head, _, date = lock_key.rpartition(":")
     try:
         found = _heads[head]
     except KeyError:
         keys = record_keys(f"{head}:0")
-        found = None if keys is None else (keys.records.encode(), keys.history.encode())
+        found = None if keys is None else (keys.records.encode(), keys.history.encode(), keys.paused.encode())
         if len(_heads) >= _MAX_HEADS:
             _heads.clear()
         _heads[head] = found
     if found is None or not date:
         return None
     encoded = date.encode()
-    return found[0] + encoded, found[1], encoded
+    return found[0] + encoded, found[1], encoded, found[2]
 
 
 def task_record_keys(task: str, *, namespace: str | None, cluster: bool) -> RecordKeys | None:
@@ -420,14 +424,21 @@ def _retention(retention: int) -> bytes:
 def acquire_args(
     keys: TaskKeys, token: str, ttl_ms: int, check_success: bool, retention: int
 ) -> tuple[Any, ...]:
-    """numkeys, KEYS and ARGV of the ACQUIRE script (without record keys when there is no record)."""
+    """numkeys, KEYS and ARGV of the ACQUIRE script (without record keys when there is no record).
+
+    The task's paused key goes last (an odd number of keys says it is there): a
+    lock key of another shape than ``_keys.task_keys``'s (a caller's own) has
+    no task name to pause by, and no record.
+    """
     check = b"1" if check_success else b"0"
-    found = _wire_keys(keys.lock) if retention > 0 else None
+    found = _wire_keys(keys.lock)
     if found is None:
         return (2, keys.lock, keys.success, token, ttl_ms, check)
-    state, history, date = found
+    state, history, date, paused = found
+    if retention <= 0:
+        return (3, keys.lock, keys.success, paused, token, ttl_ms, check)
     return (
-        4, keys.lock, keys.success, state, history,
+        5, keys.lock, keys.success, state, history, paused,
         token, ttl_ms, check, _retention(retention), _pid_host[0], date,
     )  # fmt: skip
 

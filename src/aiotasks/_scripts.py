@@ -59,6 +59,7 @@ ACQUIRE: Final = Script(
 -- KEYS[2] - the success-marker key
 -- KEYS[3], KEYS[4] - optional, both or none (no run record): the (task, date)'s
 --   runs hash and the task's history index (see _records for their layout)
+-- KEYS[#KEYS] - when #KEYS is odd (3 or 5): the task's paused key (_keys.paused_key)
 -- ARGV[1] - the run's token (its task_id)
 -- ARGV[2] - the lock's TTL in milliseconds
 -- ARGV[3] - '1' to skip when the marker exists, '0' to ignore the marker
@@ -67,9 +68,17 @@ ACQUIRE: Final = Script(
 --            this token: a retried acquire is idempotent, resets the TTL, never
 --            stretches it, and hands back the first attempt's fence);
 --        {2} the marker exists: already completed, nothing written;
---        {3, holder, pttl} another token holds the lock, with its TTL left in ms
+--        {3, holder, pttl} another token holds the lock, with its TTL left in ms;
+--        {4} the task is paused (aiotasks pause --task): nothing written
 if ARGV[3] == '1' and redis.call('exists', KEYS[2]) == 1 then
     return {2}
+end
+-- A paused task starts nowhere; a completed one stays completed (checked first,
+-- so its dependents still count it done). A retried acquire whose first attempt
+-- took the lock before the pause finds its own token and keeps it (below), so
+-- the door never has a lock it can't give back.
+if #KEYS % 2 == 1 and redis.call('exists', KEYS[#KEYS]) == 1 and redis.call('get', KEYS[1]) ~= ARGV[1] then
+    return {4}
 end
 if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     local holder = redis.call('get', KEYS[1])

@@ -126,7 +126,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
 from . import _wire as wire
-from ._constants import SUCCESS_MARKER
+from ._constants import SUCCESS_MARKER, Reason
 from ._keys import ScheduleKeys, TaskKeys
 from ._records import Outcome, acquire_args, finish_args, release_args
 from ._scripts import (
@@ -145,7 +145,18 @@ from ._scripts import (
 )
 from ._slots import BodySlots, capacity
 
-__all__ = ["Acquired", "AnyRedis", "Completed", "Held", "LockState", "Store", "Watcher", "store_for"]
+__all__ = [
+    "Acquired",
+    "AnyRedis",
+    "Completed",
+    "Held",
+    "LockState",
+    "Paused",
+    "Store",
+    "Watcher",
+    "skip_reason",
+    "store_for",
+]
 
 logger = logging.getLogger("aiotasks.store")
 
@@ -188,6 +199,17 @@ class Held(NamedTuple):
 
     holder: str
     ttl_ms: int
+
+
+class Paused(NamedTuple):
+    """The task is paused (``aiotasks pause --task``); nothing was written."""
+
+
+def skip_reason(outcome: Completed | Held | Paused) -> Reason:
+    """The ``reason`` of a run skipped at its acquire."""
+    if isinstance(outcome, Completed):
+        return Reason.ALREADY_COMPLETED
+    return Reason.PAUSED if isinstance(outcome, Paused) else Reason.LOCK_HELD
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,8 +336,8 @@ class Store:
 
     async def acquire(
         self, keys: TaskKeys, token: str, ttl_ms: int, *, check_success: bool, retention_ms: int = 0
-    ) -> Acquired | Completed | Held:
-        """Check the marker and take the lock, atomically, in one round trip.
+    ) -> Acquired | Completed | Held | Paused:
+        """Check the marker and the task's pause and take the lock, atomically, in one round trip.
 
         With ``retention_ms`` > 0 the same script starts the run's record and
         hands out its fencing token (see ``_records``); a lock given back
@@ -345,6 +367,8 @@ class Store:
             return Acquired(int(reply[1]), int(reply[2]))
         if code == 2:
             return Completed()
+        if code == 4:
+            return Paused()
         return Held(_text(reply[1]) if reply[1] is not None else "", int(reply[2]))
 
     async def finish(
@@ -440,8 +464,23 @@ class Store:
         return Watcher(self.client, self.bodies)
 
     async def delete(self, key: str) -> bool:
-        """Delete one key (a success marker, for ``reset``)."""
+        """Delete one key (a success marker for ``clear``, a pause for ``resume``); False if none."""
         return int(await self._call(None, "DEL", key)) == 1
+
+    async def set_new(self, key: str, value: str) -> bool:
+        """Set ``key`` to ``value`` (no TTL) unless it exists (a pause); False if it did: nothing written."""
+        return await self._call(None, "SET", key, value, "NX") is not None
+
+    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        """The string values of ``keys`` (None where missing): one ``MGET``, or on Redis Cluster,
+        whose keys may live on several nodes, one ``GET`` each, sent together."""
+        if not keys:
+            return []
+        if self.cluster:
+            found = await asyncio.gather(*(self._call(None, "GET", key) for key in keys))
+        else:
+            found = await self._call(None, "MGET", *keys)
+        return [None if value is None else _text(value) for value in found]
 
     async def ping(self) -> None:
         """Check that Redis answers, with translated errors."""

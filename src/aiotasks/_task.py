@@ -56,7 +56,7 @@ from ._errors import InvalidConfig, RedisUnavailable, TaskError
 from ._hooks import has_hooks, observe_result, report
 from ._keys import TaskKeys, check_task_name, is_slot_key, parse_run_key, task_keys
 from ._records import Outcome, retention_ms
-from ._store import Acquired, AnyRedis, Completed, Store
+from ._store import Acquired, AnyRedis, Store, skip_reason
 
 __all__ = [
     "AsyncBody",
@@ -307,7 +307,7 @@ class Task:
         """Run the task for ``date_string`` (``YYYYMMDD``, default today).
 
         :returns: the result dict: ``success``, or ``skipped`` with reason
-            ``already_completed`` or ``lock_held``.
+            ``already_completed``, ``lock_held`` or ``paused`` (``aiotasks pause --task``).
         :raises TaskError: the run failed; ``.result`` has status ``failed``,
             the error text in ``errors`` and, where it applies, a reason
             (``timeout``, ``lock_lost``, ``redis_unavailable``). The lock is
@@ -334,7 +334,7 @@ class Task:
             raise TaskError(Status.FAILED.value, str(exc), result) from exc
         if not isinstance(outcome, Acquired):
             result["status"] = Status.SKIPPED.value
-            reason = Reason.ALREADY_COMPLETED if isinstance(outcome, Completed) else Reason.LOCK_HELD
+            reason = skip_reason(outcome)
             result["reason"] = reason.value
             logger.debug("%s %s: skipped (%s)", self.name, date, result["reason"])
             _metrics.observe_skip(self.name, result["reason"])
