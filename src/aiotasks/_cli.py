@@ -13,6 +13,7 @@ and never contain any part of a Redis password. Exit codes:
   invalid chain, a bad option or Redis URL (unknown option, a database the
   server does not have, a cluster node without ``--cluster``, a missing TLS
   file); a schedule name not in the target, a trigger key not of its schedule;
+  ``web`` without its extra (``aiotasks-redis[web]``), or a port it can't listen on;
 * 3 - what Redis said: unreachable, too slow, not speaking Redis, refusing our
   credentials or a command, keys of the wrong type, or failing mid-run;
 * 130 / 143 - interrupted by SIGINT / SIGTERM: running tasks were cancelled and
@@ -280,6 +281,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     redis_options(trigger)
     trigger.add_argument("--json", action="store_true", help="print one JSON document")
+
+    web = commands.add_parser(
+        "web", help="serve the web console: grid, history, runs, schedules and the controls (needs [web])"
+    )
+    web.add_argument(
+        "target", help="Schedules (or a chain): package.module:attr or path/to/file.py:attr, as serve/run"
+    )
+    web.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    web.add_argument("--port", type=_count(0, 65535), default=8080, help="port (default 8080; 0: any free)")
+    web.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding the secret that unlocks the controls (default: $AIOTASKS_WEB_TOKEN; "
+        "neither: read-only)",
+    )
+    web.add_argument(
+        "--refresh", type=float, default=5.0, metavar="SECONDS", help="how often open pages refresh (5)"
+    )
+    redis_options(web)
 
     reset = commands.add_parser("reset", help="remove success markers so tasks run again")
     target(reset)
@@ -835,6 +855,63 @@ def _trigger(args: argparse.Namespace, schedules: list[Schedule]) -> int:
     return _in_loop(ask)
 
 
+#: What ``web`` says when its extra is not installed.
+WEB_EXTRA = "the web console needs its extra: pip install 'aiotasks-redis[web]'"
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The console's token: ``--token-file``'s content, else ``AIOTASKS_WEB_TOKEN``, else None."""
+    if args.token_file is not None:
+        try:
+            text = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --token-file {args.token_file!r}: {type(exc).__name__}") from None
+        if not text:
+            raise UsageError(f"--token-file {args.token_file!r} is empty")
+        return text
+    return os.environ.get("AIOTASKS_WEB_TOKEN", "").strip() or None
+
+
+def _web(args: argparse.Namespace) -> int:
+    """Serve the web console of TARGET until SIGINT/SIGTERM (see ``aiotasks.web``)."""
+    try:
+        from .web import console
+        from .web._serve import ConsoleServer, listen
+    except ImportError:
+        raise UsageError(WEB_EXTRA) from None
+    target = _import_target(args.target)
+    token = _token(args)
+    settings = _settings(args)
+
+    async def serve(signals: _Signals) -> int:
+        client = _client(settings, need_redis="web")
+        try:
+            # Built before connecting: a target that is no chain or schedule is refused first.
+            served = console(
+                target, redis=client, namespace=settings.namespace, token=token, refresh=args.refresh
+            )
+            await _check_server(client, settings, None)
+            try:
+                sock = listen(args.bind, args.port)
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot serve the web console on {args.bind}:{args.port}: {exc.strerror or exc}"
+                ) from None
+            server = ConsoleServer(served, sock, access_log=args.verbose > 0)
+            signals.first = ("stopping the web console", server.stop)
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            access = "controls need the token" if token else "read-only (no token configured)"
+            _echo(f"aiotasks: web console on http://{shown}:{port}/ ({access})", sys.stderr)
+            with sock:
+                await server.serve()
+        finally:
+            await _close(client)
+        return signals.exit_code or EXIT_OK
+
+    return _in_loop(serve)
+
+
 def _serve(args: argparse.Namespace, schedules: list[Schedule]) -> int:
     """Fire the schedules until SIGTERM/SIGINT: then stop firing, give runs ``--grace``, cancel, exit."""
     settings = _settings(args)
@@ -987,6 +1064,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args, load_schedules(args.target))
         if args.command == "trigger":
             return _trigger(args, load_schedules(args.target))
+        if args.command == "web":
+            return _web(args)
         chain = load_chain(args.target)
         command = {
             "run": _run,

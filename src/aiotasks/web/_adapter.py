@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from aiotasks import _controls
 from aiotasks._chain import Chain
 from aiotasks._schedule import Schedule
 from aiotasks._store import AnyRedis
@@ -15,17 +16,13 @@ __all__ = ["cancel", "clear", "pause", "paused_tasks", "resume", "run_now"]
 
 async def pause(kind: str, name: str, *, redis: AnyRedis | None, namespace: str | None) -> bool:
     """Pause a schedule (``kind`` ``"schedule"``) or a task (``"task"``); True if this call paused it."""
-    from aiotasks._controls import pause_schedule, pause_task
-
-    act = pause_schedule if kind == "schedule" else pause_task
+    act = _controls.pause_schedule if kind == "schedule" else _controls.pause_task
     return await act(name, redis=redis, namespace=namespace)
 
 
 async def resume(kind: str, name: str, *, redis: AnyRedis | None, namespace: str | None) -> bool:
     """Resume a schedule or a task; True if this call resumed it."""
-    from aiotasks._controls import resume_schedule, resume_task
-
-    act = resume_schedule if kind == "schedule" else resume_task
+    act = _controls.resume_schedule if kind == "schedule" else _controls.resume_task
     return await act(name, redis=redis, namespace=namespace)
 
 
@@ -33,9 +30,7 @@ async def paused_tasks(
     task_ids: Sequence[str], *, redis: AnyRedis | None, namespace: str | None
 ) -> dict[str, str]:
     """``{task: "host:pid|ms"}`` of the paused ones."""
-    from aiotasks._controls import paused_tasks as read
-
-    return await read(task_ids, redis=redis, namespace=namespace)
+    return await _controls.paused_tasks(task_ids, redis=redis, namespace=namespace)
 
 
 async def clear(
@@ -48,9 +43,9 @@ async def clear(
     namespace: str | None,
 ) -> list[str]:
     """Remove the success markers of ``tasks`` (and with ``downstream`` their dependents') for ``key``."""
-    from aiotasks._controls import clear as remove
-
-    return await remove(chain, key, tasks=tasks, downstream=downstream, redis=redis, namespace=namespace)
+    return await _controls.clear(
+        chain, key, tasks=tasks, downstream=downstream, redis=redis, namespace=namespace
+    )
 
 
 async def cancel(task: str, key: str, *, redis: AnyRedis | None, namespace: str | None) -> bool:

@@ -29,12 +29,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import jinja2
 from redis import exceptions as rex
 from starlette.applications import Starlette
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -281,7 +280,7 @@ def _check_origin(request: Request) -> None:
         raise _Refused(403, "cross-origin request refused")
 
 
-def _check_csrf(request: Request, form: FormData) -> None:
+def _check_csrf(request: Request, form: Form) -> None:
     """Double-submit: the form's (or header's) token must equal this browser's CSRF cookie."""
     if request.headers.get("authorization", "").lower().startswith("bearer "):
         return  # not a browser's ambient credential: nothing to forge
@@ -290,6 +289,24 @@ def _check_csrf(request: Request, form: FormData) -> None:
     sent = str(form.get("csrf") or request.headers.get("x-csrf-token") or "")
     if not cookie or not hmac.compare_digest(cookie.encode(), sent.encode()):
         raise _Refused(403, "missing or wrong CSRF token: reload the page and try again")
+
+
+#: A control's form (``application/x-www-form-urlencoded``: no multipart parser needed).
+Form = dict[str, str]
+#: The largest form body read (a control's fields are a few short strings).
+MAX_FORM: Final = 16_384
+
+
+async def _form(request: Request) -> Form:
+    """The request's urlencoded form (the last value of a repeated field), at most ``MAX_FORM`` bytes."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            raise _Refused(413, "form too large")
+    if "multipart/" in request.headers.get("content-type", ""):
+        raise _Refused(415, "send the form urlencoded")
+    return dict(parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
 
 
 def _wants_json(request: Request) -> bool:
@@ -367,7 +384,6 @@ def console(
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True,
-        undefined=jinja2.StrictUndefined,
     )
     templates.filters.update(when=_when, who=_who, mark=cell_mark)
     state = _Console(
@@ -486,8 +502,8 @@ def _build(console: _Console) -> Starlette:
         return render(request, "login.html")
 
     async def login(request: Request) -> Response:
-        form = await request.form()
         try:
+            form = await _form(request)
             _check_csrf(request, form)
         except _Refused as exc:
             return render(request, "error.html", exc.status, message=str(exc))
@@ -507,8 +523,8 @@ def _build(console: _Console) -> Starlette:
         return response
 
     async def logout(request: Request) -> Response:
-        form = await request.form()
         try:
+            form = await _form(request)
             _check_csrf(request, form)
         except _Refused as exc:
             return render(request, "error.html", exc.status, message=str(exc))
@@ -518,8 +534,8 @@ def _build(console: _Console) -> Starlette:
 
     async def control(request: Request) -> Response:
         action = request.path_params["action"]
-        form = await request.form()
         try:
+            form = await _form(request)
             if console.session is None:
                 raise _Refused(403, "read-only console: no token is configured, controls are off")
             if not _authorized(console, request):
@@ -593,14 +609,14 @@ def _redis_trouble(exc: BaseException) -> str:
 # -- the controls: each checks its fields against the console's target before acting -----------
 
 
-def _field(form: FormData, name: str) -> str:
+def _field(form: Form, name: str) -> str:
     value = str(form.get(name) or "").strip()
     if not value:
         raise _Refused(400, f"missing field {name!r}")
     return value
 
 
-def _kind(form: FormData, console: _Console) -> tuple[str, str]:
+def _kind(form: Form, console: _Console) -> tuple[str, str]:
     kind, name = _field(form, "kind"), _field(form, "name")
     if kind == "schedule":
         return kind, str(console.schedule(name).name)
@@ -609,21 +625,21 @@ def _kind(form: FormData, console: _Console) -> tuple[str, str]:
     raise _Refused(400, f"kind must be schedule or task, not {kind[:20]!r}")
 
 
-async def _pause(console: _Console, form: FormData) -> str:
+async def _pause(console: _Console, form: Form) -> str:
     kind, name = _kind(form, console)
     _, namespace = console.store()
     changed = await controls.pause(kind, name, redis=console.redis, namespace=namespace)
     return f"{kind} {name} {'paused' if changed else 'was already paused'}"
 
 
-async def _resume(console: _Console, form: FormData) -> str:
+async def _resume(console: _Console, form: Form) -> str:
     kind, name = _kind(form, console)
     _, namespace = console.store()
     changed = await controls.resume(kind, name, redis=console.redis, namespace=namespace)
     return f"{kind} {name} {'resumed' if changed else 'was not paused'}"
 
 
-async def _trigger(console: _Console, form: FormData) -> str:
+async def _trigger(console: _Console, form: Form) -> str:
     schedule = console.schedule(_field(form, "schedule"))
     key = str(form.get("key") or "").strip() or None
     _, namespace = console.store()
@@ -638,7 +654,7 @@ async def _trigger(console: _Console, form: FormData) -> str:
     return f"schedule {done.schedule} {done.key}: taken by {done.taken_by}"
 
 
-async def _clear(console: _Console, form: FormData) -> str:
+async def _clear(console: _Console, form: Form) -> str:
     task = _field(form, "task")
     node = console.node(task)
     chain = console.chain_of(task)
@@ -666,7 +682,7 @@ async def _clear(console: _Console, form: FormData) -> str:
     return said
 
 
-async def _cancel(console: _Console, form: FormData) -> str:
+async def _cancel(console: _Console, form: Form) -> str:
     node = console.node(_field(form, "task"))
     try:
         key = parse_run_key(_field(form, "key"))
@@ -678,7 +694,7 @@ async def _cancel(console: _Console, form: FormData) -> str:
     return f"{node.id} {key}: nothing runs, nothing to cancel"
 
 
-_ACTIONS: Final[Mapping[str, Callable[[_Console, FormData], Awaitable[str]]]] = {
+_ACTIONS: Final[Mapping[str, Callable[[_Console, Form], Awaitable[str]]]] = {
     "pause": _pause,
     "resume": _resume,
     "trigger": _trigger,

@@ -48,7 +48,7 @@
     if (!(form instanceof HTMLFormElement) || !form.classList.contains("control")) return;
     event.preventDefault();
     if (!window.confirm(form.getAttribute("data-confirm") || "Are you sure?")) return;
-    var body = new FormData(form);
+    var body = new URLSearchParams(new FormData(form));
     body.set("confirmed", "1");
     form.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
     say(true, "sending...");
