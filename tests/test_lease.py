@@ -46,20 +46,22 @@ async def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return Clock(asyncio.get_running_loop(), monkeypatch)
 
 
-Renewals = tuple[asyncio.Queue[None], asyncio.Queue[bool | Exception]]
+Renewals = tuple[asyncio.Queue[None], asyncio.Queue[bool | str | Exception]]
 
 
 @pytest.fixture
 def renewals(monkeypatch: pytest.MonkeyPatch) -> Renewals:
     """(renewals sent, renewals' outcomes: their verdict or their error), as the lease sees them."""
     sent: asyncio.Queue[None] = asyncio.Queue()
-    answered: asyncio.Queue[bool | Exception] = asyncio.Queue()
+    answered: asyncio.Queue[bool | str | Exception] = asyncio.Queue()
     renew = Store.renew
 
-    async def observed(store: Store, lock_key: str, token: str, ttl_ms: int) -> bool:
+    async def observed(
+        store: Store, lock_key: str, token: str, ttl_ms: int, *cancel: str | None
+    ) -> bool | str:
         sent.put_nowait(None)
         try:
-            held = await renew(store, lock_key, token, ttl_ms)
+            held = await renew(store, lock_key, token, ttl_ms, *cancel)
         except Exception as exc:
             answered.put_nowait(exc)
             raise

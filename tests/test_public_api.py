@@ -12,6 +12,7 @@ def test_all_is_pinned() -> None:
             "REDIS_LOCK_TIMEOUT",
             "REDIS_SUCCESS_TTL",
             "AioTasksError",
+            "CancelTimeout",
             "InvalidChain",
             "InvalidConfig",
             "InvalidDate",
@@ -32,6 +33,7 @@ def test_all_is_pinned() -> None:
             "TriggerExpired",
             "Triggered",
             "add_run_hook",
+            "cancel",
             "clear",
             "finish_task",
             "pause_schedule",
@@ -69,6 +71,7 @@ def test_seed_constants_and_error_tree() -> None:
         aiotasks.RedisUnavailable,
         aiotasks.RedisAuthError,
         aiotasks.TriggerExpired,
+        aiotasks.CancelTimeout,
     ):
         assert issubclass(error, aiotasks.AioTasksError)
     failure = aiotasks.TaskError("failed", "boom")

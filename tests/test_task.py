@@ -198,11 +198,13 @@ async def test_renewal_keeps_a_long_body_exclusive(
     redis_client: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A body running well past lock_timeout keeps its lock (renewed, TTL never above lock_timeout)."""
-    renewals: asyncio.Queue[bool] = asyncio.Queue()
+    renewals: asyncio.Queue[bool | str] = asyncio.Queue()
     renew = Store.renew
 
-    async def observed(store: Store, lock_key: str, token: str, ttl_ms: int) -> bool:
-        held = await renew(store, lock_key, token, ttl_ms)
+    async def observed(
+        store: Store, lock_key: str, token: str, ttl_ms: int, *cancel: str | None
+    ) -> bool | str:
+        held = await renew(store, lock_key, token, ttl_ms, *cancel)
         renewals.put_nowait(held)
         return held
 

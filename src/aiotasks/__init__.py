@@ -21,6 +21,7 @@ import logging as _logging
 from ._boilerplate import finish_task as finish_task
 from ._boilerplate import release_lock as release_lock
 from ._boilerplate import task_boilerplate as task_boilerplate
+from ._cancel_run import cancel as cancel
 from ._chain import run_chain as run_chain
 from ._config import Settings as Settings
 from ._constants import REDIS_LOCK_TIMEOUT as REDIS_LOCK_TIMEOUT
@@ -34,6 +35,7 @@ from ._controls import paused_tasks as paused_tasks
 from ._controls import resume_schedule as resume_schedule
 from ._controls import resume_task as resume_task
 from ._errors import AioTasksError as AioTasksError
+from ._errors import CancelTimeout as CancelTimeout
 from ._errors import InvalidChain as InvalidChain
 from ._errors import InvalidConfig as InvalidConfig
 from ._errors import InvalidDate as InvalidDate
@@ -64,6 +66,7 @@ __all__ = [
     "REDIS_LOCK_TIMEOUT",
     "REDIS_SUCCESS_TTL",
     "AioTasksError",
+    "CancelTimeout",
     "InvalidChain",
     "InvalidConfig",
     "InvalidDate",
@@ -84,6 +87,7 @@ __all__ = [
     "TriggerExpired",
     "Triggered",
     "add_run_hook",
+    "cancel",
     "clear",
     "finish_task",
     "pause_schedule",

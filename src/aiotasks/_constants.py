@@ -44,7 +44,8 @@ class Reason(StrEnum):
     TIMEOUT = "timeout"
     #: Redis failed during the run (unreachable, timed out, refused).
     REDIS_UNAVAILABLE = "redis_unavailable"
-    #: The chain was cancelled before this task finished.
+    #: The chain was cancelled before this task finished, or someone asked to
+    #: cancel the run (``aiotasks cancel``; who: the record's ``cancelled_by``).
     CANCELLED = "cancelled"
     #: The task is paused fleet-wide (``aiotasks pause --task``): nothing ran, nothing was written.
     PAUSED = "paused"

@@ -11,6 +11,7 @@ Every exception the library raises on purpose derives from one root::
     │   ├── InvalidConfig
     │   └── InvalidSchedule
     ├── TriggerExpired            no serving scheduler took a ``trigger`` request in time
+    ├── CancelTimeout (TimeoutError) a cancelled run still held its lock after ``cancel``'s timeout
     └── RedisUnavailable          Redis could not be reached, timed out, or refused us
         │   (also a redis.exceptions.ConnectionError)
         └── RedisAuthError        wrong password or ACL user
@@ -38,6 +39,7 @@ from redis import exceptions as rex
 
 __all__ = [
     "AioTasksError",
+    "CancelTimeout",
     "InvalidChain",
     "InvalidConfig",
     "InvalidDate",
@@ -114,6 +116,20 @@ class TriggerExpired(AioTasksError):
     def __init__(self, message: str, schedule: str) -> None:
         super().__init__(message)
         self.schedule = schedule
+
+
+class CancelTimeout(AioTasksError, TimeoutError):
+    """:func:`aiotasks.cancel` with ``wait`` delivered the request, but the run still held its
+    lock when the ``timeout`` ran out (a body slow to stop; its lock frees within its TTL anyway).
+
+    :param task_name: the task's name.
+    :param date: the run's key.
+    """
+
+    def __init__(self, message: str, task_name: str, date: str) -> None:
+        super().__init__(message)
+        self.task_name = task_name
+        self.date = date
 
 
 class RedisUnavailable(AioTasksError, rex.ConnectionError):

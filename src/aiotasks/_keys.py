@@ -37,6 +37,12 @@ the same slot::
     paused:task_name                (standalone)
     paused:{task_name}              (Redis Cluster)
     ns:paused:...                   (with a namespace)
+
+A request to cancel a running run (``aiotasks cancel``) sits next to its lock,
+under the same hash tag, so that the renewal script reads it on Redis Cluster
+too (see ``_cancel_run``)::
+
+    cancel:{task_name}:date        cancel:task_name:date (standalone)
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ __all__ = [
     "DateRange",
     "ScheduleKeys",
     "TaskKeys",
+    "cancel_key",
     "check_namespace",
     "check_schedule_name",
     "check_task_name",
@@ -258,6 +265,23 @@ def task_keys(task_name: str, date: str, *, namespace: str | None, cluster: bool
         tagged = f"{{{task_name}}}:{date}"
         return TaskKeys(f"{prefix}lock:{tagged}", f"{prefix}success:{tagged}")
     return TaskKeys(f"{prefix}lock:{task_name}:{date}", f"{prefix}success:{task_name}:{date}")
+
+
+def cancel_key(lock_key: str) -> str | None:
+    """The cancel-request key that goes with ``lock_key`` (as :func:`task_keys` builds it).
+
+    Derived from the lock key rather than from the task's name, so that the
+    lease, which only knows the lock key, finds it: ``[ns:]lock:T:D`` becomes
+    ``[ns:]cancel:T:D`` (``T`` keeps its braces on a cluster: same slot).
+
+    :returns: None for a lock key of another shape (a caller's own key): such a
+        run can't be cancelled from elsewhere.
+    """
+    parts = lock_key.split(":")
+    if len(parts) not in (3, 4) or parts[-3] != "lock" or not parts[-2] or not parts[-1]:
+        return None
+    parts[-3] = "cancel"
+    return ":".join(parts)
 
 
 class ScheduleKeys(NamedTuple):

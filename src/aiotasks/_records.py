@@ -48,6 +48,9 @@ else ``abandoned``: the worker died, or lost its lock and never came back.
 A run started by ``aiotasks trigger`` has ``triggered_by`` (``host:pid`` of
 who asked) in its result dict, so it is kept with the counters (``R:c``):
 the layout above is unchanged, and :attr:`RunRecord.triggered_by` reads it.
+A run cancelled with ``aiotasks cancel`` keeps who asked the same way
+(``cancelled_by``, :attr:`RunRecord.cancelled_by`), besides its outcome
+``failed``, reason ``cancelled``, error ``cancelled by host:pid``.
 
 The record's key names (everything after the lock key's own prefix) are
 derived from the lock key, so that ``finish_task`` and ``release_lock``, which
@@ -77,6 +80,7 @@ if TYPE_CHECKING:  # the readers take a Store; the Store imports this module's k
     from ._store import Store
 
 __all__ = [
+    "CANCELLED_BY",
     "DEFAULT_RETENTION",
     "TRIGGERED_BY",
     "Cell",
@@ -103,6 +107,8 @@ MAX_COUNTERS: Final = 4096
 FRESH_MARGIN_MS: Final = 60_000
 #: The result-dict entry of a run started by ``aiotasks trigger``: ``host:pid`` of who asked.
 TRIGGERED_BY: Final = "triggered_by"
+#: The result-dict entry of a run cancelled by ``aiotasks cancel``: ``host:pid`` of who asked.
+CANCELLED_BY: Final = "cancelled_by"
 #: This host, as ``socket.gethostname()`` says (no lookup).
 HOST: Final = socket.gethostname()
 #: This process's id and ``pid|host`` as the acquire packs it, kept current
@@ -521,6 +527,13 @@ class RunRecord:
         return found if isinstance(found, str) else None
 
     @property
+    def cancelled_by(self) -> str | None:
+        """``host:pid`` of who cancelled this run with ``aiotasks cancel``, else None (kept as
+        :attr:`triggered_by` is)."""
+        found = self.counters.get(CANCELLED_BY)
+        return found if isinstance(found, str) else None
+
+    @property
     def duration(self) -> float | None:
         """Seconds from start to end, on the server's clock."""
         if self.started is None or self.ended is None:
@@ -544,8 +557,13 @@ class RunRecord:
             "errors": [self.error] if self.error else [],
             "fence": self.fence,
             "triggered_by": self.triggered_by,
-            "counters": {k: v for k, v in self.counters.items() if k != TRIGGERED_BY},
+            "cancelled_by": self.cancelled_by,
+            "counters": {k: v for k, v in self.counters.items() if k not in _OURS},
         }
+
+
+#: Result-dict entries the library adds, kept with the counters but shown apart from them.
+_OURS: Final = frozenset({TRIGGERED_BY, CANCELLED_BY})
 
 
 def _text(value: Any) -> str | None:
@@ -633,6 +651,8 @@ class Cell:
                 cell["error"] = run.error
             if run.triggered_by:
                 cell["triggered_by"] = run.triggered_by
+            if run.cancelled_by:
+                cell["cancelled_by"] = run.cancelled_by
         return cell
 
 

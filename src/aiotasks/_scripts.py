@@ -26,6 +26,7 @@ from typing import Final
 
 __all__ = [
     "ACQUIRE",
+    "CANCEL",
     "CLAIM",
     "FINISH",
     "GRID",
@@ -322,15 +323,58 @@ RENEW: Final = Script(
     "renew",
     """
 -- KEYS[1] - the lock key
+-- KEYS[2] - optional: the (task, date)'s cancel-request key (see CANCEL)
 -- ARGV[1] - the run's token
 -- ARGV[2] - the lock's TTL in milliseconds
 -- return 1 the lock is ours and its TTL is reset to ARGV[2] (set, never added
 --          to: a worker that dies leaves a key that frees within one TTL);
---        0 it is not ours (expired or taken): nothing written
+--        0 it is not ours (expired or taken): nothing written;
+--        'host:pid|ms' the lock is ours (TTL reset as for 1) and that
+--          requester asked to cancel this run: the holder stops its body
+-- The request rides on the renewal the holder sends anyway: no extra round
+-- trip, no polling. A request for another token (a run that has ended since)
+-- is ignored; it expires with the lock it was written for.
 if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('pexpire', KEYS[1], ARGV[2])
+    redis.call('pexpire', KEYS[1], ARGV[2])
+    if KEYS[2] then
+        local by, token = string.match(redis.call('get', KEYS[2]) or '', '^(.*)|([^|]*)$')
+        if token == ARGV[1] then
+            return by
+        end
+    end
+    return 1
 end
 return 0
+""",
+)
+
+CANCEL: Final = Script(
+    "cancel",
+    """
+-- KEYS[1] - the lock key of a (task, date)
+-- KEYS[2] - its cancel-request key
+-- ARGV[1] - the requester, 'host:pid'
+-- ARGV[2] - the request's TTL in ms when the lock has none (a lock set by hand)
+-- return {0} no lock: nothing runs, nothing written;
+--        {1, holder's token, lock's TTL in ms} the request is written, as
+--          'host:pid|ms|token' (ms: the server's clock), with the lock's TTL
+--          left: it never outlives the lock it was written for;
+--        {2, holder's token, lock's TTL in ms, 'host:pid|ms' of the earlier
+--          requester} a request for this holder is pending: nothing written
+-- Touches one task's keys: one hash slot on Redis Cluster.
+local holder = redis.call('get', KEYS[1])
+if not holder then
+    return {0}
+end
+local pttl = redis.call('pttl', KEYS[1])
+local by, token = string.match(redis.call('get', KEYS[2]) or '', '^(.*)|([^|]*)$')
+if token == holder then
+    return {2, holder, pttl, by}
+end
+local time = redis.call('time')
+local now = time[1] .. string.sub('00000' .. time[2], -6, -4)
+redis.call('set', KEYS[2], ARGV[1] .. '|' .. now .. '|' .. holder, 'PX', pttl > 0 and pttl or ARGV[2])
+return {1, holder, pttl}
 """,
 )
 

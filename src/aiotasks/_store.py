@@ -131,6 +131,7 @@ from ._keys import ScheduleKeys, TaskKeys
 from ._records import Outcome, acquire_args, finish_args, release_args
 from ._scripts import (
     ACQUIRE,
+    CANCEL,
     CLAIM,
     FINISH,
     GRID,
@@ -406,9 +407,33 @@ class Store:
         op.abandoned = True
         await self._run(op, direct=self._connections is not None)
 
-    async def renew(self, lock_key: str, token: str, ttl_ms: int) -> bool:
-        """Reset the lock's TTL to ``ttl_ms`` if it still holds ``token``."""
-        return int(await self._call(RENEW, 1, lock_key, token, ttl_ms)) == 1
+    async def renew(
+        self, lock_key: str, token: str, ttl_ms: int, cancel_key: str | None = None
+    ) -> bool | str:
+        """Reset the lock's TTL to ``ttl_ms`` if it still holds ``token``.
+
+        :param cancel_key: the run's cancel-request key (``_keys.cancel_key``),
+            read by the same script: a request to cancel costs no extra round trip.
+        :returns: whether the lock is still ours; or, when it is and someone
+            asked to cancel this run (``aiotasks cancel``), who: ``'host:pid|ms'``.
+        """
+        if cancel_key is None:
+            return int(await self._call(RENEW, 1, lock_key, token, ttl_ms)) == 1
+        reply = await self._call(RENEW, 2, lock_key, cancel_key, token, ttl_ms)
+        return int(reply) == 1 if isinstance(reply, int) else _text(reply)
+
+    async def cancel(self, lock_key: str, cancel_key: str, by: str, ttl_ms: int) -> tuple[int, str, int, str]:
+        """The CANCEL script: ask the holder of ``lock_key`` to cancel its run, if there is one.
+
+        :returns: (0 nothing runs, nothing written | 1 request written | 2 one
+            was pending already, the holder's token, the lock's TTL in ms, who
+            asked first ('' unless 2)).
+        """
+        reply = list(await self._call(CANCEL, 2, lock_key, cancel_key, by, ttl_ms))
+        if int(reply[0]) == 0:
+            return 0, "", -2, ""
+        first = _text(reply[3]) if len(reply) > 3 else ""
+        return int(reply[0]), _text(reply[1]), int(reply[2]), first
 
     async def status(self, keys: TaskKeys) -> LockState:
         """Read a task's marker, holder and TTL in one command."""

@@ -14,6 +14,13 @@ plus what it could not:
   :attr:`Run.stop_requested` and is waited for), the result is ``failed`` with
   reason ``lock_lost``, and no marker is written. Cancelling is the safe
   choice: another worker may already be running the same task;
+* a run can be cancelled from any host (``aiotasks cancel``, :func:`aiotasks.cancel`):
+  the request rides on the next renewal's reply, and the body is cancelled as
+  for a lost lock; the run is ``failed`` with reason ``cancelled``, who asked
+  in :attr:`Run.cancelled_by`, its record and its error, and the lock is
+  released. Renewals stop at once, so a body that ignores the cancellation
+  (swallows it and returns, or runs on past the lock's TTL) ends as a lost
+  lock (``lock_lost``), never as a success;
 * whatever the body raises fails the run (``SystemExit``, ``KeyboardInterrupt``
   and a ``CancelledError`` the body raises itself included): status
   ``failed``, the exception named in ``errors``. Only a real cancellation of
@@ -54,8 +61,8 @@ from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
 from ._context import report_run, resolve
 from ._errors import InvalidConfig, RedisUnavailable, TaskError
 from ._hooks import has_hooks, observe_result, report
-from ._keys import TaskKeys, check_task_name, is_slot_key, parse_run_key, task_keys
-from ._records import Outcome, retention_ms
+from ._keys import TaskKeys, cancel_key, check_task_name, is_slot_key, parse_run_key, task_keys
+from ._records import CANCELLED_BY, Outcome, retention_ms
 from ._store import Acquired, AnyRedis, Store, skip_reason
 
 __all__ = [
@@ -98,6 +105,7 @@ class Run:
     """
 
     __slots__ = (
+        "_cancelled_by",
         "_lock_lost",
         "_stop",
         "attempt",
@@ -131,6 +139,7 @@ class Run:
         self.fence = 0
         self._lock_lost = False
         self._stop = False
+        self._cancelled_by: str | None = None
 
     @property
     def lock_lost(self) -> bool:
@@ -138,8 +147,13 @@ class Run:
         return self._lock_lost
 
     @property
+    def cancelled_by(self) -> str | None:
+        """``host:pid`` of who asked to cancel this run (``aiotasks cancel``), else None."""
+        return self._cancelled_by
+
+    @property
     def stop_requested(self) -> bool:
-        """True once the run is cancelled, timed out or lost its lock.
+        """True once the run is cancelled (also from another host), timed out or lost its lock.
 
         An ``async`` body is cancelled anyway; a sync body (in a worker thread,
         which can't be interrupted) should check this between units of work and
@@ -174,6 +188,10 @@ class _Lease:
 
     No task exists between renewals: a timer creates one when a renewal is
     due, so a run shorter than ``lock_timeout / 3`` costs nothing here.
+
+    Each renewal also reads the run's cancel-request key (same script, same
+    round trip): a request found there stops the lease and cancels the body as
+    a lost lock does, with :attr:`Run.cancelled_by` set so the run tells the two apart.
     """
 
     def __init__(
@@ -212,7 +230,10 @@ class _Lease:
     async def _renew(self) -> None:
         sent = self._loop.time()
         try:
-            held = await self._store.renew(self._run.lock_key, self._run.task_id, self._ttl_ms)
+            # The cancel key is derived here, not per run: a run shorter than one interval never needs it.
+            held = await self._store.renew(
+                self._run.lock_key, self._run.task_id, self._ttl_ms, cancel_key(self._run.lock_key)
+            )
         except Exception as exc:  # RedisUnavailable, or anything unexpected: try again
             if not self._stopped:
                 logger.warning("%s: lock renewal failed, retrying: %s", self._run, exc)
@@ -224,10 +245,31 @@ class _Lease:
             self._lose("the lock expired or was taken by another run")
             return
         self._valid_until = sent + self._ttl_ms / 1000
+        if isinstance(held, str):
+            self._cancel(held)
+            return
         if self._deadline is not None:
             self._deadline.cancel()
         self._deadline = self._loop.call_at(self._valid_until, self._expired)
         self._timer = self._loop.call_later(self._interval, self._due)
+
+    @property
+    def valid_until(self) -> float:
+        """Until when (loop time) the lock is surely ours, as the last renewal said."""
+        return self._valid_until
+
+    def _cancel(self, request: str) -> None:
+        """Someone asked to cancel the run: stop renewing (a body that ignores it loses the lock
+        within one TTL), and cancel the body as for a lost lock."""
+        if self._stopped or self._run._lock_lost:
+            return
+        by = request.rpartition("|")[0] or request  # 'host:pid|ms': the ms are the record's to say
+        logger.warning("%s: cancelled by %s; cancelling the body", self._run, by)
+        self._run._cancelled_by = by
+        self._run.result[CANCELLED_BY] = by
+        self._run._stop = True
+        self.stop()
+        self._on_lost()
 
     def _lose(self, why: str) -> None:
         if self._stopped or self._run._lock_lost:
@@ -406,24 +448,28 @@ class Task:
                     error = await self._attempt(run)
                 finally:
                     store.bodies.leave(slot)
-                if error is None or attempt > self.retries:
+                if error is None or attempt > self.retries or run._cancelled_by is not None:
                     break
                 delay = backoff(self.retry_delay, attempt)
                 logger.info("%s: attempt %d failed, retrying in %.2fs", run, attempt, delay)
                 _reset_for_retry(run, attempt, delay)
                 await asyncio.sleep(delay)
         except asyncio.CancelledError:
-            if not run._lock_lost or task.uncancel() > cancelling:
+            if not (run._lock_lost or run._cancelled_by) or task.uncancel() > cancelling:
                 raise  # a cancellation of the run itself
+            if run._cancelled_by is not None:
+                return _cancelled(run, lease.valid_until, stopped=True)
             message = "lock lost while the task ran: it expired or was taken"
             _fail(run.result, message, Reason.LOCK_LOST)
             return TimeoutError(message)
         finally:
             lease.stop()
-        if run._lock_lost:
+        if run._lock_lost or run._cancelled_by is not None:
             # The body swallowed the lease's cancellation and returned: withdraw its request (the
-            # finish then finds the lock gone).
+            # finish then finds the lock gone; a cancelled run is failed here, whatever it returned).
             task.uncancel()
+            if run._cancelled_by is not None:
+                return _cancelled(run, lease.valid_until, stopped=False)
         return error
 
     async def _attempt(self, run: Run) -> BaseException | None:
@@ -575,6 +621,23 @@ def backoff(base: float, attempt: int) -> float:
     """Exponential backoff with full jitter: uniform in [base, base * 2**(attempt-1)], capped."""
     ceiling = min(MAX_RETRY_DELAY, base * 2 ** (attempt - 1))
     return random.uniform(min(base, ceiling), ceiling)
+
+
+def _cancelled(run: Run, valid_until: float, *, stopped: bool) -> TaskError:
+    """Fail a run someone cancelled (``aiotasks cancel``): ``cancelled`` if its body stopped while
+    the lock was surely still ours, else ``lock_lost``, as a body that ignores a lost lock ends.
+
+    :param stopped: the body ended by the cancellation (not by returning after swallowing it).
+    """
+    by = run._cancelled_by
+    if stopped and asyncio.get_running_loop().time() < valid_until:
+        message = f"cancelled by {by}"
+        _fail(run.result, message, Reason.CANCELLED)
+    else:
+        # Renewals stopped with the request: the lock may be another run's by now.
+        message = f"cancelled by {by}, but the body did not stop in time (it ignored the cancellation)"
+        _fail(run.result, message, Reason.LOCK_LOST)
+    return TaskError(Status.FAILED.value, message)
 
 
 def _reset_for_retry(run: Run, attempt: int, delay: float) -> None:
