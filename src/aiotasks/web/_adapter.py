@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aiotasks import _controls
+from aiotasks import _cancel_run, _controls
 from aiotasks._chain import Chain
 from aiotasks._schedule import Schedule
 from aiotasks._store import AnyRedis
@@ -50,9 +50,7 @@ async def clear(
 
 async def cancel(task: str, key: str, *, redis: AnyRedis | None, namespace: str | None) -> bool:
     """Ask the holder of ``task``'s lock for ``key`` to cancel its run; False: nothing runs."""
-    from aiotasks._cancel_run import cancel as ask
-
-    return await ask(task, key, redis=redis, namespace=namespace)
+    return await _cancel_run.cancel(task, key, redis=redis, namespace=namespace)
 
 
 async def run_now(

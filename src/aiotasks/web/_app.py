@@ -246,7 +246,6 @@ def _key_fits(schedule: Schedule, key: str) -> bool:
 def _run_json(run: RunRecord) -> dict[str, Any]:
     document = run.to_json()
     document["outcome"] = outcome_of(run)
-    document["cancelled_by"] = run.counters.get("cancelled_by")
     return document
 
 
