@@ -15,7 +15,8 @@ cookie echoed in the form or the ``X-CSRF-Token`` header, double-submit) and a
 same-origin ``Origin`` when the browser sends one; anything else gets 403.
 Every response carries a strict Content-Security-Policy (scripts and styles
 from the console itself only, no inline script), ``X-Frame-Options: DENY``,
-``nosniff`` and ``Referrer-Policy: no-referrer``.
+``nosniff`` and ``Referrer-Policy: same-origin`` (with ``no-referrer`` a browser
+sends ``Origin: null`` on its own form posts, which the origin check refuses).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ logger = logging.getLogger("aiotasks.web")
 
 _HERE: Final = Path(__file__).parent
 _STATIC: Final = {"console.css": "text/css", "console.js": "text/javascript"}
+#: The comments base.html puts around a page's live part (what a refresh replaces).
+_LIVE: Final = ("<!--live-->", "<!--/live-->")
 SESSION_COOKIE: Final = "aiotasks_session"
 CSRF_COOKIE: Final = "aiotasks_csrf"
 #: Days the grid shows by default (ending today) and at most.
@@ -89,7 +92,7 @@ HEADERS: Final = (
     ),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 )
 
@@ -412,11 +415,12 @@ def _build(console: _Console) -> Starlette:
             store=describe(console.redis) if console.redis is not None else "Redis from the environment",
             path=request.url.path,
         )
-        template = console.templates.get_template(name)
-        if request.headers.get("x-aiotasks-fragment") == "1" and "live" in template.blocks:
-            body = "".join(template.blocks["live"](template.new_context(context)))
-        else:
-            body = template.render(context)
+        body = console.templates.get_template(name).render(context)
+        if request.headers.get("x-aiotasks-fragment") == "1":
+            # A refresh: only the live part (between the markers base.html puts around it).
+            start, end = body.find(_LIVE[0]), body.rfind(_LIVE[1])
+            if start >= 0 and end > start:
+                body = body[start + len(_LIVE[0]) : end]
         response = HTMLResponse(body, status_code=status)
         if CSRF_COOKIE not in request.cookies:
             response.set_cookie(
