@@ -595,3 +595,46 @@ def test_the_web_command_serves_until_sigterm(redis_url: str, tmp_path: Path) ->
     assert process.returncode == 143, (out, err)
     assert TOKEN not in out + err
     assert "Traceback" not in err
+
+
+def test_the_console_mounted_in_the_example_service_under_uvicorn(redis_url: str) -> None:
+    """examples/service.py under uvicorn mounts the console at /tasks: the overview lists its
+    schedules, the grid shows the heartbeat's slots as they run, history and JSON answer, the
+    static files load, every link stays under /tasks; read-only without a token."""
+    port = free_port()
+    service = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "examples.service:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=child_env(AIOTASKS_REDIS_URL=redis_url, HEARTBEAT_EVERY="1s"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+
+            def answers() -> bool:
+                try:
+                    return http.get("/tasks/api/history?task=heartbeat").json()["runs"] != []
+                except httpx.TransportError:
+                    return False
+
+            until(answers, "the console shows a heartbeat run", service)
+            overview = http.get("/tasks/")
+            assert overview.status_code == 200
+            assert "heartbeat" in overview.text
+            assert "extract,report" in overview.text
+            assert "read-only" in overview.text
+            links = re.findall(r'(?:href|action|src)="([^"]*)"', overview.text)
+            assert all(link.startswith("/tasks/") for link in links), links
+            grid = http.get("/tasks/api/grid").json()
+            beats = next(s for s in grid["sections"] if s["schedule"] == "heartbeat")
+            assert "completed" in {cell["state"] for cell in beats["tasks"]["heartbeat"].values()}
+            assert 'data-state="completed"' in http.get("/tasks/grid").text
+            assert http.get("/tasks/history").status_code == 200
+            assert http.get("/tasks/static/console.js").status_code == 200
+            assert http.get("/health").json()["state"] == "running"  # the service's own route
+    finally:
+        service.send_signal(signal.SIGTERM)
+        out, err = service.communicate(timeout=30)
+    assert "Traceback" not in out + err, err
