@@ -615,7 +615,7 @@ def test_the_console_mounted_in_the_example_service_under_uvicorn(redis_url: str
 
             def answers() -> bool:
                 try:
-                    return http.get("/tasks/api/history?task=heartbeat").json()["runs"] != []
+                    return bool(http.get("/tasks/api/history?task=heartbeat").json()["runs"])
                 except httpx.TransportError:
                     return False
 

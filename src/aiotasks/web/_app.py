@@ -21,6 +21,7 @@ sends ``Origin: null`` on its own form posts, which the origin check refuses).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
@@ -178,11 +179,12 @@ class _Console:
 
     async def overview(self) -> dict[str, Any]:
         store, namespace = self.store()
-        found = await read_overview(
-            store, self.schedules, self.nodes, namespace=namespace, now=current_clock().now()
-        )
-        paused = await controls.paused_tasks(
-            [node.task_name for node in self.nodes], redis=self.redis, namespace=namespace
+        # Sent together: the door coalesces them into one batch.
+        found, paused = await asyncio.gather(
+            read_overview(store, self.schedules, self.nodes, namespace=namespace, now=current_clock().now()),
+            controls.paused_tasks(
+                [node.task_name for node in self.nodes], redis=self.redis, namespace=namespace
+            ),
         )
         document = found.to_json()
         document["tasks"] = [
@@ -196,17 +198,23 @@ class _Console:
         return document
 
     async def grid(self, first: dt.date, last: dt.date) -> dict[str, Any]:
+        """One section per schedule (its run keys), then one per standalone chain (dates); every
+        section's GRID scripts sent together."""
         store, namespace = self.store()
-        sections: list[dict[str, Any]] = []
-        for schedule in self.schedules:
-            keys = schedule_keys_between(schedule, first, last, GRID_SLOTS)
-            nodes = list(schedule.chain)
-            grid = await read_status(store, nodes, keys, namespace=namespace) if keys else {}
-            sections.append({"schedule": schedule.name, "rule": schedule.rule, **grid_json(keys, grid)})
-        for chain in self.chains:
-            keys = schedule_keys_between(None, first, last, GRID_SLOTS)
-            grid = await read_status(store, list(chain), keys, namespace=namespace)
-            sections.append({"schedule": None, "rule": None, **grid_json(keys, grid)})
+        parts: list[tuple[str | None, str | None, list[Node], list[str]]] = [
+            (str(s.name), s.rule, list(s.chain), schedule_keys_between(s, first, last, GRID_SLOTS))
+            for s in self.schedules
+        ]
+        parts += [
+            (None, None, list(c), schedule_keys_between(None, first, last, GRID_SLOTS)) for c in self.chains
+        ]
+        grids = await asyncio.gather(
+            *(read_status(store, nodes, keys, namespace=namespace) for _, _, nodes, keys in parts)
+        )
+        sections = [
+            {"schedule": name, "rule": rule, **grid_json(keys, grid)}
+            for (name, rule, _, keys), grid in zip(parts, grids, strict=True)
+        ]
         return {"from": first.strftime("%Y%m%d"), "to": last.strftime("%Y%m%d"), "sections": sections}
 
     async def history(self, tasks: Sequence[str], outcome: str | None, page: int) -> dict[str, Any]:
