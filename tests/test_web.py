@@ -582,7 +582,7 @@ def test_the_web_command_serves_until_sigterm(redis_url: str, tmp_path: Path) ->
         assert process.stderr is not None
         line = process.stderr.readline()
         found = re.fullmatch(
-            r"aiotasks: web console on http://127\.0\.0\.1:(\d+)/ \(controls need the token\)\n", line
+            r"aiotasks: web console on http://127\.0\.0\.1:(\d+)/ \(controls unlock with the token\)\n", line
         )
         assert found, line
         with httpx.Client(base_url=f"http://127.0.0.1:{found.group(1)}") as http:

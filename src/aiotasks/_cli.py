@@ -901,7 +901,7 @@ def _web(args: argparse.Namespace) -> int:
             signals.first = ("stopping the web console", server.stop)
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
-            access = "controls need the token" if token else "read-only (no token configured)"
+            access = "controls unlock with the token" if token else "read-only: no token configured"
             _echo(f"aiotasks: web console on http://{shown}:{port}/ ({access})", sys.stderr)
             with sock:
                 await server.serve()
