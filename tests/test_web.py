@@ -638,3 +638,20 @@ def test_the_console_mounted_in_the_example_service_under_uvicorn(redis_url: str
         service.send_signal(signal.SIGTERM)
         out, err = service.communicate(timeout=30)
     assert "Traceback" not in out + err, err
+
+
+def test_nothing_of_the_web_extra_is_imported_without_asking() -> None:
+    """``import aiotasks`` and the CLI's other commands import no Starlette, Jinja2, uvicorn or
+    ``aiotasks.web``: without the [web] extra installed nothing changes."""
+    probe = (
+        "import sys, aiotasks, aiotasks._cli\n"
+        "aiotasks._cli.main(['plan', 'tests/chains/web_chains.py:nightly'])\n"
+        "found = sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in "
+        "('starlette', 'jinja2', 'uvicorn')} | {m for m in sys.modules if m.startswith('aiotasks.web')})\n"
+        "print('imported:', found)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=child_env(), capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "imported: []"
