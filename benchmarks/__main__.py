@@ -50,7 +50,7 @@ SUITE: list[tuple[str, Any, list[str]]] = [
     ("Chain overhead and makespan", chain_overhead, []),
     ("Run records: memory and the date grid", records, []),
     ("Scheduling: fire latency, idle cost, windowed backfill", scheduling, []),
-    ("Controls: trigger latency across replicas", controls, []),
+    ("Controls: the pause check's cost; trigger, pause and resume latency across replicas", controls, []),
     ("Web console: page latency and the Redis cost of an open page", web, []),
 ]
 

@@ -31,7 +31,7 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
         "Chain overhead and makespan",
         "Run records: memory and the date grid",
         "Scheduling: fire latency, idle cost, windowed backfill",
-        "Controls: trigger latency across replicas",
+        "Controls: the pause check's cost; trigger, pause and resume latency across replicas",
         "Web console: page latency and the Redis cost of an open page",
     ]
     text = report.read_text()
@@ -63,8 +63,16 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
     # Correctness, not speed: no slot's body ran twice across the replicas; an idle scheduler sent nothing.
     assert [row["duplicates"] for row in scheduling["fire_latency"] if "duplicates" in row] == [0]
     assert scheduling["idle"][0]["redis_cmds"] == 0, scheduling["idle"]
-    # Each trigger ran its body once, on one of the replicas.
-    assert results["benchmarks"][6]["result"]["targets"]["duplicates (0)"] == 0
+    # Each trigger ran its body once, on one of the replicas; no slot ran twice around pauses; the
+    # pause check was measured both ways at both sizes.
+    controlled = results["benchmarks"][6]["result"]
+    assert controlled["targets"]["duplicates (0)"] == 0
+    assert controlled["targets"]["slots run twice around pauses (0)"] == 0
+    assert [row["workers"] for row in controlled["pause_check"]] == [1, 32]
+    assert all(
+        row["with_check_runs_s"] > 0 and row["without_runs_s"] > 0 for row in controlled["pause_check"]
+    )
+    assert len(controlled["pause_latency"]) == 6
     contenders = [row["contender"] for row in scheduling["backfill"]]
     assert contenders == ["baseline: date by date", "window 1", "window 4"]
     assert all(row["makespan_s"] > 0 and row["target_s"] > 0 for row in scheduling["backfill"])

@@ -3,6 +3,7 @@ paused_tasks, clear (re-run)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from typing import Any
 
@@ -10,13 +11,25 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 
 import aiotasks
-from aiotasks import InvalidChain, InvalidDate, InvalidSchedule, InvalidTaskName, Run, task
+from aiotasks import (
+    InvalidChain,
+    InvalidDate,
+    InvalidSchedule,
+    InvalidTaskName,
+    Run,
+    Schedule,
+    Scheduler,
+    task,
+)
+from aiotasks._clock import FakeClock
 from aiotasks._keys import paused_key, schedule_keys, task_keys
-from aiotasks._records import HOST
+from aiotasks._records import HOST, CellState, read_grid, read_runs
 from aiotasks._store import Acquired, Paused, store_for
+from tests.support import eventually
 from tests.test_metrics import value
 
 DATE = "20261124"
+COMPLETED, PENDING = CellState.COMPLETED, CellState.PENDING
 
 
 @task()
@@ -181,6 +194,22 @@ async def test_clear_removes_markers_downstream_in_chain_order_so_they_run_again
     assert await aiotasks.clear(CHAIN, DATE, redis=redis_client) == ["extract", "transform", "load", "audit"]
 
 
+async def test_a_cleared_date_shows_pending_in_the_grid_and_history_keeps_its_run(
+    redis_client: Redis,
+) -> None:
+    """Regression guard: the grid falls back on a run's record when there is no marker (markers expire
+    before records), so a cleared date must not still read 'completed': it reads 'pending' until it
+    runs again; history keeps the cleared run."""
+    store = store_for(redis_client)
+    await extract(DATE, redis=redis_client)
+    assert (await read_grid(store, ["extract"], [DATE], namespace=None))["extract"][DATE].state is COMPLETED
+    assert await aiotasks.clear([extract], DATE, redis=redis_client) == ["extract"]
+    assert (await read_grid(store, ["extract"], [DATE], namespace=None))["extract"][DATE].state is PENDING
+    assert len((await read_runs(store, ["extract"], namespace=None, last=5))["extract"].runs) == 1
+    await extract(DATE, redis=redis_client)
+    assert (await read_grid(store, ["extract"], [DATE], namespace=None))["extract"][DATE].state is COMPLETED
+
+
 async def test_controls_refuse_bad_input_before_writing(redis_client: Redis) -> None:
     """A bad task or schedule name, a bad date, a task not in the chain: a typed error naming the value,
     and nothing is written."""
@@ -223,3 +252,26 @@ async def test_task_pause_and_clear_on_redis_cluster(cluster_client: RedisCluste
         "transform",
         "load",
     ]
+
+
+async def test_scheduler_status_names_the_tasks_its_last_run_found_paused(redis_client: Redis) -> None:
+    """Scheduler.status() lists, per schedule, the chain's tasks its last slot found paused (and none once
+    resumed); the slot's run skipped them and blocked their dependents."""
+    clock = FakeClock(dt.datetime(2026, 1, 1, 12, 0, 30, tzinfo=dt.UTC))
+    schedule = Schedule([extract, transform], every="1m", name="etl")
+    await aiotasks.pause_task("extract", redis=redis_client)
+    async with Scheduler(schedule, redis=redis_client, clock=clock, triggers=False) as scheduler:
+        await clock.sleepers(1)
+        clock.advance(30)
+        await eventually(lambda: _true(scheduler.status()["schedules"][0]["runs"] == 1), "12:01 ran")
+        assert scheduler.status()["schedules"][0]["paused_tasks"] == ["extract"]
+        await aiotasks.resume_task("extract", redis=redis_client)
+        await clock.sleepers(1)
+        clock.advance(60)
+        await eventually(lambda: _true(scheduler.status()["schedules"][0]["runs"] == 2), "12:02 ran")
+        assert scheduler.status()["schedules"][0]["paused_tasks"] == []
+    assert await ran(redis_client) == ["extract:20260101T1202", "transform:20260101T1202"]
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -21,8 +21,8 @@ from tests.support import lock_and_marker_keys
 DATE = "20261125"
 SECRET = "pw-Zq81-very-secret"
 #: What the library needs: its scripts, and the commands they call. Key patterns limit it to its keys.
-ACL_RULES = ["~lock:*", "~success:*", "~run:*", "~runs:*", "-@all", "+evalsha", "+eval", "+ping", "+del",
-             "+get", "+set", "+exists", "+pexpire", "+pttl",
+ACL_RULES = ["~lock:*", "~success:*", "~run:*", "~runs:*", "~paused:*",  # a task's pause: read by the acquire
+             "-@all", "+evalsha", "+eval", "+ping", "+del", "+get", "+set", "+exists", "+pexpire", "+pttl",
              # the run records (README, "Run records")
              "+time", "+hset", "+hget", "+hmget", "+hexists", "+hgetall", "+zadd",
              "+zremrangebyscore", "+zrevrange"]  # fmt: skip
@@ -93,11 +93,18 @@ async def test_acl_user_limited_to_the_library_keys(secured: RedisServer) -> Non
 
 
 #: README's rules for a namespace ns: the same commands, on ns's keys only.
-NAMESPACED_ACL_RULES = ["~ns:lock:*", "~ns:success:*", "~ns:run:*", "~ns:runs:*", *ACL_RULES[4:]]
+NAMESPACED_ACL_RULES = [
+    "~ns:lock:*",
+    "~ns:success:*",
+    "~ns:run:*",
+    "~ns:runs:*",
+    "~ns:paused:*",
+    *ACL_RULES[5:],
+]
 
 
 async def test_acl_user_limited_to_a_namespace(secured: RedisServer) -> None:
-    """An ACL user with README's namespaced rules (~ns:lock:* ... ~ns:runs:*) runs a chain with
+    """An ACL user with README's namespaced rules (~ns:lock:* ... ~ns:paused:*) runs a chain with
     namespace ns; outside it every run is refused with RedisAuthError naming the key permission."""
     with redis.Redis.from_url(secured.url) as admin:
         admin.execute_command(

@@ -193,6 +193,16 @@ class Chain:
                 stack.extend(self.nodes[name].depends_on)
         return Chain([self._entry(node) for node in self.nodes.values() if node.id in wanted])
 
+    @classmethod
+    def merged(cls, chains: Iterable[Chain]) -> Chain:
+        """One chain of every task of ``chains`` (several schedules' chains, for status views); a task
+        in more than one is kept once (its first)."""
+        nodes: dict[str, Node] = {}
+        for chain in chains:
+            for node in chain:
+                nodes.setdefault(node.id, node)
+        return cls([cls._entry(node) for node in nodes.values()])
+
     @staticmethod
     def _entry(node: Node) -> dict[str, Any]:
         entry: dict[str, Any] = {

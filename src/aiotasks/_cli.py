@@ -5,7 +5,11 @@ Errors are one line on stderr (``aiotasks: error: ...``), never a traceback,
 and never contain any part of a Redis password. Exit codes:
 
 * 0 - every task succeeded, or was skipped as already completed (or, for a
-  recurring task, because another worker is running it right now);
+  recurring task, because another worker is running it right now), or is
+  paused fleet-wide (``pause --task``), as are the tasks not run because a
+  task they need is paused: the operator asked for it (the summary counts
+  them ``paused``); ``pause``/``resume`` also when nothing changed (it
+  already was so: said on stdout);
 * 1 - some task failed, or was not run because a dependency did not succeed;
   for ``trigger``, also: no replica took the request before it expired;
 * 2 - what the command says is wrong: a bad date or range (or one longer than
@@ -14,6 +18,7 @@ and never contain any part of a Redis password. Exit codes:
   server does not have, a cluster node without ``--cluster``, a missing TLS
   file); a schedule name not in the target, a trigger key not of its schedule;
   ``web`` without its extra (``aiotasks-redis[web]``), or a port it can't listen on;
+  a task not in the target (``pause``/``resume --task``, ``clear --task``);
 * 3 - what Redis said: unreachable, too slow, not speaking Redis, refusing our
   credentials or a command, keys of the wrong type, or failing mid-run;
 * 130 / 143 - interrupted by SIGINT / SIGTERM: running tasks were cancelled and
@@ -49,11 +54,20 @@ from ._cancel import shielded
 from ._chain import Chain, ChainRun, Node, check_run_options, prepare_run
 from ._clock import current_clock
 from ._config import Settings, in_process_client
+from ._controls import (
+    clear,
+    dependents_of,
+    pause_schedule,
+    pause_task,
+    paused_tasks,
+    resume_schedule,
+    resume_task,
+)
 from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisAuthError, RedisUnavailable
-from ._keys import TaskKeys, date_range, parse_date, parse_run_key, task_keys
+from ._keys import TaskKeys, date_range, parse_date, parse_run_key, schedule_keys, task_keys
 from ._metrics import exposition, serve_metrics
-from ._reading import read_history, read_status
-from ._records import HOST, Cell, RunRecord, TaskSummary, read_runs
+from ._reading import newest_first, read_status
+from ._records import HOST, Cell, TaskSummary, read_runs
 from ._schedule import Schedule
 from ._scheduler import Scheduler
 from ._store import AnyRedis, LockState, store_for
@@ -67,6 +81,9 @@ from ._views import (
     EXIT_SIGTERM,
     EXIT_USAGE,
     cell_rows,
+    control_line,
+    controls_json,
+    controls_lines,
     exit_code,
     grid_json,
     grid_text,
@@ -301,12 +318,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     redis_options(web)
 
-    reset = commands.add_parser("reset", help="remove success markers so tasks run again")
-    target(reset)
-    reset.add_argument("--date", help="YYYYMMDD (default: today)")
-    reset.add_argument("--task", action="append", metavar="TASK", help="only this task (repeatable)")
-    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    redis_options(reset)
+    for verb, what in (("pause", "stop"), ("resume", "lift the pause of")):
+        control = commands.add_parser(
+            verb, help=f"{what} a schedule (no replica fires it) or a task (nowhere starts it), fleet-wide"
+        )
+        control.add_argument(
+            "target", help="the Schedules (or, with --task, a chain): package.module:attr or file.py:attr"
+        )
+        which = control.add_mutually_exclusive_group(required=True)
+        which.add_argument("--schedule", metavar="NAME", help="the schedule's name")
+        which.add_argument("--task", metavar="ID", help="the task's id in the target's chain(s)")
+        redis_options(control)
+
+    clear = commands.add_parser(
+        "clear",
+        aliases=["reset"],
+        help="remove success markers so tasks run again (reset: the old name of clear)",
+    )
+    target(clear)
+    clear.add_argument("--date", help="YYYYMMDD or a slot YYYYMMDDTHHMM[SS] (default: today)")
+    clear.add_argument("--task", action="append", metavar="TASK", help="only this task (repeatable)")
+    clear.add_argument("--downstream", action="store_true", help="and every task that depends on them")
+    clear.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    redis_options(clear)
     return parser
 
 
@@ -316,7 +350,10 @@ def load_chain(target: str) -> Chain:
     :raises UsageError: the target can't be imported or does not name a chain.
     :raises InvalidChain: the chain is invalid.
     """
-    found = _import_target(target)
+    return _as_chain(_import_target(target), target)
+
+
+def _as_chain(found: Any, target: str) -> Chain:
     if isinstance(found, Chain):
         return found
     if isinstance(found, Task):
@@ -332,11 +369,41 @@ def load_schedules(target: str) -> list[Schedule]:
     :raises UsageError: the target can't be imported or holds no Schedule.
     """
     found = _import_target(target)
+    schedules = _as_schedules(found)
+    if schedules is None:
+        raise UsageError(f"{target!r} holds no Schedule (a Schedule or a list of them): {found!r}"[:300])
+    return schedules
+
+
+def _as_schedules(found: Any) -> list[Schedule] | None:
     if isinstance(found, Schedule):
         return [found]
     if isinstance(found, list | tuple) and found and all(isinstance(item, Schedule) for item in found):
         return list(found)
-    raise UsageError(f"{target!r} holds no Schedule (a Schedule or a list of them): {found!r}"[:300])
+    return None
+
+
+def load_tasks(target: str) -> dict[str, Node]:
+    """The tasks of the chain, or of every schedule's chain, that ``target`` names, by id.
+
+    :raises UsageError: the target can't be imported or names neither.
+    :raises InvalidChain: a chain is invalid.
+    """
+    found = _import_target(target)
+    schedules = _as_schedules(found)
+    chains = [s.chain for s in schedules] if schedules is not None else [_as_chain(found, target)]
+    return {node.id: node for chain in chains for node in chain}
+
+
+def _schedule_named(target: str, schedules: list[Schedule], name: str) -> Schedule:
+    """The schedule of ``target`` named ``name``; a UsageError naming both otherwise."""
+    named = {schedule.name: schedule for schedule in schedules}
+    schedule = named.get(name)
+    if schedule is None:
+        raise UsageError(
+            f"{target!r} has no schedule named {name!r} (it has: " + ", ".join(repr(n) for n in named) + ")"
+        )
+    return schedule
 
 
 def _import_target(target: str) -> Any:
@@ -640,19 +707,20 @@ async def _lock_states(
     return dict(zip(keys, cast("list[LockState]", states), strict=True))
 
 
-def _status(args: argparse.Namespace, chain: Chain) -> int:
+def _status(args: argparse.Namespace, chain: Chain, schedules: list[Schedule]) -> int:
     dates = list(_dates(args))
     settings = _settings(args)
     nodes = list(chain)
 
-    async def read(signals: _Signals) -> dict[str, dict[str, Cell]]:
+    async def read(signals: _Signals) -> tuple[dict[str, dict[str, Cell]], _Controls]:
         client = _client(settings, need_redis="status")
         try:
             first = _keys_of(nodes[0], dates[0], settings, client) if nodes else None
             await _check_server(client, settings, first)
             store = store_for(client)
             try:
-                return await read_status(store, nodes, dates, namespace=settings.namespace)
+                found = await read_status(store, nodes, dates, namespace=settings.namespace)
+                return found, await _read_controls(client, settings, nodes, schedules)
             except rex.ResponseError as exc:
                 if not str(exc).startswith("WRONGTYPE"):
                     raise
@@ -666,16 +734,46 @@ def _status(args: argparse.Namespace, chain: Chain) -> int:
         finally:
             await _close(client)
 
-    grid = _in_loop(read)
+    grid, controls = _in_loop(read)
     color = sys.stdout.isatty() and not args.json
     if args.date_from is None:
         date = dates[0]
         day = {name: by_date[date] for name, by_date in grid.items()}
         document: Any = {"date": date, "tasks": cell_rows(day)}
-        _echo(to_json(document) if args.json else status_cells_text(date, day, color=color))
+        text = status_cells_text(date, day, color=color)
     else:
-        _echo(to_json(grid_json(dates, grid)) if args.json else grid_text(dates, grid, color=color))
+        document, text = grid_json(dates, grid), grid_text(dates, grid, color=color)
+    if args.json:
+        _echo(to_json({**document, **controls_json(*controls)}))
+    else:
+        _echo("\n".join([text, *controls_lines(*controls)]))
     return EXIT_OK
+
+
+#: The controls in effect for a view: paused tasks by entry id, and (for a target of schedules)
+#: each schedule's (who paused it, pending triggers); None when the target is a chain.
+_Controls = tuple[dict[str, str], dict[str, tuple[str | None, int]] | None]
+
+
+async def _read_controls(
+    client: AnyRedis, settings: Settings, nodes: Sequence[Node], schedules: Sequence[Schedule]
+) -> _Controls:
+    """Which of ``nodes`` are paused, and each schedule's controls (one batch: the door coalesces)."""
+    store = store_for(client)
+    names = {node.id: node.task_name for node in nodes}
+    by_name, found = await asyncio.gather(
+        paused_tasks(list(dict.fromkeys(names.values())), redis=client, namespace=settings.namespace),
+        asyncio.gather(
+            *(
+                store.read_schedule(schedule_keys(str(s.name), namespace=settings.namespace))
+                for s in schedules
+            )
+        ),
+    )
+    paused = {node_id: by_name[name] for node_id, name in names.items() if name in by_name}
+    if not schedules:
+        return paused, None
+    return paused, {str(s.name): controls for s, controls in zip(schedules, found, strict=True)}
 
 
 def _chosen(chain: Chain, only: list[str] | None) -> list[Node]:
@@ -689,32 +787,29 @@ def _chosen(chain: Chain, only: list[str] | None) -> list[Node]:
 
 
 async def _read_runs(
-    settings: Settings, nodes: list[Node], last: int, command: str
-) -> dict[str, TaskSummary]:
+    settings: Settings, nodes: list[Node], last: int, command: str, schedules: Sequence[Schedule] = ()
+) -> tuple[dict[str, TaskSummary], _Controls]:
     client = _client(settings, need_redis=command)
     try:
         await _check_server(client, settings, None)
         names = list(dict.fromkeys(node.task_name for node in nodes))
-        return await read_runs(store_for(client), names, namespace=settings.namespace, last=last)
+        summaries = await read_runs(store_for(client), names, namespace=settings.namespace, last=last)
+        return summaries, await _read_controls(client, settings, nodes, schedules)
     finally:
         await client.aclose()
 
 
-def _history(args: argparse.Namespace, chain: Chain) -> int:
+def _history(args: argparse.Namespace, chain: Chain, schedules: list[Schedule]) -> int:
     nodes = _chosen(chain, args.task)
     settings = _settings(args)
-
-    async def read(signals: _Signals) -> list[RunRecord]:
-        client = _client(settings, need_redis="history")
-        try:
-            await _check_server(client, settings, None)
-            store = store_for(client)
-            return await read_history(store, nodes, namespace=settings.namespace, last=args.last)
-        finally:
-            await client.aclose()
-
-    runs = _in_loop(read)[: args.last]
-    _echo(to_json({"runs": [run.to_json() for run in runs]}) if args.json else history_text(runs))
+    summaries, controls = _in_loop(
+        lambda signals: _read_runs(settings, nodes, args.last, "history", schedules)
+    )
+    runs = newest_first(run for summary in summaries.values() for run in summary.runs)[: args.last]
+    if args.json:
+        _echo(to_json({"runs": [run.to_json() for run in runs], **controls_json(*controls)}))
+    else:
+        _echo("\n".join([history_text(runs), *controls_lines(*controls)]))
     return EXIT_OK
 
 
@@ -725,19 +820,25 @@ METRICS_RECENT = 50
 def _metrics(args: argparse.Namespace, chain: Chain) -> int:
     nodes = list(chain)
     settings = _settings(args)
-    if args.serve is None:
-        summaries = _in_loop(lambda signals: _read_runs(settings, nodes, METRICS_RECENT, "metrics"))
-        _echo(exposition(summaries.values()).rstrip("\n"))
-        return EXIT_OK
     names = list(dict.fromkeys(node.task_name for node in nodes))
+    if args.serve is None:
+        summaries, (paused, _) = _in_loop(
+            lambda signals: _read_runs(settings, nodes, METRICS_RECENT, "metrics")
+        )
+        by_name = {chain.nodes[node_id].task_name: who for node_id, who in paused.items()}
+        _echo(exposition(summaries.values(), by_name).rstrip("\n"))
+        return EXIT_OK
 
     async def serve(signals: _Signals) -> int:
         client = _client(settings, need_redis="metrics")
         store = store_for(client)
 
         async def scrape() -> bytes:
-            summaries = await read_runs(store, names, namespace=settings.namespace, last=METRICS_RECENT)
-            return exposition(summaries.values()).encode()
+            summaries, paused = await asyncio.gather(
+                read_runs(store, names, namespace=settings.namespace, last=METRICS_RECENT),
+                paused_tasks(names, redis=client, namespace=settings.namespace),
+            )
+            return exposition(summaries.values(), paused).encode()
 
         try:
             await _check_server(client, settings, None)
@@ -757,39 +858,93 @@ def _metrics(args: argparse.Namespace, chain: Chain) -> int:
     return _in_loop(serve)
 
 
-def _reset(args: argparse.Namespace, chain: Chain) -> int:
-    date = parse_date(args.date)
+def _clear(args: argparse.Namespace, chain: Chain) -> int:
+    """Remove success markers (``--task``, ``--downstream``) after a [y/N] on a terminal, or ``--yes``."""
+    date = parse_run_key(args.date)
     if not args.yes and not sys.stdin.isatty():
         raise UsageError("refusing to remove success markers without --yes (stdin is not a terminal)")
     nodes = _chosen(chain, args.task)
+    if args.downstream:
+        nodes = [node for node in chain if node.id in dependents_of(chain, {node.id for node in nodes})]
     settings = _settings(args)
-    return _in_loop(lambda signals: _reset_markers(args, settings, nodes, date))
+    code = _in_loop(lambda signals: _clear_markers(args, settings, chain, nodes, date))
+    if args.command == "reset":  # after it worked: an error stays one line
+        _echo("aiotasks: `reset` is now `clear` (same options, and --downstream); use `clear`", sys.stderr)
+    return code
 
 
-async def _reset_markers(args: argparse.Namespace, settings: Settings, nodes: list[Node], date: str) -> int:
-    client = _client(settings, need_redis="reset")
+async def _clear_markers(
+    args: argparse.Namespace, settings: Settings, chain: Chain, nodes: list[Node], date: str
+) -> int:
+    client = _client(settings, need_redis=args.command)
     try:
         states = await _lock_states(settings, client, nodes, date)
-        marked = [node for node in nodes if states[node.id].completed]
-        names = ", ".join(node.id for node in marked)
+        marked = [node.id for node in nodes if states[node.id].completed]
         if not marked:
             _echo(f"{date}: no success markers to remove")
             return EXIT_OK
         if not args.yes:
             try:
-                answer = await _ask(f"Remove the success markers of {names} for {date}? [y/N] ")
+                answer = await _ask(f"Remove the success markers of {', '.join(marked)} for {date}? [y/N] ")
             except asyncio.CancelledError:
                 _echo("\nnothing removed")
                 raise
             if answer.strip().lower() not in ("y", "yes"):
                 _echo("nothing removed")
                 return EXIT_OK
-        store = store_for(client)
-        await asyncio.gather(*(store.delete(_keys_of(n, date, settings, client).success) for n in marked))
+        removed = await clear(chain, date, tasks=marked, redis=client, namespace=settings.namespace)
     finally:
         await _close(client)
-    _echo(f"{date}: removed the success markers of {names}")
+    if removed:
+        _echo(f"{date}: removed the success markers of {', '.join(removed)}")
+    else:
+        _echo(f"{date}: no success markers to remove (they expired or were removed meanwhile)")
     return EXIT_OK
+
+
+def _control(args: argparse.Namespace) -> int:
+    """``pause`` / ``resume`` of one schedule or task of TARGET: checked, then one write (or none).
+
+    Idempotent: a schedule or task already so is said so, nothing is written, and the exit code is 0
+    (what was asked holds).
+    """
+    pausing = args.command == "pause"
+    if args.schedule is not None:
+        schedule = _schedule_named(args.target, load_schedules(args.target), args.schedule)
+        what, name = "schedule", str(schedule.name)
+    else:
+        tasks = load_tasks(args.target)
+        node = tasks.get(args.task)
+        if node is None:
+            raise InvalidChain(
+                f"{args.target!r} has no task {args.task!r} (it has: " + ", ".join(map(repr, tasks)) + ")",
+                args.task,
+            )
+        what, name = "task", node.task_name
+    settings = _settings(args)
+
+    async def act(signals: _Signals) -> int:
+        client = _client(settings, need_redis=args.command)
+        options: dict[str, Any] = {"redis": client, "namespace": settings.namespace}
+        try:
+            await _check_server(client, settings, None)
+            if what == "schedule":
+                changed = await (pause_schedule if pausing else resume_schedule)(name, **options)
+                who = None if changed or not pausing else await _schedule_paused_by(client, settings, name)
+            else:
+                changed = await (pause_task if pausing else resume_task)(name, **options)
+                who = None if changed or not pausing else (await paused_tasks([name], **options)).get(name)
+        finally:
+            await _close(client)
+        _echo(control_line(what, name, pausing=pausing, changed=changed, by=who))
+        return EXIT_OK
+
+    return _in_loop(act)
+
+
+async def _schedule_paused_by(client: AnyRedis, settings: Settings, name: str) -> str | None:
+    paused, _ = await store_for(client).read_schedule(schedule_keys(name, namespace=settings.namespace))
+    return paused
 
 
 def _trigger(args: argparse.Namespace, schedules: list[Schedule]) -> int:
@@ -798,14 +953,7 @@ def _trigger(args: argparse.Namespace, schedules: list[Schedule]) -> int:
     Everything is checked before anything is written: the schedule is one of
     TARGET's, the key one of its keys, ``--expires`` a sane number.
     """
-    named = {schedule.name: schedule for schedule in schedules}
-    schedule = named.get(args.schedule)
-    if schedule is None:
-        raise UsageError(
-            f"{args.target!r} has no schedule named {args.schedule!r} (it has: "
-            + ", ".join(repr(name) for name in named)
-            + ")"
-        )
+    schedule = _schedule_named(args.target, schedules, args.schedule)
     key = trigger_key(schedule, args.key, current_clock().now())
     check_expires(args.expires)
     settings = _settings(args)
@@ -1066,14 +1214,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _trigger(args, load_schedules(args.target))
         if args.command == "web":
             return _web(args)
+        if args.command in ("pause", "resume"):
+            return _control(args)
+        if args.command in ("status", "history"):  # a chain, or schedules: their tasks and controls
+            found = _import_target(args.target)
+            schedules = _as_schedules(found) or []
+            chain = Chain.merged(s.chain for s in schedules) if schedules else _as_chain(found, args.target)
+            return (_status if args.command == "status" else _history)(args, chain, schedules)
         chain = load_chain(args.target)
         command = {
             "run": _run,
             "plan": _plan,
-            "status": _status,
-            "history": _history,
             "metrics": _metrics,
-            "reset": _reset,
+            "clear": _clear,
+            "reset": _clear,
         }[args.command]
         return command(args, chain)
     except Interrupted as exc:

@@ -49,7 +49,15 @@ from ._records import HOST
 from ._store import AnyRedis, Store
 from ._task import Task
 
-__all__ = ["clear", "pause_schedule", "pause_task", "paused_tasks", "resume_schedule", "resume_task"]
+__all__ = [
+    "clear",
+    "dependents_of",
+    "pause_schedule",
+    "pause_task",
+    "paused_tasks",
+    "resume_schedule",
+    "resume_task",
+]
 
 
 def _door(redis: AnyRedis | None, namespace: str | None) -> tuple[Store, str | None]:
@@ -157,6 +165,10 @@ async def clear(
 ) -> list[str]:
     """Remove success markers of ``chain``'s tasks for ``date``, so the next run or trigger repeats them.
 
+    The grid (``status``) then shows those dates ``pending``; ``history`` keeps
+    the runs that were cleared. A run in progress is not touched: its success
+    writes the marker again.
+
     ::
 
         cleared = await aiotasks.clear(chain, "20261124", tasks=["load"], downstream=True, redis=client)
@@ -174,11 +186,12 @@ async def clear(
     key = parse_run_key(date)
     chosen = set(found.nodes) if tasks is None else set(_known(found, tasks))
     if downstream:
-        chosen = _with_dependents(found, chosen)
+        chosen = dependents_of(found, chosen)
     store, namespace = _door(redis, namespace)
     nodes = [node for node in found if node.id in chosen]
-    markers = [task_keys(n.task_name, key, namespace=namespace, cluster=store.cluster).success for n in nodes]
-    removed = await _delete_all(store, markers)
+    keys = [task_keys(n.task_name, key, namespace=namespace, cluster=store.cluster) for n in nodes]
+    # Sent together: the door coalesces them into one round trip.
+    removed = await asyncio.gather(*(store.clear(k) for k in keys))
     return [node.id for node, gone in zip(nodes, removed, strict=True) if gone]
 
 
@@ -191,15 +204,10 @@ def _known(chain: Chain, tasks: Sequence[str]) -> list[str]:
     return list(tasks)
 
 
-def _with_dependents(chain: Chain, chosen: set[str]) -> set[str]:
+def dependents_of(chain: Chain, chosen: set[str]) -> set[str]:
     """``chosen`` and everything that depends on it, directly or not."""
     found = set(chosen)
     for name in chain.order:  # dependencies before their dependents
         if any(dep in found for dep in chain.nodes[name].depends_on):
             found.add(name)
     return found
-
-
-async def _delete_all(store: Store, keys: list[str]) -> list[bool]:
-    """Delete ``keys`` (sent together: the door coalesces them into one round trip); which existed."""
-    return list(await asyncio.gather(*(store.delete(key) for key in keys)))

@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from itertools import accumulate
 from typing import TYPE_CHECKING, Final, cast
 
@@ -348,22 +348,27 @@ _FAMILIES: Final = (
 _LAST_END: Final = (
     "aiotasks_task_last_end_timestamp_seconds",
     "End of the newest run of each outcome (server clock): success and failed of every run; "
-    "abandoned (its start: a dead run records no end) and missed among the task's recent runs.",
+    "abandoned (its start: a dead run records no end), missed and paused among the task's recent runs.",
+)
+_PAUSED: Final = (
+    "aiotasks_task_paused",
+    "1 while the task is paused fleet-wide (aiotasks pause --task): no host starts it; else 0.",
 )
 #: The outcomes of ``_LAST_END``, in the order of its samples: the statuses a finished record can have.
-_ENDED: Final = ("success", "failed", "abandoned", "missed")
+_ENDED: Final = ("success", "failed", "abandoned", "missed", "paused")
 
 
 def _last_ends(summary: TaskSummary) -> dict[str, int]:
     """When the newest run of each outcome ended, in ms (an abandoned run: when it started).
 
     Success and failure come from the index's two scores, which every run
-    updates; abandoned and missed runs leave no score, so they are looked for
-    among ``summary.runs`` (newest first).
+    updates; abandoned, missed and paused (a slot not fired, its schedule
+    paused) runs leave no score, so they are looked for among ``summary.runs``
+    (newest first).
     """
     found: dict[str, int | None] = {"success": summary.last_success, "failed": summary.last_failure}
     for run in summary.runs:
-        if run.status in ("abandoned", "missed") and found.get(run.status) is None:
+        if run.status in ("abandoned", "missed", "paused") and found.get(run.status) is None:
             found[run.status] = run.ended if run.ended is not None else run.started
     return {outcome: ms for outcome in _ENDED if (ms := found.get(outcome)) is not None}
 
@@ -376,16 +381,20 @@ def _number(value: float) -> str:
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
-def exposition(summaries: Iterable[TaskSummary]) -> str:
+def exposition(summaries: Iterable[TaskSummary], paused: Mapping[str, str] | None = None) -> str:
     """The Prometheus text exposition (format 0.0.4) of the tasks' records.
 
     A task that never succeeded (within the retention) has no
     ``last_success`` sample: alert on its absence too (``absent()``).
     ``aiotasks_task_last_end_timestamp_seconds{task, outcome}`` has a sample
-    per outcome seen (``success``, ``failed``, ``abandoned``, ``missed``), so
-    an alert can fire on a run that died or a slot no host ran.
+    per outcome seen (``success``, ``failed``, ``abandoned``, ``missed``,
+    ``paused``), so an alert can fire on a run that died or a slot no host ran.
+
+    :param paused: the paused tasks (``aiotasks.paused_tasks``): with it, each
+        task has an ``aiotasks_task_paused`` sample, 1 or 0 (a skip for a pause
+        writes no record, so this is what shows a task held for long).
     """
-    rows: dict[str, list[str]] = {name: [] for name, _ in (*_FAMILIES, _LAST_END)}
+    rows: dict[str, list[str]] = {name: [] for name, _ in (*_FAMILIES, _LAST_END, _PAUSED)}
     for summary in summaries:
         label = f'{{task="{_label(summary.task)}"}}'
         values = {
@@ -401,8 +410,10 @@ def exposition(summaries: Iterable[TaskSummary]) -> str:
             rows[_LAST_END[0]].append(
                 f'{_LAST_END[0]}{{task="{_label(summary.task)}",outcome="{outcome}"}} {_number(ms / 1000)}'
             )
+        if paused is not None:
+            rows[_PAUSED[0]].append(f"{_PAUSED[0]}{label} {int(summary.task in paused)}")
     lines = []
-    for name, help_text in (*_FAMILIES, _LAST_END):
+    for name, help_text in (*_FAMILIES, _LAST_END, *([_PAUSED] if paused is not None else [])):
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *rows[name]]
     return "\n".join(lines) + "\n"
 

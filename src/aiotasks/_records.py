@@ -15,7 +15,8 @@ date ``D`` and run token ``R`` (the run's ``task_id``), next to the seed's keys:
     runs:T    ZSET  'D:R' scored by start time in ms (for history), and '~s',
                     '~f' scored by the end of the last success and failure
 
-(An ACL user of aiotasks needs ``~run:* ~runs:*`` besides ``~lock:* ~success:*``.)
+(An ACL user of aiotasks needs ``~run:* ~runs:*`` besides ``~lock:* ~success:*``, and
+``~paused:*``: the acquire reads a task's pause, see ``_keys``.)
 
 A record is packed into one or two fields of its date's hash, so a run costs
 its scripts few commands on the server: the acquire 6 more than without

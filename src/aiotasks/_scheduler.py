@@ -70,7 +70,7 @@ from ._backfill import Results, check_window, run_window
 from ._cancel import shielded
 from ._chain import ChainRun, check_run_options, prepare_run
 from ._clock import Clock, current_clock
-from ._constants import Status
+from ._constants import Reason, Status
 from ._context import resolve
 from ._errors import InvalidInput, InvalidSchedule
 from ._keys import schedule_keys
@@ -120,6 +120,16 @@ class _Track:
     #: Slots not fired because the schedule was paused, and triggers this replica took.
     paused_slots: int = 0
     triggered: int = 0
+    #: Tasks of the chain paused fleet-wide (``pause --task``), as its last run here found them.
+    paused_tasks: list[str] = field(default_factory=list)
+
+    def ran(self, results: Results) -> str:
+        """Note a finished run of the chain; its one-word outcome."""
+        self.runs += 1
+        self.paused_tasks = [
+            name for name, result in results.items() if result.get("reason") == Reason.PAUSED
+        ]
+        return _outcome(results)
 
 
 class Scheduler:
@@ -199,7 +209,8 @@ class Scheduler:
         ``triggers``: whether it serves ``aiotasks trigger`` requests. Per schedule,
         ``paused`` (who paused it, ``host:pid|ms``, or None) and ``pending_triggers``
         are as the last check read them (at its last slot); ``paused_slots`` and
-        ``triggered`` count what this replica skipped and took.
+        ``triggered`` count what this replica skipped and took; ``paused_tasks``
+        are the chain's tasks its last run here found paused (``pause --task``).
         """
         return {
             "state": self._state.value,
@@ -220,6 +231,7 @@ class Scheduler:
                     "paused_slots": track.paused_slots,
                     "pending_triggers": track.pending_triggers,
                     "triggered": track.triggered,
+                    "paused_tasks": list(track.paused_tasks),
                 }
                 for track in self._tracks
             ],
@@ -462,13 +474,13 @@ class Scheduler:
         results: Results = {}
         try:
             results = await run.run()
-            outcome = _outcome(results)
+            outcome = track.ran(results)
         except Exception:
             logger.exception("%s %s: the triggered run failed to run", schedule.name, key)
             outcome = "error"
+            track.runs += 1
         finally:
             track.running.discard(key)
-        track.runs += 1
         track.last_outcome = outcome
         logger.info("%s %s (triggered): %s", schedule.name, key, outcome)
         await answer(
@@ -527,8 +539,7 @@ class Scheduler:
 
         def done(run: ChainRun, results: Results) -> None:
             track.running.discard(run.date)
-            track.runs += 1
-            track.last, track.last_outcome = by_key[run.date], _outcome(results)
+            track.last, track.last_outcome = by_key[run.date], track.ran(results)
             logger.info("%s %s: %s", schedule.name, run.date, track.last_outcome)
 
         try:

@@ -28,6 +28,7 @@ __all__ = [
     "ACQUIRE",
     "CANCEL",
     "CLAIM",
+    "CLEAR",
     "FINISH",
     "GRID",
     "MISSED",
@@ -375,6 +376,26 @@ local time = redis.call('time')
 local now = time[1] .. string.sub('00000' .. time[2], -6, -4)
 redis.call('set', KEYS[2], ARGV[1] .. '|' .. now .. '|' .. holder, 'PX', pttl > 0 and pttl or ARGV[2])
 return {1, holder, pttl}
+""",
+)
+
+CLEAR: Final = Script(
+    "clear",
+    """
+-- KEYS[1] - a (task, date)'s success-marker key
+-- KEYS[2] - optional: its runs hash (see _records)
+-- return 1 the marker existed and is deleted; 0 there was none: nothing written
+-- The runs hash's latest token ('l') then names no run ('cleared'), so the grid
+-- shows the date pending (its next run sets 'l' again) rather than completed by
+-- that run's record; history keeps the run. A hash that does not exist is not
+-- created (never a key without its TTL).
+if redis.call('del', KEYS[1]) == 0 then
+    return 0
+end
+if KEYS[2] and redis.call('exists', KEYS[2]) == 1 then
+    redis.call('hset', KEYS[2], 'l', 'cleared')
+end
+return 1
 """,
 )
 

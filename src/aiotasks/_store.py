@@ -128,11 +128,12 @@ from redis.asyncio.connection import AbstractConnection
 from . import _wire as wire
 from ._constants import SUCCESS_MARKER, Reason
 from ._keys import ScheduleKeys, TaskKeys
-from ._records import Outcome, acquire_args, finish_args, release_args
+from ._records import Outcome, acquire_args, finish_args, record_keys, release_args
 from ._scripts import (
     ACQUIRE,
     CANCEL,
     CLAIM,
+    CLEAR,
     FINISH,
     GRID,
     MISSED,
@@ -491,6 +492,14 @@ class Store:
     async def delete(self, key: str) -> bool:
         """Delete one key (a success marker for ``clear``, a pause for ``resume``); False if none."""
         return int(await self._call(None, "DEL", key)) == 1
+
+    async def clear(self, keys: TaskKeys) -> bool:
+        """The CLEAR script: delete a (task, date)'s success marker (its record then no longer makes
+        the grid say completed); False if there was none."""
+        found = record_keys(keys.lock)
+        if found is None:
+            return int(await self._call(CLEAR, 1, keys.success)) == 1
+        return int(await self._call(CLEAR, 2, keys.success, found.state)) == 1
 
     async def set_new(self, key: str, value: str) -> bool:
         """Set ``key`` to ``value`` (no TTL) unless it exists (a pause); False if it did: nothing written."""

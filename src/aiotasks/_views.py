@@ -20,12 +20,16 @@ from ._records import Cell, CellState, RunRecord, iso
 __all__ = [
     "cell_mark",
     "cell_rows",
+    "control_line",
+    "controls_json",
+    "controls_lines",
     "exit_code",
     "grid_json",
     "grid_text",
     "history_text",
     "interrupted_results",
     "live_frame",
+    "paused_by",
     "plan_dot",
     "plan_mermaid",
     "plan_text",
@@ -55,7 +59,7 @@ _MARKS: Final = {
 }
 
 
-def _category(result: Mapping[str, Any]) -> str:
+def _category(result: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]]) -> str:
     status, reason = result.get("status"), result.get("reason")
     if status == Status.SUCCESS:
         return "success"
@@ -65,7 +69,21 @@ def _category(result: Mapping[str, Any]) -> str:
         return "held"
     if status == Status.FAILED:
         return "failed"
+    if _held_by_a_pause(result, results):
+        return "paused"
     return "blocked"
+
+
+def _held_by_a_pause(result: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether a skipped task is paused, or blocked only because a task it needs is."""
+    for _ in range(len(results) + 1):  # follows blocked_by up to the task that did not succeed
+        reason = result.get("reason")
+        if reason in (Reason.PAUSED, Reason.DEPENDENCY_PAUSED):
+            return True
+        if reason != Reason.DEPENDENCY_BLOCKED or result.get("blocked_by") not in results:
+            return False
+        result = results[result["blocked_by"]]
+    return False
 
 
 def summarize(results: Mapping[str, Mapping[str, Any]], elapsed: float) -> dict[str, Any]:
@@ -73,13 +91,16 @@ def summarize(results: Mapping[str, Mapping[str, Any]], elapsed: float) -> dict[
 
     ``completed`` counts tasks skipped because their marker exists; ``held``
     recurring tasks another worker was running (not an error in itself);
+    ``paused`` tasks paused fleet-wide (``aiotasks pause --task``) and those
+    not run because a task they need is (not an error: the operator asked);
     ``blocked`` tasks not run because a dependency did not succeed, or whose
     wait for another worker timed out.
     """
-    counts = Counter(_category(result) for result in results.values())
+    counts = Counter(_category(result, results) for result in results.values())
+    names = ("success", "completed", "held", "failed", "blocked", "paused")
     summary: dict[str, Any] = {
         "total": len(results),
-        **{name: counts.get(name, 0) for name in ("success", "completed", "held", "failed", "blocked")},
+        **{name: counts.get(name, 0) for name in names},
         "elapsed_s": round(elapsed, 3),
     }
     summary["exit_code"] = exit_code([summary], results.values())
@@ -162,8 +183,10 @@ _SAID: Final = {
 
 
 def summary_line(date: str, summary: Mapping[str, Any]) -> str:
-    """``20261125: 3 tasks: 2 succeeded, 1 already done, 0 held elsewhere, 0 failed, 0 blocked in 0.18s``."""
-    counts = ", ".join(f"{summary[name]} {said}" for name, said in _SAID.items())
+    """``20261125: 3 tasks: 2 succeeded, 1 already done, 0 held elsewhere, 0 failed, 0 blocked in 0.18s``
+    (and ``, 2 paused`` when some are)."""
+    said = {**_SAID, "paused": "paused"} if summary.get("paused") else _SAID
+    counts = ", ".join(f"{summary[name]} {word}" for name, word in said.items())
     return f"{date}: {summary['total']} tasks: {counts} in {summary['elapsed_s']:.2f}s"
 
 
@@ -365,3 +388,60 @@ def history_text(runs: list[RunRecord]) -> str:
             f"  {duration} {attempts}{error}{by}"
         )
     return "\n".join(lines)
+
+
+def paused_by(value: str) -> str:
+    """A pause key's ``host:pid|ms`` as ``host:pid since 2026-11-24T02:00:00Z``."""
+    who, _, ms = value.partition("|")
+    since = iso(int(ms)) if ms.isdigit() and int(ms) > 0 else None
+    return f"{who} since {since}" if since else who
+
+
+def control_line(what: str, name: str, *, pausing: bool, changed: bool, by: str | None = None) -> str:
+    """What ``pause`` / ``resume`` did: ``schedule 'nightly': paused``, or that nothing changed, and why."""
+    head = f"{what} {name!r}:"
+    if changed and pausing:
+        where = "no replica fires its slots" if what == "schedule" else "it starts nowhere"
+        return f"{head} paused ({where} until `aiotasks resume`)"
+    if changed:
+        return f"{head} resumed"
+    if pausing:
+        who = f" by {paused_by(by)}" if by else ""
+        return f"{head} already paused{who}; nothing changed"
+    return f"{head} not paused; nothing changed"
+
+
+def _pause_json(value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    who, _, ms = value.partition("|")
+    return {"by": who, "since": iso(int(ms)) if ms.isdigit() and int(ms) > 0 else None}
+
+
+def controls_json(
+    paused: Mapping[str, str], schedules: Mapping[str, tuple[str | None, int]] | None = None
+) -> dict[str, Any]:
+    """The controls in effect, for ``--json`` documents: ``{"paused_tasks": {id: {"by", "since"}}}``,
+    and with schedules ``"schedules": {name: {"paused": {"by", "since"} or null, "pending_triggers"}}``."""
+    document: dict[str, Any] = {"paused_tasks": {name: _pause_json(who) for name, who in paused.items()}}
+    if schedules is not None:
+        document["schedules"] = {
+            name: {"paused": _pause_json(who), "pending_triggers": pending}
+            for name, (who, pending) in schedules.items()
+        }
+    return document
+
+
+def controls_lines(
+    paused: Mapping[str, str], schedules: Mapping[str, tuple[str | None, int]] | None = None
+) -> list[str]:
+    """The controls in effect, for ``status`` and ``history``: each schedule (paused by whom, pending
+    triggers) and each paused task; nothing when no schedule is shown and no task is paused."""
+    lines = []
+    for name, (who, pending) in (schedules or {}).items():
+        state = f"paused by {paused_by(who)}" if who is not None else "not paused"
+        waiting = f"; {pending} trigger{'s' if pending != 1 else ''} pending" if pending else ""
+        lines.append(f"  schedule {name!r}: {state}{waiting}")
+    for name, who in paused.items():
+        lines.append(f"  task {name!r}: paused by {paused_by(who)} (it starts nowhere until resumed)")
+    return ["controls:", *lines] if lines else []
