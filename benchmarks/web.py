@@ -7,7 +7,9 @@ Latency
     in-process through httpx's ASGI transport (no network: the time is the
     server's, Redis round trips included): the grid over the last D dates
     (T x D cells), the overview, history (first page, and filtered by
-    outcome), one cell's runs.
+    outcome), one cell's runs. The baseline, timed the same way in the same
+    run: what ``status --from --to`` reads for that grid (``read_grid``, one
+    GRID script per task), without building or sending any page.
 
 Redis cost
     A browser keeps a page open: it fetches the page's live part every
@@ -37,6 +39,8 @@ from tests.support import Wire
 
 import aiotasks
 import aiotasks.web
+from aiotasks._records import read_grid
+from aiotasks._store import store_for
 
 SCHEDULES = 5
 
@@ -81,7 +85,19 @@ async def latency(client: Redis, schedules: list[aiotasks.Schedule], args: argpa
         ("history, failed only", "/history?outcome=failed"),
         ("one cell's runs", f"/runs?task=task_000&key={last}"),
     ]
-    rows = []
+    rows: list[dict[str, Any]] = []
+    store = store_for(client)
+    names = [node.task_name for schedule in schedules for node in schedule.chain]
+    await read_grid(store, names, days[-args.days :], namespace=None)
+    timings = []
+    for _ in range(args.repeat):
+        started = time.perf_counter()
+        await read_grid(store, names, days[-args.days :], namespace=None)
+        timings.append(time.perf_counter() - started)
+    baseline = {
+        "p50_ms": round(statistics.median(timings) * 1000, 1),
+        "best_ms": round(min(timings) * 1000, 1),
+    }
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
         for name, path in pages:
@@ -98,6 +114,8 @@ async def latency(client: Redis, schedules: list[aiotasks.Schedule], args: argpa
                 row[f"{kind}_best_ms"] = round(min(timings) * 1000, 1)
                 row[f"{kind}_kib"] = round(len(answer.content) / 1024, 1)
             rows.append(row)
+    grid_row = rows[0]
+    grid_row["status_read_p50_ms"], grid_row["status_read_best_ms"] = baseline["p50_ms"], baseline["best_ms"]
     return rows
 
 
@@ -188,6 +206,13 @@ def render(result: dict[str, Any]) -> str:
         f"{p['repeat']} requests per page, in-process (server time)",
         f"  {'page':<22} {'HTML p50':>9} {'best':>7} {'size':>9}   {'JSON p50':>9} {'best':>7} {'size':>9}",
     ]
+    grid_row = result["pages"][0]
+    lines.insert(
+        1,
+        f"  baseline, what `status --from --to` reads for that grid: "
+        f"p50 {grid_row['status_read_p50_ms']} ms, "
+        f"best {grid_row['status_read_best_ms']} ms",
+    )
     for row in result["pages"]:
         lines.append(
             f"  {row['page']:<22} {row['html_p50_ms']:>7} ms {row['html_best_ms']:>4} ms "

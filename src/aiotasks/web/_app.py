@@ -55,7 +55,7 @@ from aiotasks._reading import (
     schedule_keys_between,
     unique_nodes,
 )
-from aiotasks._records import CellState, RunRecord
+from aiotasks._records import Cell, CellState, RunRecord
 from aiotasks._schedule import Schedule
 from aiotasks._store import AnyRedis, Store
 from aiotasks._task import Task
@@ -141,6 +141,20 @@ def _fleet(target: Any) -> tuple[list[Schedule], list[Chain]]:
     return [], [resolve_chain(items)]
 
 
+@dataclass(frozen=True, slots=True)
+class _Section:
+    """One grid section: a schedule's (or a chain's) tasks x its run keys."""
+
+    schedule: str | None
+    rule: str | None
+    keys: list[str]
+    cells: dict[str, dict[str, Cell]]
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"schedule", "rule", "dates", "tasks"}``: ``status --from --to --json``'s document, named."""
+        return {"schedule": self.schedule, "rule": self.rule, **grid_json(self.keys, self.cells)}
+
+
 @dataclass(frozen=True)
 class _Console:
     schedules: list[Schedule]
@@ -197,7 +211,7 @@ class _Console:
         ]
         return document
 
-    async def grid(self, first: dt.date, last: dt.date) -> dict[str, Any]:
+    async def grid(self, first: dt.date, last: dt.date) -> list[_Section]:
         """One section per schedule (its run keys), then one per standalone chain (dates); every
         section's GRID scripts sent together."""
         store, namespace = self.store()
@@ -211,11 +225,9 @@ class _Console:
         grids = await asyncio.gather(
             *(read_status(store, nodes, keys, namespace=namespace) for _, _, nodes, keys in parts)
         )
-        sections = [
-            {"schedule": name, "rule": rule, **grid_json(keys, grid)}
-            for (name, rule, _, keys), grid in zip(parts, grids, strict=True)
+        return [
+            _Section(name, rule, keys, grid) for (name, rule, _, keys), grid in zip(parts, grids, strict=True)
         ]
-        return {"from": first.strftime("%Y%m%d"), "to": last.strftime("%Y%m%d"), "sections": sections}
 
     async def history(self, tasks: Sequence[str], outcome: str | None, page: int) -> dict[str, Any]:
         store, namespace = self.store()
@@ -396,6 +408,7 @@ def console(
         autoescape=True,
     )
     templates.filters.update(when=_when, who=_who, mark=cell_mark)
+    templates.globals["marks"] = {state.value: cell_mark(state) for state in CellState}
     state = _Console(
         schedules=schedules,
         chains=chains,
@@ -442,8 +455,11 @@ def _build(console: _Console) -> Starlette:
         return response
 
     def page(
-        name: str, read: Callable[[Request], Awaitable[dict[str, Any]]]
+        name: str, read: Callable[[Request], Awaitable[Any]], to_json: Callable[[Any], Any] = lambda doc: doc
     ) -> tuple[Callable[[Request], Awaitable[Response]], Callable[[Request], Awaitable[Response]]]:
+        """A page and its JSON twin from one reader; ``to_json`` makes the twin's document of
+        what the reader returns (the page may render richer objects: the grid's cells)."""
+
         async def html(request: Request) -> Response:
             try:
                 document = await read(request)
@@ -456,7 +472,7 @@ def _build(console: _Console) -> Starlette:
 
         async def api(request: Request) -> Response:
             try:
-                return JSONResponse(await read(request))
+                return JSONResponse(to_json(await read(request)))
             except _Refused as exc:
                 return JSONResponse({"error": str(exc)}, status_code=exc.status)
             except (RedisUnavailable, rex.RedisError) as exc:
@@ -475,9 +491,15 @@ def _build(console: _Console) -> Starlette:
             raise _Refused(400, f"the range starts ({first}) after it ends ({last})")
         if (last - first).days + 1 > MAX_GRID_DAYS:
             raise _Refused(400, f"at most {MAX_GRID_DAYS} days at once, not {(last - first).days + 1}")
-        document = await console.grid(first, last)
-        document["legend"] = [state.value for state in CellState]
-        return document
+        return {
+            "from": first.strftime("%Y%m%d"),
+            "to": last.strftime("%Y%m%d"),
+            "sections": await console.grid(first, last),
+            "legend": [state.value for state in CellState],
+        }
+
+    def grid_document(found: dict[str, Any]) -> dict[str, Any]:
+        return {**found, "sections": [section.to_json() for section in found["sections"]]}
 
     async def history(request: Request) -> dict[str, Any]:
         tasks = [t for t in request.query_params.getlist("task") if t]
@@ -575,7 +597,7 @@ def _build(console: _Console) -> Starlette:
         return _said(request, render, 200, True, message)
 
     overview_html, overview_api = page("overview.html", overview)
-    grid_html, grid_api = page("grid.html", grid)
+    grid_html, grid_api = page("grid.html", grid, grid_document)
     history_html, history_api = page("history.html", history)
     runs_html, runs_api = page("runs.html", runs)
     app = Starlette(
