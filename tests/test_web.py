@@ -656,3 +656,9 @@ def test_nothing_of_the_web_extra_is_imported_without_asking() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "imported: []"
+
+
+def test_the_web_package_exports_console_only() -> None:
+    """``aiotasks.web``'s public surface is ``console``; ``aiotasks`` itself does not re-export it."""
+    assert aiotasks.web.__all__ == ["console"]
+    assert "web" not in aiotasks.__all__
