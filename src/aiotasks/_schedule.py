@@ -13,12 +13,24 @@ slot across every replica" a property of the keys rather than of coordination:
   local wall time in the schedule's zone: ``YYYYMMDDTHHMM``, or
   ``YYYYMMDDTHHMMSS`` when ``every`` has seconds.
 
-Daylight saving time follows Debian's cron (through cronsim): a time skipped
-when clocks spring forward fires once, right after the jump (a 02:30 daily
-schedule runs at 03:00 that day); in the hour repeated when clocks fall back,
-a wall-clock time fires once, on its first pass (slot keys never repeat).
-``every`` intervals are elapsed time counted from local midnight, restarting
-each day, so ``every="15m"`` fires at :00, :15, :30 and :45 of the local hour.
+Daylight saving time (the docs' "Time zones and DST" page has the whole story
+and a table): slot keys never repeat, and each slot is strictly after the one
+before it, so replicas started at any moment agree on the slots to come.
+
+* A fixed-time cron (no ``*`` heading its minute or hour field) follows
+  Debian's cron, through cronsim: a time skipped when clocks spring forward
+  fires at the first minute after the jump (times one jump skips fire there
+  as one slot; Debian's cron fires each), and in the hour repeated when
+  clocks fall back a wall time fires once, on its first pass.
+* A wildcard cron (``0 * * * *``, ``*/15 1-3 * * *``) fires the wall times
+  that exist: none in a skipped hour, those of a repeated hour once, on the
+  first pass (Debian's cron fires both passes).
+* ``every`` intervals are elapsed time counted from local midnight,
+  restarting each day, so ``every="15m"`` fires at :00, :15, :30 and :45 of
+  the local hour. It fires every instant of that grid except one whose key
+  already fired: in a repeated hour, one whose wall time fired on the first
+  pass (``"90m"`` fires 02:00 CET after 01:30 CEST, ``"30m"`` fires no second
+  pass); ``"1d"``, the 23:00 of a 25-hour day.
 
 Cron parsing is cronsim's, not ours: it is small, has no dependencies, works
 with ``zoneinfo``, and is built to match Debian's cron including the DST
@@ -207,12 +219,16 @@ class Schedule:
         return format_slot(local, seconds=seconds)
 
     def slots(self, after: dt.datetime) -> Iterator[Slot]:
-        """Every slot strictly after ``after`` (aware), in time order; keys strictly increase."""
-        for at in self._fire_times(after):
-            local = at.astimezone(self.zone)
-            # The second pass of a repeated (fall-back) hour: its wall times already fired.
-            if local.fold and local.replace(fold=0).utcoffset() != local.utcoffset():
-                continue
+        """Every slot strictly after ``after`` (aware), in time order; no key repeats.
+
+        They are the tail of one sequence: a scheduler started at any instant,
+        in either pass of a repeated hour too, gets the slots one running all
+        along would fire from then on. Keys follow the wall clock, so in a
+        repeated hour an interval's second-pass slot can have a key below the
+        one before it (``every="40m"`` in Berlin: ``T0240`` CEST, then ``T0220`` CET).
+        """
+        times = self._cron_times(after) if self.cron is not None else self._grid_times(after)
+        for at in times:
             yield Slot(at, self.key(at))
 
     def next_slot(self, after: dt.datetime) -> Slot:
@@ -268,23 +284,59 @@ class Schedule:
             return list(slots[-self.catchup :]) if self.catchup else []
         return slots
 
-    def _fire_times(self, after: dt.datetime) -> Iterator[dt.datetime]:
-        local = after.astimezone(self.zone)
-        if self.cron is not None:
-            for at in CronSim(self.cron, local):
-                yield at.astimezone(_UTC)
-            return
-        assert self.interval is not None
-        day = local.date()
-        while True:
-            start = dt.datetime.combine(day, dt.time(), self.zone).astimezone(_UTC)
-            end = dt.datetime.combine(day + _ONE_DAY, dt.time(), self.zone).astimezone(_UTC)
-            # Elapsed time from local midnight: aware arithmetic in UTC, not on the wall clock.
-            at = start if after < start else start + ((after - start) // self.interval + 1) * self.interval
-            while at < end:
+    def _cron_times(self, after: dt.datetime) -> Iterator[dt.datetime]:
+        # cronsim walks a fixed-time cron on the wall clock, as Debian's cron does:
+        # it yields each wall time once, on its first pass (fold=0). Started in the
+        # second pass of a repeated hour, it first meets wall times whose first
+        # pass is already over: firing them would fire in the past, again and
+        # again. A wildcard cron it walks in real time, meeting both passes; the
+        # second pass's wall times are keys the first pass fired.
+        assert self.cron is not None
+        for local in CronSim(self.cron, after.astimezone(self.zone)):
+            at = local.astimezone(_UTC)
+            if at > after and not _second_pass(local):
                 yield at
-                at += self.interval
+
+    def _grid_times(self, after: dt.datetime) -> Iterator[dt.datetime]:
+        # Elapsed time from local midnight: aware arithmetic in UTC, not on the
+        # wall clock, so the grid has no hole at either transition. An instant is
+        # left out only if its key fired: in a repeated hour, one whose wall time
+        # is itself on the grid's first pass; every="1d", the second instant of a
+        # 25-hour day (its date fired at midnight).
+        assert self.interval is not None
+        interval = self.interval
+        day = after.astimezone(self.zone).date()
+        while True:
+            start = _midnight(day, self.zone)
+            end = _midnight(day + _ONE_DAY, self.zone)
+            at = start if after < start else start + ((after - start) // interval + 1) * interval
+            while at < end:
+                if not self._repeats_a_key(at, start):
+                    yield at
+                at += interval
             day += _ONE_DAY
+
+    def _repeats_a_key(self, at: dt.datetime, start: dt.datetime) -> bool:
+        """Whether grid instant ``at`` (of the day starting at ``start``) has the key of an earlier one."""
+        if self.daily:
+            return at != start
+        local = at.astimezone(self.zone)
+        return _second_pass(local) and self._on_grid(local.replace(fold=0))
+
+    def _on_grid(self, local: dt.datetime) -> bool:
+        """Whether the grid of ``local``'s day has an instant at ``local``."""
+        assert self.interval is not None
+        return not (local.astimezone(_UTC) - _midnight(local.date(), self.zone)) % self.interval
+
+
+def _midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
+    """The first instant of ``day`` in ``zone`` (its 00:00, or the jump's end if 00:00 is skipped), in UTC."""
+    return dt.datetime.combine(day, dt.time(), zone).astimezone(_UTC)
+
+
+def _second_pass(local: dt.datetime) -> bool:
+    """Whether an aware local time is in the second pass of a repeated (fall-back) hour."""
+    return bool(local.fold) and local.replace(fold=0).utcoffset() != local.utcoffset()
 
 
 def _target_chain(target: object) -> Chain:

@@ -59,7 +59,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
@@ -297,7 +297,14 @@ class Scheduler:
         await self.stop()
 
     async def _drive(self, track: _Track, clock: Clock, group: asyncio.TaskGroup) -> None:
-        """One schedule's loop: catch up, then sleep until each slot and fire it."""
+        """One schedule's loop: catch up, then sleep until each slot and fire it.
+
+        Each turn fires the slots in ``(last, now]`` and sleeps until one after
+        ``now``: it sleeps for real unless it woke late, and then the next turn
+        does. A slot not after ``last`` (:meth:`Schedule.slots` promises none)
+        would be due again at once, turn after turn, without a real sleep: the
+        event loop would freeze under a pile of chains. It is logged and skipped.
+        """
         schedule = track.schedule
         last = clock.now()
         catchup = schedule.catchup_slots(last)
@@ -305,10 +312,10 @@ class Scheduler:
             logger.info("%s: catching up %d slot(s) from %s", schedule.name, len(catchup), catchup[0].key)
             await self._fire_unless_paused(track, catchup, group, last, catchup=True)
         while True:
-            track.next = schedule.next_slot(last)
+            track.next = next(_after(schedule, schedule.slots(last), last))
             await clock.sleep_until(track.next.at)
             now = clock.now()
-            due, missed = schedule.due(last, now)
+            due, missed = (list(_after(schedule, slots, last)) for slots in schedule.due(last, now))
             last = now
             for slot in missed:
                 track.missed += 1
@@ -549,6 +556,21 @@ class Scheduler:
             track.last_outcome = "error"
         finally:
             track.running.difference_update(by_key)
+
+
+def _after(schedule: Schedule, slots: Iterable[Slot], last: dt.datetime) -> Iterator[Slot]:
+    """``slots`` without those not after ``last``, each logged (see :meth:`Scheduler._drive`)."""
+    for slot in slots:
+        if slot.at > last:
+            yield slot
+        else:
+            logger.warning(
+                "%s: skipping slot %s at %s: it is not after %s, where the scheduler already was",
+                schedule.name,
+                slot.key,
+                _iso(slot.at),
+                _iso(last),
+            )
 
 
 def _schedules(value: object) -> list[Schedule]:

@@ -164,10 +164,14 @@ def trigger_key(schedule: Schedule, key: str | dt.date | None, now: dt.datetime)
             key,
         )
     seconds = int(found[13:15] or 0)
-    local = dt.datetime(
+    wall = dt.datetime(
         int(found[:4]), int(found[4:6]), int(found[6:8]), int(found[9:11]), int(found[11:13]), seconds
-    ).replace(tzinfo=schedule.zone)
-    if schedule.next_slot(local - dt.timedelta(seconds=1)).key != found:
+    )
+    # A key is a wall time: in a repeated hour it names two instants, and the slot
+    # may be at either (every="40m" fires 02:20 on the second pass only). Step back
+    # in real time: a second before 03:00 on the wall is skipped on a spring-forward day.
+    instants = (wall.replace(tzinfo=schedule.zone, fold=fold).astimezone(dt.UTC) for fold in (0, 1))
+    if all(schedule.next_slot(at - dt.timedelta(seconds=1)).key != found for at in instants):
         raise InvalidDate(f"invalid key {found!r}: schedule {schedule.name!r} has no such slot", key)
     return found
 
