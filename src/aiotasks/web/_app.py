@@ -157,6 +157,8 @@ class _Section:
 
 @dataclass(frozen=True)
 class _Console:
+    """What one console serves: its target, its client and settings; the reads each page makes."""
+
     schedules: list[Schedule]
     chains: list[Chain]
     nodes: list[Node]
@@ -249,9 +251,12 @@ class _Console:
     async def runs(self, task: str, key: str) -> dict[str, Any]:
         store, namespace = self.store()
         node = self.node(task)
-        cell = (await read_status(store, [node], [key], namespace=namespace))[node.id][key]
-        records = await read_date_runs(store, node.task_name, key, namespace=namespace)
-        paused = await controls.paused_tasks([node.task_name], redis=self.redis, namespace=namespace)
+        cells, records, paused = await asyncio.gather(
+            read_status(store, [node], [key], namespace=namespace),
+            read_date_runs(store, node.task_name, key, namespace=namespace),
+            controls.paused_tasks([node.task_name], redis=self.redis, namespace=namespace),
+        )
+        cell = cells[node.id][key]
         return {
             "task": node.id,
             "date": key,
