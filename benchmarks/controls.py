@@ -7,9 +7,12 @@ The pause check's cost
     coroutines, with the task's paused key passed to the acquire script (one
     more key; the script's ``EXISTS`` of it) and without it (the script then
     skips the check: what a run cost before pausing existed). Both variants
-    in the same process, alternating pass by pass (ABBA...) over the same
-    keys (flushed before each pass), ``--repeat`` times each; the ratio is
-    the median rate with the check over the median rate without it.
+    in the same process, in ``--repeat`` pairs of passes of ``--runs`` runs
+    over the same keys (flushed before each pass), the order alternating
+    pair by pair; reported: the median of the pairs' ratios (with / without)
+    by the wall clock and per CPU second (this process and redis-server, so
+    other load on the machine counts less), the ratios' interquartile range
+    (the noise), and the µs per run Redis spent in the scripts.
 
 Pause and resume latency
     ``--replicas`` processes. Schedules: each serves a 1-second schedule
@@ -18,9 +21,11 @@ Pause and resume latency
     and waits for the next body start. Reported: from the call to the fleet
     acting (by design within one slot: the check rides on the slot's own
     request) and from the slot's fire time to it (the lag beyond the slot).
-    Tasks: each replica runs one task in a loop (an attempt every 10 ms, its
-    own key); per cycle ``pause_task`` then ``resume_task``, measured to the
-    moment every replica's attempts were skipped ``paused`` (resp. ran again).
+    Each call comes at a random point of the slot. Tasks: each replica runs
+    one task in a loop (an attempt every 10 ms, its own key); per cycle
+    ``pause_task`` then ``resume_task``, measured to the moment every
+    replica's attempts were skipped ``paused`` (resp. ran again): the next
+    attempt anywhere sees it, so this is the attempts' period plus a round trip.
 
 Trigger latency
     ``--replicas`` scheduler processes (spawned, each with its own client)
@@ -36,7 +41,7 @@ Trigger latency
     ``RPUSH``/``BLPOP`` by a bare redis-py loop in another process (the round
     trips alone, no aiotasks).
 
-Run: ``python -m benchmarks.controls [--replicas 3] [--triggers 200] [--runs 2000] [--repeat 5]
+Run: ``python -m benchmarks.controls [--replicas 3] [--triggers 200] [--runs 500] [--repeat 40]
 [--cycles 30] [--json] [--smoke]``.
 """
 
@@ -49,6 +54,7 @@ import functools
 import json
 import multiprocessing
 import os
+import random
 import statistics
 import time
 from collections import Counter
@@ -225,9 +231,17 @@ async def _noop(run: aiotasks.Run) -> None:
     pass
 
 
-async def _pass(client: Redis, dates: list[str], workers: int) -> float:
-    """Runs per second of the no-op task over ``dates``, ``workers`` coroutines at a time."""
+async def _server_cpu(client: Redis) -> float:
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def _pass(client: Redis, dates: list[str], workers: int) -> tuple[float, float, float]:
+    """Runs per second of the no-op task over ``dates``, ``workers`` coroutines at a time, by the
+    wall clock and by the CPU time this process and redis-server spent on them; and the µs per run
+    Redis spent in the scripts (``INFO commandstats``: the acquire and the finish)."""
     await client.flushall()
+    await client.config_resetstat()
     task = aiotasks.Task(_noop, name="bench_run")
     queue = iter(dates)
 
@@ -236,35 +250,55 @@ async def _pass(client: Redis, dates: list[str], workers: int) -> float:
             result = await task(date, redis=client)
             assert result["status"] == "success", result
 
-    started = time.perf_counter()
+    server = await _server_cpu(client)
+    cpu, started = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(workers)))
-    return len(dates) / (time.perf_counter() - started)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    server = await _server_cpu(client) - server
+    scripts = (await client.info("commandstats"))["cmdstat_evalsha"]["usec"]
+    return len(dates) / wall, len(dates) / (cpu + server), scripts / len(dates)
 
 
 async def _check_cost(url: str, runs: int, workers: int, repeat: int) -> dict[str, Any]:
+    """``repeat`` pairs of passes, one with the check and one without, in alternating order; each pair's
+    ratio (with / without), and their median: the drift and the bursts of a shared machine hit both
+    passes of a pair alike, or one pair among many."""
     client = Redis.from_url(url)
     dates = list(date_range("19000101", "29991231")[:runs])
-    rates: dict[str, list[float]] = {"with": [], "without": []}
+    rates: dict[str, list[tuple[float, float, float]]] = {"with": [], "without": []}
     door = vars(_store)  # the door packs the acquire's arguments with this module's acquire_args
     try:
         await _pass(client, dates[: min(runs, 200)], workers)  # warm up: scripts loaded, connections made
-        for index in range(repeat * 2):
-            label = ("with", "without", "without", "with")[index % 4]
-            door["acquire_args"] = _with_pause_key if label == "with" else _without_pause_key
-            try:
-                rates[label].append(await _pass(client, dates, workers))
-            finally:
-                door["acquire_args"] = acquire_args
+        for pair in range(repeat):
+            for label in ("with", "without") if pair % 2 == 0 else ("without", "with"):
+                door["acquire_args"] = _with_pause_key if label == "with" else _without_pause_key
+                try:
+                    rates[label].append(await _pass(client, dates, workers))
+                finally:
+                    door["acquire_args"] = acquire_args
     finally:
         await client.aclose()
-    with_check, without = statistics.median(rates["with"]), statistics.median(rates["without"])
+
+    def ratios(index: int) -> list[float]:
+        return sorted(a[index] / b[index] for a, b in zip(rates["with"], rates["without"], strict=True))
+
+    def median(label: str, index: int) -> float:
+        return statistics.median(rate[index] for rate in rates[label])
+
+    wall, cpu = ratios(0), ratios(1)
     return {
         "workers": workers,
         "runs": runs,
-        "passes": repeat,
-        "with_check_runs_s": round(with_check),
-        "without_runs_s": round(without),
-        "ratio": round(with_check / without, 3),
+        "pairs": repeat,
+        "with_runs_s": round(median("with", 0)),
+        "without_runs_s": round(median("without", 0)),
+        "wall_ratio": round(statistics.median(wall), 3),
+        "with_runs_cpu_s": round(median("with", 1)),
+        "without_runs_cpu_s": round(median("without", 1)),
+        "cpu_ratio": round(statistics.median(cpu), 3),
+        "cpu_ratio_iqr": f"{cpu[len(cpu) // 4]:.3f}-{cpu[(3 * len(cpu)) // 4]:.3f}",
+        "with_script_us": round(median("with", 2), 2),
+        "without_script_us": round(median("without", 2), 2),
         "target": ">= 0.98",
     }
 
@@ -367,6 +401,8 @@ async def _schedule_cycles(url: str, cycles: int) -> dict[str, list[float]]:
     try:
         await _until(lambda: _first_tick(client, 0), "the replicas fire")
         for _ in range(cycles):
+            # At a random point of the slot (the fleet acts at the next slot boundary).
+            await asyncio.sleep(random.random())
             paused_at = time.time()
             await aiotasks.pause_schedule("bench_tick", redis=client)
             key, at = await _until(
@@ -374,6 +410,7 @@ async def _schedule_cycles(url: str, cycles: int) -> dict[str, list[float]]:
             )
             found["pause"].append(at - paused_at)
             found["pause_lag"].append(at - _slot_time(key))
+            await asyncio.sleep(random.random())
             resumed_at = time.time()
             await aiotasks.resume_schedule("bench_tick", redis=client)
             key, at = await _until(functools.partial(_first_tick, client, resumed_at), "a slot ran again")
@@ -467,8 +504,8 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicas", type=int, default=3, help="scheduler processes serving the schedule")
     parser.add_argument("--triggers", type=int, default=200, help="triggers sent, one after another")
-    parser.add_argument("--runs", type=int, default=2000, help="runs per pass of the pause check's cost")
-    parser.add_argument("--repeat", type=int, default=5, help="passes per variant of the pause check's cost")
+    parser.add_argument("--runs", type=int, default=500, help="runs per pass of the pause check's cost")
+    parser.add_argument("--repeat", type=int, default=40, help="pairs of passes of the pause check's cost")
     parser.add_argument("--cycles", type=int, default=30, help="pause/resume cycles per latency row")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI: checks it runs, not speed")
@@ -489,7 +526,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         "pause_latency": pauses,
         "targets": {
             "duplicates (0)": rows[1]["duplicates"],
-            "pause check ratio (>= 0.98)": min(row["ratio"] for row in cost),
+            "pause check ratio, CPU per run (>= 0.98)": min(row["cpu_ratio"] for row in cost),
             "slots run twice around pauses (0)": sum(row.get("duplicates", 0) for row in pauses),
         },
         "parameters": {k: v for k, v in vars(args).items() if k != "json"},
@@ -503,8 +540,9 @@ def render(result: dict[str, Any]) -> str:
             f"Trigger latency ({p['triggers']} triggers, one after another; replicas are processes)",
             table(result["trigger_latency"]),
             "",
-            f"The pause check's cost: runs/s of a no-op task, with the check against without it "
-            f"(same process, alternating passes, median of {p['repeat']})",
+            f"The pause check's cost: runs/s of a no-op task with the check and without it, by the wall "
+            f"clock and per CPU second (this process + redis-server); same process, alternating passes, "
+            f"median over {p['repeat']} pairs of passes",
             table(result["pause_check"]),
             "",
             f"Pause and resume latency ({p['cycles']} cycles each; a 1 s schedule, or a task "
