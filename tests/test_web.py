@@ -328,7 +328,7 @@ async def test_a_control_first_asks_for_confirmation_without_javascript(redis_cl
 
 
 async def test_each_control_acts_on_the_fleet(redis_client: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pause/resume a task; clear a date with downstream (its markers removed); run now (a
+    """Pause/resume a task; clear a date with downstream (its cells pending again); run now (a
     Scheduler in this process takes it and the chain runs once; with none serving the request
     expires, said plainly); cancel the running body (recorded cancelled, who asked); cancel
     where nothing runs says so; a name not in the console is refused (400)."""
@@ -351,6 +351,8 @@ async def test_each_control_acts_on_the_fleet(redis_client: Redis, monkeypatch: 
             said = await act("clear", task="extract", key=D1, downstream="1")
             assert said == (200, f"{D1}: removed the success markers of extract, transform")
             assert await redis_client.exists(f"success:extract:{D1}", f"success:transform:{D1}") == 0
+            grid = (await client.get(f"/api/grid?from={D1}&to={D1}")).json()["sections"][0]
+            assert grid["tasks"]["transform"][D1]["state"] == "pending"  # the page shows it to re-run
 
             code, message = await act("trigger", schedule="nightly", key=D1)
             assert code == 409, message
