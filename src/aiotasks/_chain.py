@@ -39,9 +39,21 @@ Another worker running a task (``lock_held``)
     caps the total wait per task (reason ``wait_timeout``). A function that
     says ``lock_held`` without having started its run through aiotasks, while
     no lock of its ``id`` is held, fails: there is nothing to wait for.
-    Recurring tasks keep the seed's semantics:
+    Recurring tasks keep the seed's semantics under a date key:
     one held elsewhere is skipped (``lock_held``) and its dependents in this
-    run are blocked (``dependency_lock_held``).
+    run are blocked (``dependency_lock_held``). Under a slot key a decorated
+    recurring task runs once per slot (it checks and writes its marker), so
+    it is waited for like any other task.
+
+A holder that dies (taken over)
+    Waiting is also what redoes the work of a worker that was SIGKILLed,
+    OOM-killed or lost with its host mid-body: its lock is no longer renewed,
+    expires within its ``lock_timeout``, and the next poll finds it free with
+    no marker, so a waiting worker runs the task (through the lock as always:
+    never two bodies at once) and then its dependents. The dead run's record
+    reads ``abandoned``, the new one follows it. Every worker that saw
+    ``lock_held`` watches, so whichever polls first after the expiry takes
+    over and the others find it held again (or done).
 
 Failures are contained
     A task that raises (``TaskError`` or anything else: ``SystemExit``,
@@ -78,7 +90,7 @@ from ._cancel import shielded
 from ._constants import Reason, Status
 from ._context import Binding, NodeReport, current, reporting_to, resolve
 from ._errors import InvalidChain, InvalidConfig, InvalidInput, RedisUnavailable, TaskError
-from ._keys import TaskKeys, check_namespace, check_task_name, parse_run_key, task_keys
+from ._keys import TaskKeys, check_namespace, check_task_name, is_slot_key, parse_run_key, task_keys
 from ._records import TRIGGERED_BY
 from ._store import AnyRedis, Store
 from ._task import (
@@ -317,6 +329,9 @@ class ChainRun:
     #: ``host:pid`` of who asked for this run (``aiotasks trigger``): each task's
     #: result dict, and so its record, says so.
     triggered_by: str | None = None
+    #: Once set (a scheduler is stopping), waits for other workers end at once:
+    #: the task is ``skipped`` (``lock_held``), as if it had not waited.
+    stop: asyncio.Event | None = None
     progress: dict[str, Progress] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -353,17 +368,27 @@ class ChainRun:
         progress.started = time.monotonic()
         result = await self._attempt(node)
         wait: _Wait | None = None
-        while _held_elsewhere(result) and not node.recurring:
+        while _held_elsewhere(result) and self._once(node):
             wait = wait or _Wait(time.monotonic(), _POLL_FIRST)
             outcome = await self._wait_for_holder(node, progress, wait)
             if outcome is None:  # the lock is free and there is no marker: try it ourselves
                 result = await self._attempt(node)
                 continue
-            result = outcome
+            result = outcome  # final, even a lock_held one (stopped waiting)
+            break
         if wait is not None:
             result["wait_seconds"] = round(time.monotonic() - wait.started, 3)
             _metrics.observe_wait(node.task_name, result["wait_seconds"])
         self._settle(node, result)
+
+    def _once(self, node: Node) -> bool:
+        """Whether the task runs once for this run's key, so that a holder elsewhere is waited for.
+
+        As the task itself decides (see :class:`~aiotasks.Task`): every task but
+        a recurring one under a date key. A seed-style recurring function's
+        marker is its own business: it keeps the seed's ``lock_held``.
+        """
+        return not node.recurring or (node.is_task and is_slot_key(self.date))
 
     async def _attempt(self, node: Node) -> dict[str, Any]:
         progress = self.progress[node.id]
@@ -511,7 +536,12 @@ class ChainRun:
         keys = self._keys(node)
         while True:
             if wait.polls:  # every poll of a wait but its first follows a pause, retries included
-                await _pause(wait.pause(self.wait_timeout, time.monotonic()))
+                await self._pause_unless_stopped(wait.pause(self.wait_timeout, time.monotonic()))
+            if self.stop is not None and self.stop.is_set():
+                result = self._skipped(node, Reason.LOCK_HELD, wait.holder)
+                held = f" ({wait.holder})" if wait.holder else ""
+                result["errors"].append(f"stopped waiting for another worker's run{held}: stopping")
+                return result
             wait.polls += 1
             try:
                 state = await self.store.status(keys)
@@ -541,6 +571,19 @@ class ChainRun:
                     f"another worker ({state.holder}) still held the task after {waited:.1f}s"
                 )
                 return result
+
+    async def _pause_unless_stopped(self, seconds: float) -> None:
+        """:func:`_pause`, cut short when :attr:`stop` is set."""
+        if self.stop is None:
+            await _pause(seconds)
+            return
+        pause = asyncio.ensure_future(_pause(seconds))
+        stopped = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({pause, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            pause.cancel()
+            stopped.cancel()
 
     def _settle(self, node: Node, result: dict[str, Any]) -> None:
         progress = self.progress[node.id]
@@ -703,11 +746,13 @@ def prepare_run(
     wait_timeout: float | None = None,
     limit: asyncio.Semaphore | None = None,
     triggered_by: str | None = None,
+    stop: asyncio.Event | None = None,
 ) -> ChainRun:
     """Validate a run's options and build its :class:`ChainRun` (nothing is sent yet).
 
     :param limit: a semaphore shared with other runs instead of one per run.
     :param triggered_by: ``host:pid`` of who asked for the run (``aiotasks trigger``).
+    :param stop: once set, waits for other workers' runs end at once (a stopping scheduler).
     """
     date = parse_run_key(date_string)
     check_run_options(max_concurrency, wait_timeout)
@@ -724,4 +769,5 @@ def prepare_run(
         wait_timeout=wait_timeout,
         limit=limit,
         triggered_by=triggered_by,
+        stop=stop,
     )

@@ -3,11 +3,28 @@
 Every replica computes the same slots from the same :class:`Schedule` and
 runs each through :func:`run_chain` under the slot's key. The existing lock
 and success marker then make "once per slot" hold across replicas: the first
-replica to acquire a task's lock runs it, the others see ``lock_held`` (and
-wait, for a dependency) or ``already_completed`` (a late replica). Recurring
-tasks run under a slot key check and write the marker too (see
+replica to acquire a task's lock runs it, the others see ``lock_held`` and
+watch it, as a chain waits for another worker's task (see
+:mod:`aiotasks._chain`), or see ``already_completed`` (a late replica).
+Recurring tasks run under a slot key check and write the marker too (see
 :func:`aiotasks.task`), so a replica whose clock runs late never repeats a
-slot. The marker's TTL is the task's ``success_ttl`` (default a day): it must
+slot.
+
+A holder that dies mid-body (SIGKILL, OOM, a lost node) is taken over: its
+lock is no longer renewed and expires within its ``lock_timeout``; the
+replicas watching it (at most one status request a second each, never past
+the lock's TTL) then find it free without a marker, and the first to poll
+runs the task and its dependents (the others find it held again, and watch
+on). A catch-up that meets a dead lock does the same. A watch lasts as long
+as the holder's lock: the run it watches, plus at most one ``lock_timeout``
+if it died; ``wait_timeout`` caps it, and stopping the scheduler ends it at
+once (the task is then ``skipped``, ``lock_held``: a replica that goes away
+does not hold its stop for a run it only watches). A later slot does not end
+it: the dead slot's work is still owed. A recurring task under a *date* key
+(a daily schedule) is not taken over: it writes no marker, so a free lock
+can't tell a dead holder from a finished one.
+
+The marker's TTL is the task's ``success_ttl`` (default a day): it must
 outlive the replicas' clock skew plus the catch-up reach, which a day does;
 for a task firing every second that is 86,400 small keys -- lower its
 ``success_ttl`` (minutes are plenty) if that matters.
@@ -142,7 +159,9 @@ class Scheduler:
         slot and catch-up of this scheduler (default: no limit).
     :param window: how many slots of one catch-up run at once (oldest first).
     :param grace: seconds running chains get to finish when stopping.
-    :param wait_timeout: as for :func:`run_chain`.
+    :param wait_timeout: as for :func:`run_chain`: the longest a replica watches
+        another's run of a task (default: as long as its lock lives; ``0``: never,
+        and so never takes a dead holder's slot over).
     :param clock: the time source (tests pass a :class:`~aiotasks._clock.FakeClock`).
     :param on_missed: called with each slot that will not run because the
         scheduler woke too late for it (beyond ``catchup``); it is also logged,
@@ -192,6 +211,8 @@ class Scheduler:
         self._stopped: asyncio.Event | None = None
         self._runs: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        #: Set once serving: ``async with`` returns then, so its body sees ``running``.
+        self._running = asyncio.Event()
 
     @property
     def state(self) -> SchedulerState:
@@ -245,7 +266,13 @@ class Scheduler:
         self._stop = self._stop or asyncio.Event()
         self._stopped = asyncio.Event()
         self._limit = asyncio.Semaphore(self._max_concurrency) if self._max_concurrency else None
+        # Known before the state says running, so a health check never reads "running" without
+        # the next fire times (a daily driver reads Redis for its catch-up before it sets its own).
+        now = clock.now()
+        for track in self._tracks:
+            track.next = track.schedule.next_slot(now)
         self._state = SchedulerState.RUNNING
+        self._running.set()
         logger.info(
             "scheduler started: %s", "; ".join(f"{t.schedule.name} ({t.schedule.rule})" for t in self._tracks)
         )
@@ -288,7 +315,18 @@ class Scheduler:
             await self._stopped.wait()
 
     async def __aenter__(self) -> Scheduler:
+        """Start serving in a task; return once it runs (:meth:`status` then shows each next fire)."""
         self._task = asyncio.create_task(self.serve(), name="aiotasks:scheduler")
+        running = asyncio.ensure_future(self._running.wait())
+        try:
+            await asyncio.wait({self._task, running}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled while starting: leave nothing serving behind
+            self._task.cancel()
+            raise
+        finally:
+            running.cancel()
+        if self._task.done():  # it could not start (this Scheduler ran before): say why
+            self._task.result()
         return self
 
     async def __aexit__(
@@ -476,6 +514,7 @@ class Scheduler:
             wait_timeout=self._wait_timeout,
             limit=self._limit,
             triggered_by=request.by,
+            stop=self._stop,
         )
         track.running.add(key)
         results: Results = {}
@@ -538,6 +577,7 @@ class Scheduler:
                 namespace=self._namespace,
                 wait_timeout=self._wait_timeout,
                 limit=self._limit,
+                stop=self._stop,
             )
             for slot in slots
         ]
