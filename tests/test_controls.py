@@ -25,6 +25,8 @@ from aiotasks._clock import FakeClock
 from aiotasks._keys import paused_key, schedule_keys, task_keys
 from aiotasks._records import HOST, CellState, read_grid, read_runs
 from aiotasks._store import Acquired, Paused, store_for
+from aiotasks._views import summarize, summary_line
+from tests.servers import RedisServer
 from tests.support import eventually
 from tests.test_metrics import value
 
@@ -275,3 +277,41 @@ async def test_scheduler_status_names_the_tasks_its_last_run_found_paused(redis_
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_redis_restart_forgets_a_task_pause_and_nothing_stays_locked() -> None:
+    """A Redis without persistence restarted while a task is paused: the pause is lost (documented), the
+    next attempt runs once, and no lock was left behind by the paused attempts."""
+    with RedisServer() as server:
+        client = Redis.from_url(server.url)
+        try:
+            await aiotasks.pause_task("extract", redis=client)
+            assert (await extract(DATE, redis=client))["reason"] == "paused"
+            server.restart()
+            assert await aiotasks.paused_tasks(["extract"], redis=client) == {}
+            assert (await extract(DATE, redis=client))["status"] == "success"
+            assert (await extract(DATE, redis=client))["reason"] == "already_completed"
+            assert await client.keys("lock:*") == []
+            assert await ran(client) == [f"extract:{DATE}"]
+        finally:
+            await client.aclose()
+
+
+def test_run_counts_what_a_pause_holds_as_paused_and_a_failure_still_fails() -> None:
+    """The summary counts a paused task, its dependent and theirs (blocked only by the pause) as
+    'paused', exit 0; a failure beside them still makes the exit code 1, and a task blocked by a
+    failure is 'blocked'."""
+    paused = {"status": "skipped", "reason": "paused"}
+    results: dict[str, dict[str, Any]] = {
+        "a": paused,
+        "b": {"status": "skipped", "reason": "dependency_paused", "blocked_by": "a"},
+        "c": {"status": "skipped", "reason": "dependency_blocked", "blocked_by": "b"},
+        "d": {"status": "success"},
+    }
+    summary = summarize(results, 0.1)
+    assert (summary["paused"], summary["blocked"], summary["exit_code"]) == (3, 0, 0)
+    assert summary_line(DATE, summary).endswith("0 failed, 0 blocked, 3 paused in 0.10s")
+    results["e"] = {"status": "failed", "reason": "error"}
+    results["f"] = {"status": "skipped", "reason": "dependency_failed", "blocked_by": "e"}
+    summary = summarize(results, 0.1)
+    assert (summary["paused"], summary["failed"], summary["blocked"], summary["exit_code"]) == (3, 1, 1, 1)
