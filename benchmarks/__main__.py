@@ -24,7 +24,7 @@ import redis
 from redis.utils import HIREDIS_AVAILABLE
 from tests.servers import redis_server_binary
 
-from benchmarks import chain_overhead, controls, cpu, lock_contention, records, scheduling, versus
+from benchmarks import chain_overhead, controls, cpu, lock_contention, records, scheduling, versus, web
 
 HERE = Path(__file__).parent
 
@@ -53,6 +53,7 @@ SUITE: list[tuple[str, Any, list[str]]] = [
     ("Run records: memory and the date grid", records, []),
     ("Scheduling: fire latency, idle cost, windowed backfill", scheduling, []),
     ("Controls: the pause check's cost; trigger, pause and resume latency across replicas", controls, []),
+    ("Web console: page latency and the Redis cost of an open page", web, []),
 ]
 
 

@@ -33,6 +33,7 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
         "Run records: memory and the date grid",
         "Scheduling: fire latency, idle cost, windowed backfill",
         "Controls: the pause check's cost; trigger, pause and resume latency across replicas",
+        "Web console: page latency and the Redis cost of an open page",
     ]
     text = report.read_text()
     assert results["machine"]["redis-server"] in text
@@ -91,3 +92,17 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
     recorded = results["benchmarks"][5]["result"]
     assert recorded["memory"]["runs"] == recorded["memory"]["tasks"] * recorded["memory"]["days"]
     assert recorded["grid"]["commands_per_read"] == recorded["grid"]["tasks"]  # one script per task
+    console = results["benchmarks"][8]["result"]
+    assert [row["page"] for row in console["pages"]] == [
+        "grid",
+        "overview",
+        "history",
+        "history, failed only",
+        "one cell's runs",
+    ]
+    # Bounded work per refresh: the grid sends one GRID script per task and schedule section, the
+    # overview one RUNS and one SCHEDULE script per task and schedule, plus one MGET of the pauses.
+    grid_page, overview_page = console["open"][1], console["open"][0]
+    tasks = console["parameters"]["tasks"]
+    assert grid_page["commands_per_refresh"] == tasks, grid_page
+    assert overview_page["commands_per_refresh"] == tasks + 5 + 1, overview_page

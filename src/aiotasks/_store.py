@@ -507,6 +507,16 @@ class Store:
         """The RUNS script's reply: one task's last success and failure, and newest ``count`` runs."""
         return list(await self._call(RUNS, 1, history, count, records, locks))
 
+    async def read_records(self, state: str, lock: str) -> tuple[dict[str, bytes], str | None]:
+        """One date's runs hash (every field, names decoded) and its lock's holder: two commands
+        sent together (a grid cell opened in the web console)."""
+        fields, holder = await asyncio.gather(
+            self._call(None, "HGETALL", state), self._call(None, "GET", lock)
+        )
+        # The door reads raw replies (a flat list); a client with RESP3 would give a map.
+        pairs = fields.items() if isinstance(fields, dict) else zip(fields[::2], fields[1::2], strict=True)
+        return {_text(name): value for name, value in pairs}, (None if holder is None else _text(holder))
+
     async def mark_missed(self, keys: Sequence[str], args: Sequence[Any]) -> bool:
         """The MISSED script: record a slot no host ran (see ``_records.record_missed``)."""
         return int(await self._call(MISSED, len(keys), *keys, *args)) == 1
