@@ -24,7 +24,7 @@ import redis
 from redis.utils import HIREDIS_AVAILABLE
 from tests.servers import redis_server_binary
 
-from benchmarks import chain_overhead, controls, lock_contention, records, scheduling, versus
+from benchmarks import chain_overhead, controls, cpu, lock_contention, records, scheduling, versus, web
 
 HERE = Path(__file__).parent
 
@@ -47,10 +47,13 @@ SUITE: list[tuple[str, Any, list[str]]] = [
         versus,
         ["20ffb54", "--repeat", "7", "--attempts", "6000"],
     ),
+    # Issue 22: what a run costs the worker and Redis, per run, beside the floor and the seed.
+    ("CPU per run: worker and Redis", cpu, []),
     ("Chain overhead and makespan", chain_overhead, []),
     ("Run records: memory and the date grid", records, []),
     ("Scheduling: fire latency, idle cost, windowed backfill", scheduling, []),
     ("Controls: the pause check's cost; trigger, pause and resume latency across replicas", controls, []),
+    ("Web console: page latency and the Redis cost of an open page", web, []),
 ]
 
 

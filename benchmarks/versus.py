@@ -14,6 +14,11 @@ which cancels most of the machine's drift between the two processes. A revision 
 
 ``python -m benchmarks.versus 20ffb54``   this checkout against 20ffb54
 (the revision issue 12 asks "no worse than").
+
+``python -m benchmarks.versus REV --benchmark cpu``   the CPU benchmark
+(``benchmarks.cpu``: worker and Redis CPU per run) on both sides instead; a
+revision that predates it gets this checkout's copy. Each figure is then the
+median of the passes, CPU per run being what is compared, not the best rate.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import argparse
 import json
 import os
 import random
+import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -56,13 +63,21 @@ def environment(tree: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{tree}"}
 
 
-def measure(tree: Path, workers: str, contenders: list[str], attempts: int) -> list[dict[str, Any]]:
+def measure(
+    tree: Path, workers: str, contenders: list[str], attempts: int, benchmark: str = "lock_contention"
+) -> list[dict[str, Any]]:
     """One interleaved pass of ``tree``'s benchmark (its own process and redis-server)."""
-    command = [
-        sys.executable, "-m", "benchmarks.lock_contention", "--json", "--contention", "low",
-        "--workers", workers, "--contenders", ",".join(contenders), "--repeat", "1",
-        "--attempts", str(attempts),
-    ]  # fmt: skip
+    if benchmark == "cpu":
+        command = [
+            sys.executable, "-m", "benchmarks.cpu", "--json", "--workers", workers,
+            "--contenders", ",".join(contenders), "--repeat", "1", "--runs", str(attempts),
+        ]  # fmt: skip
+    else:
+        command = [
+            sys.executable, "-m", "benchmarks.lock_contention", "--json", "--contention", "low",
+            "--workers", workers, "--contenders", ",".join(contenders), "--repeat", "1",
+            "--attempts", str(attempts),
+        ]  # fmt: skip
     done = subprocess.run(
         command, cwd=tree, env=environment(tree), capture_output=True, text=True, check=True
     )
@@ -77,6 +92,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             sides = {"base": export(args.revision, Path(scratch)), "this": ROOT}
         except (OSError, subprocess.CalledProcessError) as exc:  # not a git checkout, or a shallow one
             return {"revision": args.revision, "rows": [], "skipped": f"cannot export {args.revision}: {exc}"}
+        if args.benchmark == "cpu":
+            return compare_cpu(args, sides)
         known = {side: [c for c in wanted if c in contenders_of(tree)] for side, tree in sides.items()}
         best: dict[tuple[str, int, str], dict[str, Any]] = {}
         for _ in range(args.repeat):
@@ -111,6 +128,39 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     return {"revision": args.revision, "rows": rows}
 
 
+def compare_cpu(args: argparse.Namespace, sides: dict[str, Path]) -> dict[str, Any]:
+    """The CPU benchmark on both sides, alternating; the median of the passes per side."""
+    if not (sides["base"] / "benchmarks" / "cpu.py").exists():
+        shutil.copy(ROOT / "benchmarks" / "cpu.py", sides["base"] / "benchmarks" / "cpu.py")
+    wanted = args.contenders.split(",")
+    passes: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for _ in range(args.repeat):
+        for side in random.sample(list(sides), len(sides)):
+            for found in measure(sides[side], args.workers, wanted, args.attempts, "cpu"):
+                passes.setdefault((side, found["workers"], found["contender"]), []).append(found)
+
+    def median(side: str, workers: int, contender: str, column: str) -> float | None:
+        found = passes.get((side, workers, contender))
+        return round(statistics.median(r[column] for r in found), 2) if found else None
+
+    rows = []
+    for workers in sorted({w for _, w, _ in passes}):
+        for contender in wanted:
+            row: dict[str, Any] = {"workers": workers, "contender": contender}
+            for column in ("cpu_us", "redis_us", "runs_s", "x_floor"):
+                row[f"base_{column}"] = median("base", workers, contender, column)
+                row[f"this_{column}"] = median("this", workers, contender, column)
+            base, this = row["base_cpu_us"], row["this_cpu_us"]
+            row["cpu_this_x_base"] = round(this / base, 2) if base and this else None
+            rows.append(row)
+    return {"revision": args.revision, "benchmark": "cpu", "rows": rows}
+
+
+CPU_COLUMNS = [
+    "workers", "contender", "base_cpu_us", "this_cpu_us", "cpu_this_x_base", "base_redis_us",
+    "this_redis_us", "base_runs_s", "this_runs_s", "base_x_floor", "this_x_floor",
+]  # fmt: skip
+
 COLUMNS = [
     "workers",
     "contender",
@@ -127,11 +177,14 @@ def render(result: dict[str, Any]) -> str:
     if "skipped" in result:
         return f"skipped: {result['skipped']}"
     rows = result["rows"]
-    widths = {c: max(len(c), *(len(str(r[c] if r[c] is not None else "")) for r in rows)) for c in COLUMNS}
-    lines = ["  ".join(c.rjust(widths[c]) for c in COLUMNS)]
+    cpu = result.get("benchmark") == "cpu"
+    columns = CPU_COLUMNS if cpu else COLUMNS
+    widths = {c: max(len(c), *(len(str(r[c] if r[c] is not None else "")) for r in rows)) for c in columns}
+    lines = ["  ".join(c.rjust(widths[c]) for c in columns)]
     for row in rows:
-        lines.append("  ".join(str("" if row[c] is None else row[c]).rjust(widths[c]) for c in COLUMNS))
-    title = f"This checkout against {result['revision']} (lock contention, low, 1 process; best of repeats)"
+        lines.append("  ".join(str("" if row[c] is None else row[c]).rjust(widths[c]) for c in columns))
+    what = "CPU per run; median of repeats" if cpu else "lock contention, low, 1 process; best of repeats"
+    title = f"This checkout against {result['revision']} ({what})"
     return f"{title}\n" + "\n".join(lines)
 
 
@@ -142,6 +195,10 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--contenders", default="aiotasks,norecords,floor")
     parser.add_argument("--attempts", type=int, default=3000, help="attempts per contender and configuration")
     parser.add_argument("--repeat", type=int, default=5, help="interleaved passes per side; the best is kept")
+    parser.add_argument(
+        "--benchmark", choices=("lock_contention", "cpu"), default="lock_contention",
+        help="which benchmark both sides run (cpu: worker and Redis CPU per run, benchmarks.cpu)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks it runs, not speed")
     return parser

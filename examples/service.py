@@ -10,6 +10,11 @@ Without ``AIOTASKS_REDIS_URL`` it uses an in-process store (``aiotasks-redis[loc
 and says so: fine to try it, but it coordinates nothing across replicas.
 ``HEARTBEAT_EVERY`` sets the interval of the heartbeat schedule (default ``30s``).
 
+The web console (grid, history, runs, schedules; ``aiotasks.web``) is mounted at
+``/tasks``: open http://127.0.0.1:8000/tasks/. It is read-only unless
+``AIOTASKS_WEB_TOKEN`` is set; then its controls (pause, run now, re-run, cancel)
+unlock after logging in with that token.
+
 ``GET /health`` answers 200 with the scheduler's state and each schedule's next
 fire time while the scheduler runs, and 503 once it has stopped (a load balancer
 or a Kubernetes readiness probe then takes the replica out). On shutdown
@@ -30,9 +35,10 @@ from redis.asyncio.cluster import RedisCluster
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 import aiotasks
+import aiotasks.web
 
 logger = logging.getLogger("examples.service")
 
@@ -83,10 +89,14 @@ def redis_client() -> tuple[Redis | RedisCluster, str]:
     return client, "in-process"
 
 
+#: One client for the scheduler and the console (created lazily: no connection at import).
+CLIENT, STORE = redis_client()
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
     """Start the scheduler with the service and stop it (gracefully) with it."""
-    client, store = redis_client()
+    client, store = CLIENT, STORE
     try:
         # Fail the startup, not the first slot, when Redis is unreachable.
         await client.ping()
@@ -105,4 +115,13 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(status, status_code=200 if status["state"] == "running" else 503)
 
 
-app = Starlette(routes=[Route("/health", health)], lifespan=lifespan)
+app = Starlette(
+    routes=[
+        Route("/health", health),
+        Mount(
+            "/tasks",
+            aiotasks.web.console(SCHEDULES, redis=CLIENT, token=os.environ.get("AIOTASKS_WEB_TOKEN") or None),
+        ),
+    ],
+    lifespan=lifespan,
+)

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 import aiotasks
 from aiotasks import RedisUnavailable, Run, TaskError
-from aiotasks._store import Store
+from aiotasks._store import Store, store_for
 from tests.proxy import Proxy
 from tests.support import eventually, load_scripts, lock_and_marker_keys
 
@@ -269,3 +269,34 @@ async def test_an_acquire_whose_reply_outlived_the_lock_arms_the_deadline_at_onc
     clock.advance(lease / 6 + 1)  # t0 + 601: no renewal was due yet (at t0 + 700), the lock may be gone
     await asyncio.wait_for(body.cancelled.wait(), HANG)
     await lost(runner, redis_client, proxy)
+
+
+async def test_runs_started_together_share_a_timer_for_their_first_renewal(
+    redis_client: Redis, clock: Clock, renewals: Renewals
+) -> None:
+    """Runs of one client due at about the same time wait on one loop timer for their first renewal
+    (issue 22: a timer of its own, cancelled by nearly every run, cost a run more than the rest of its
+    lease); each still renews when due, and a run that ended first is taken out, never renewed."""
+    sent, answered = renewals
+    bodies = [Body() for _ in range(3)]
+    runners = [
+        asyncio.ensure_future(
+            aiotasks.task(name=f"shared{i}", lock_timeout=LEASE)(body)(DATE, redis=redis_client)
+        )
+        for i, body in enumerate(bodies)
+    ]
+    for body in bodies:
+        await asyncio.wait_for(body.holding.wait(), HANG)
+    due = store_for(redis_client).renewals
+    assert sum(map(len, due.values())) == 3
+    assert len(due) <= 2
+    bodies[0].done.set()
+    assert (await asyncio.wait_for(runners[0], HANG))["status"] == "success"
+    assert sum(map(len, due.values())) == 2
+    clock.advance(LEASE / 3)
+    assert [await asyncio.wait_for(answered.get(), HANG) for _ in range(2)] == [True, True]
+    assert sent.qsize() == 2
+    assert not due
+    for body in bodies[1:]:
+        body.done.set()
+    assert [(await asyncio.wait_for(r, HANG))["status"] for r in runners[1:]] == ["success", "success"]

@@ -19,6 +19,7 @@ and never contain any part of a Redis password. Exit codes:
   invalid chain, a bad option or Redis URL (unknown option, a database the
   server does not have, a cluster node without ``--cluster``, a missing TLS
   file); a schedule name not in the target, a trigger key not of its schedule;
+  ``web`` without its extra (``aiotasks-redis[web]``), or a port it can't listen on;
   a task not in the target (``pause``/``resume --task``, ``clear --task``,
   ``cancel``);
 * 3 - what Redis said: unreachable, too slow, not speaking Redis, refusing our
@@ -29,7 +30,9 @@ and never contain any part of a Redis password. Exit codes:
   running in a thread then keeps its lock until its ``lock_timeout``).
 
 Targets are imported before the event loop starts, so a module that calls
-``asyncio.run()`` at import works.
+``asyncio.run()`` at import works. ``run`` and ``serve`` run on uvloop when it
+is installed (``pip install 'aiotasks-redis[uvloop]'``: a run costs the worker
+less CPU), else on asyncio's own loop; every other command on asyncio's.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from redis import exceptions as rex
 from . import __version__
 from ._backfill import check_window, run_window
 from ._cancel import shielded
-from ._cancel_run import pending_cancels, request_cancel, wait_stopped
+from ._cancel_run import request_cancel, wait_stopped
 from ._chain import Chain, ChainRun, Node, check_run_options, prepare_run
 from ._clock import current_clock
 from ._config import Settings, in_process_client
@@ -69,7 +72,8 @@ from ._controls import (
 from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisAuthError, RedisUnavailable
 from ._keys import TaskKeys, date_range, parse_date, parse_run_key, schedule_keys, task_keys
 from ._metrics import exposition, serve_metrics
-from ._records import HOST, Cell, CellState, TaskSummary, read_grid, read_runs
+from ._reading import newest_first, read_status
+from ._records import HOST, Cell, TaskSummary, read_runs
 from ._schedule import Schedule
 from ._scheduler import Scheduler
 from ._store import AnyRedis, LockState, store_for
@@ -311,6 +315,25 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: the longest wait")
     redis_options(cancel)
     cancel.add_argument("--json", action="store_true", help="print one JSON document")
+
+    web = commands.add_parser(
+        "web", help="serve the web console: grid, history, runs, schedules and the controls (needs [web])"
+    )
+    web.add_argument(
+        "target", help="Schedules (or a chain): package.module:attr or path/to/file.py:attr, as serve/run"
+    )
+    web.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    web.add_argument("--port", type=_count(0, 65535), default=8080, help="port (default 8080; 0: any free)")
+    web.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding the secret that unlocks the controls (default: $AIOTASKS_WEB_TOKEN; "
+        "neither: read-only)",
+    )
+    web.add_argument(
+        "--refresh", type=float, default=5.0, metavar="SECONDS", help="how often open pages refresh (5)"
+    )
+    redis_options(web)
 
     for verb, what in (("pause", "stop"), ("resume", "lift the pause of")):
         control = commands.add_parser(
@@ -579,7 +602,7 @@ def _run(args: argparse.Namespace, chain: Chain) -> int:
     check_run_options(args.max_concurrency, args.wait_timeout)
     check_window(args.window)
     settings = _settings(args)
-    return _in_loop(lambda signals: _run_chain(args, chain, dates, settings, signals))
+    return _in_loop(lambda signals: _run_chain(args, chain, dates, settings, signals), fast=True)
 
 
 async def _run_chain(
@@ -713,10 +736,7 @@ def _status(args: argparse.Namespace, chain: Chain, schedules: list[Schedule]) -
             await _check_server(client, settings, first)
             store = store_for(client)
             try:
-                found = await read_grid(
-                    store, [n.task_name for n in nodes], dates, namespace=settings.namespace
-                )
-                found = await pending_cancels(store, found, namespace=settings.namespace)
+                found = await read_status(store, nodes, dates, namespace=settings.namespace)
                 return found, await _read_controls(client, settings, nodes, schedules)
             except rex.ResponseError as exc:
                 if not str(exc).startswith("WRONGTYPE"):
@@ -731,15 +751,7 @@ def _status(args: argparse.Namespace, chain: Chain, schedules: list[Schedule]) -
         finally:
             await _close(client)
 
-    cells, controls = _in_loop(read)
-    # A recurring task never writes a marker: with no record of a run, say so, not "pending".
-    grid = {
-        node.id: {
-            date: Cell(CellState.RECURRING) if node.recurring and cell.state is CellState.PENDING else cell
-            for date, cell in cells[node.task_name].items()
-        }
-        for node in nodes
-    }
+    grid, controls = _in_loop(read)
     color = sys.stdout.isatty() and not args.json
     if args.date_from is None:
         date = dates[0]
@@ -810,11 +822,7 @@ def _history(args: argparse.Namespace, chain: Chain, schedules: list[Schedule]) 
     summaries, controls = _in_loop(
         lambda signals: _read_runs(settings, nodes, args.last, "history", schedules)
     )
-    runs = sorted(
-        (run for summary in summaries.values() for run in summary.runs),
-        key=lambda run: (run.started or 0, run.task),
-        reverse=True,
-    )[: args.last]
+    runs = newest_first(run for summary in summaries.values() for run in summary.runs)[: args.last]
     if args.json:
         _echo(to_json({"runs": [run.to_json() for run in runs], **controls_json(*controls)}))
     else:
@@ -1066,6 +1074,63 @@ def _cancel(args: argparse.Namespace, tasks: dict[str, Node]) -> int:
     return _in_loop(ask)
 
 
+#: What ``web`` says when its extra is not installed.
+WEB_EXTRA = "the web console needs its extra: pip install 'aiotasks-redis[web]'"
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The console's token: ``--token-file``'s content, else ``AIOTASKS_WEB_TOKEN``, else None."""
+    if args.token_file is not None:
+        try:
+            text = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --token-file {args.token_file!r}: {type(exc).__name__}") from None
+        if not text:
+            raise UsageError(f"--token-file {args.token_file!r} is empty")
+        return text
+    return os.environ.get("AIOTASKS_WEB_TOKEN", "").strip() or None
+
+
+def _web(args: argparse.Namespace) -> int:
+    """Serve the web console of TARGET until SIGINT/SIGTERM (see ``aiotasks.web``)."""
+    try:
+        from .web import console
+        from .web._serve import ConsoleServer, listen
+    except ImportError:
+        raise UsageError(WEB_EXTRA) from None
+    target = _import_target(args.target)
+    token = _token(args)
+    settings = _settings(args)
+
+    async def serve(signals: _Signals) -> int:
+        client = _client(settings, need_redis="web")
+        try:
+            # Built before connecting: a target that is no chain or schedule is refused first.
+            served = console(
+                target, redis=client, namespace=settings.namespace, token=token, refresh=args.refresh
+            )
+            await _check_server(client, settings, None)
+            try:
+                sock = listen(args.bind, args.port)
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot serve the web console on {args.bind}:{args.port}: {exc.strerror or exc}"
+                ) from None
+            server = ConsoleServer(served, sock, access_log=args.verbose > 0)
+            signals.first = ("stopping the web console", server.stop)
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            access = "controls unlock with the token" if token else "read-only: no token configured"
+            _echo(f"aiotasks: web console on http://{shown}:{port}/ ({access})", sys.stderr)
+            with sock:
+                await server.serve()
+        finally:
+            await _close(client)
+        return signals.exit_code or EXIT_OK
+
+    return _in_loop(serve)
+
+
 def _serve(args: argparse.Namespace, schedules: list[Schedule]) -> int:
     """Fire the schedules until SIGTERM/SIGINT: then stop firing, give runs ``--grace``, cancel, exit."""
     settings = _settings(args)
@@ -1094,7 +1159,7 @@ def _serve(args: argparse.Namespace, schedules: list[Schedule]) -> int:
             await _close(client)
         return signals.exit_code or EXIT_OK
 
-    return _in_loop(serve)
+    return _in_loop(serve, fast=True)
 
 
 async def _close(client: AnyRedis) -> None:
@@ -1154,9 +1219,26 @@ def _configure_logging(verbosity: int) -> None:
     root.propagate = False
 
 
-def _in_loop(command: Callable[[_Signals], Awaitable[T]]) -> T:
+def loop_factory(fast: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when ``fast`` and uvloop is installed, else None (asyncio's own).
+
+    uvloop runs the loop, its timers, futures' callbacks and socket transports
+    in C: the part of a run's CPU that aiotasks' own code can't cut
+    (``docs/explanation/performance.md``). Optional: ``aiotasks-redis[uvloop]``.
+    """
+    if not fast:
+        return None
+    try:
+        import uvloop  # optional, and only for the commands that run tasks
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _in_loop(command: Callable[[_Signals], Awaitable[T]], *, fast: bool = False) -> T:
     """Run ``command`` in a new event loop; the first SIGINT/SIGTERM cancels it, the second exits at once.
 
+    :param fast: on uvloop when it is installed (``run`` and ``serve``, see :func:`loop_factory`).
     :raises CliError: with exit code 130/143 when a signal cancelled the command.
     """
     signals = _Signals()
@@ -1197,7 +1279,8 @@ def _in_loop(command: Callable[[_Signals], Awaitable[T]]) -> T:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
 
-    return asyncio.run(supervised())
+    with asyncio.Runner(loop_factory=loop_factory(fast)) as runner:
+        return runner.run(supervised())
 
 
 def _fail(message: str, code: int) -> int:
@@ -1220,6 +1303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _trigger(args, load_schedules(args.target))
         if args.command == "cancel":
             return _cancel(args, load_tasks(args.target))
+        if args.command == "web":
+            return _web(args)
         if args.command in ("pause", "resume"):
             return _control(args)
         if args.command in ("status", "history"):  # a chain, or schedules: their tasks and controls

@@ -117,8 +117,7 @@ def running_loop() -> asyncio.AbstractEventLoop:
 
 def store_of(client: AnyRedis) -> Store:
     """The door to ``client`` on the running loop, after checking that it is asyncio's."""
-    running_loop()
-    return store_for(client)
+    return store_for(client, running_loop())
 
 
 _default_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Settings, AnyRedis]] = (

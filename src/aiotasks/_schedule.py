@@ -64,6 +64,8 @@ _ONE_MINUTE: Final = dt.timedelta(minutes=1)
 _ONE_HOUR: Final = dt.timedelta(hours=1)
 _ONE_DAY: Final = dt.timedelta(days=1)
 _UTC: Final = dt.UTC
+#: How far back :meth:`Schedule.last_slot` looks, in turn, after one interval.
+_REACH: Final = (dt.timedelta(days=1, seconds=1), dt.timedelta(days=32), dt.timedelta(days=367))
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +236,19 @@ class Schedule:
     def next_slot(self, after: dt.datetime) -> Slot:
         """The first slot strictly after ``after``."""
         return next(self.slots(after))
+
+    def last_slot(self, now: dt.datetime) -> Slot | None:
+        """The latest slot at or before ``now`` (None if it fired nowhere within a year).
+
+        Looked for nearest first: an ``every="1s"`` schedule has 86,400 slots a
+        day to walk through, a monthly cron one in the last 32 days.
+        """
+        first = (self.interval or dt.timedelta(minutes=1)) + _ONE_SECOND
+        for reach in (first, *_REACH):
+            slots = self.slots_between(now - reach, now)
+            if slots:
+                return slots[-1]
+        return None
 
     def slots_between(self, after: dt.datetime, until: dt.datetime) -> list[Slot]:
         """The slots in ``(after, until]``, oldest first."""

@@ -129,7 +129,15 @@ from . import _wire as wire
 from ._constants import SUCCESS_MARKER, Reason
 from ._errors import RedisAuthError
 from ._keys import ScheduleKeys, TaskKeys
-from ._records import Outcome, acquire_args, finish_args, record_keys, release_args
+from ._records import (
+    Outcome,
+    acquire_args,
+    acquire_request,
+    finish_args,
+    finish_request,
+    record_keys,
+    release_args,
+)
 from ._scripts import (
     ACQUIRE,
     CANCEL,
@@ -235,13 +243,15 @@ class _Op:
     """One command on its way: queued, written, then replied (result or exception)."""
 
     __slots__ = (
+        "_args",
         "abandoned",
-        "args",
         "attempts",
+        "by_caller",
         "future",
         "load",
         "maybe_landed",
         "must_land",
+        "packed",
         "pool_deadline",
         "reply",
         "script",
@@ -255,14 +265,19 @@ class _Op:
     def __init__(
         self,
         script: Script | None,
-        args: tuple[Any, ...],
+        args: tuple[Any, ...] | Callable[[], tuple[Any, ...]],
         *,
         must_land: bool = False,
         then: Callable[[_Op], None] | None = None,
         trailer: Callable[[], tuple[Script, tuple[Any, ...]]] | None = None,
+        packed: bytes | None = None,
     ) -> None:
         self.script = script
-        self.args = args  # for a script: numkeys, *keys, *argv; else the whole command
+        #: For a script: numkeys, *keys, *argv; else the whole command. Or what makes them, when
+        #: they are only needed off the common path (``packed`` is given): see :attr:`args`.
+        self._args = args
+        #: The request as ``EVALSHA``, already packed (see ``_records.acquire_request``), or None.
+        self.packed = packed
         #: Sent even if its caller is cancelled before it is written (a release).
         self.must_land = must_land
         #: What the door does with the outcome once nobody waits for it.
@@ -277,10 +292,19 @@ class _Op:
         self.future: asyncio.Future[Any] | None = None  # what a waiting caller awaits
         self.load = False  # send as EVAL (the server answered NOSCRIPT)
         self.written = False  # the current attempt's request was (perhaps partly) written
+        self.by_caller = False  # the current attempt is sent from its caller's own task (not a lane)
         self.maybe_landed = False  # an earlier attempt was written, and its reply never came
         self.attempts = 1
         self.pool_deadline: float | None = None
         self.reply: Any = None
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The command's arguments (made on first use when given as a function)."""
+        args = self._args
+        if not isinstance(args, tuple):
+            args = self._args = args()
+        return args
 
     def trailing_command(self) -> tuple[Any, ...] | None:
         """The trailer as EVAL, which runs whether or not the server has the script cached."""
@@ -336,6 +360,9 @@ class Store:
         self._cancel_readable = True
         #: The slots of the task bodies that share the client (see ``_slots``).
         self.bodies = BodySlots(capacity(client, lanes))
+        #: The runs' first lock renewals, by when they are due: one loop timer per slot
+        #: (``_task._first_renewal``).
+        self.renewals: dict[tuple[float, int], set[Any]] = {}
 
     # -- the library's operations ------------------------------------------------
 
@@ -354,11 +381,20 @@ class Store:
         caller is cancelled after that, the door reads the reply and gives the
         lock back if it was taken. An interrupted acquire leaves nothing behind.
         """
+        packed = (
+            acquire_request(ACQUIRE.sha, keys, token, ttl_ms, check_success, retention_ms)
+            if self._connections is not None
+            else None
+        )
         op = _Op(
             ACQUIRE,
-            acquire_args(keys, token, ttl_ms, check_success, retention_ms),
+            # Packed, the arguments are needed only if it is sent again as EVAL (NOSCRIPT).
+            functools.partial(acquire_args, keys, token, ttl_ms, check_success, retention_ms)
+            if packed is not None
+            else acquire_args(keys, token, ttl_ms, check_success, retention_ms),
             then=lambda op: self._give_back_if_taken(keys.lock, token, _cancelled(retention_ms), op),
             trailer=lambda: (RELEASE, release_args(keys.lock, token, _stalled(retention_ms))),
+            packed=packed,
         )
         try:
             # Straight from this task only where the door reads the reply itself.
@@ -384,8 +420,19 @@ class Store:
         ``outcome`` (a success) goes into the run's record; if the lock was
         lost the record says ``failed``, ``lock_lost`` instead.
         """
-        args = finish_args(keys, token, success_ttl, SUCCESS_MARKER, self._scrubbed(outcome))
-        return int(await self._run(_Op(FINISH, args, trailer=lambda: (FINISH, args)), direct=True)) != 0
+        outcome = self._scrubbed(outcome)
+        packed = (
+            finish_request(FINISH.sha, keys, token, success_ttl, SUCCESS_MARKER, outcome)
+            if self._connections is not None
+            else None
+        )
+        args = functools.partial(finish_args, keys, token, success_ttl, SUCCESS_MARKER, outcome)
+        # (The trailer makes its own arguments: one that reached the op would be a reference cycle,
+        # left to the garbage collector once per run.)
+        op = _Op(
+            FINISH, args if packed is not None else args(), trailer=lambda: (FINISH, args()), packed=packed
+        )
+        return int(await self._run(op, direct=True)) != 0
 
     async def release(self, lock_key: str, token: str, outcome: Outcome | None = None) -> bool:
         """Delete the lock if it still holds ``token``; False otherwise.
@@ -459,6 +506,16 @@ class Store:
     async def read_runs(self, history: str, count: int, records: str, locks: str) -> list[Any]:
         """The RUNS script's reply: one task's last success and failure, and newest ``count`` runs."""
         return list(await self._call(RUNS, 1, history, count, records, locks))
+
+    async def read_records(self, state: str, lock: str) -> tuple[dict[str, bytes], str | None]:
+        """One date's runs hash (every field, names decoded) and its lock's holder: two commands
+        sent together (a grid cell opened in the web console)."""
+        fields, holder = await asyncio.gather(
+            self._call(None, "HGETALL", state), self._call(None, "GET", lock)
+        )
+        # The door reads raw replies (a flat list); a client with RESP3 would give a map.
+        pairs = fields.items() if isinstance(fields, dict) else zip(fields[::2], fields[1::2], strict=True)
+        return {_text(name): value for name, value in pairs}, (None if holder is None else _text(holder))
 
     async def mark_missed(self, keys: Sequence[str], args: Sequence[Any]) -> bool:
         """The MISSED script: record a slot no host ran (see ``_records.record_missed``)."""
@@ -589,7 +646,7 @@ class Store:
         if direct and not self._busy and not self._queue:
             self._busy += 1
             try:
-                await self._send([op])
+                await self._send([op], by_caller=True)
             finally:
                 self._busy -= 1
                 self._start_lane()
@@ -695,11 +752,14 @@ class Store:
 
     # -- one exchange and its outcome ------------------------------------------------
 
-    async def _send(self, batch: list[_Op]) -> None:
-        """One exchange for ``batch``; each op ends with its outcome, or back with the door."""
+    async def _send(self, batch: list[_Op], *, by_caller: bool = False) -> None:
+        """One exchange for ``batch``; each op ends with its outcome, or back with the door.
+
+        :param by_caller: sent from the caller's own task (the lone-command path), not a door task.
+        """
         load = False
         for op in batch:
-            op.state, op.written = _SENDING, False
+            op.state, op.written, op.by_caller = _SENDING, False, by_caller
             load = load or op.load
         try:
             replies = await self._execute(batch, load=load)
@@ -716,12 +776,8 @@ class Store:
         if replies is not None:  # None: a door task reads them (see _exchange)
             self._replied(batch, replies)
 
-    def _in_callers_task(self) -> bool:
-        """Whether this runs in a caller's task (the lone-command path), not one of the door's."""
-        return asyncio.current_task() not in self._senders
-
     def _interrupted(self, batch: list[_Op], cancelled: asyncio.CancelledError) -> None:
-        if not self._in_callers_task():
+        if not batch[0].by_caller:
             # One of the door's own tasks was cancelled: the event loop is shutting down.
             for op in batch:
                 if op.state == _SENDING:
@@ -806,9 +862,15 @@ class Store:
 
         None when the replies are left to a door task (nobody waits for them).
         """
-        commands = [op.command(load=load) for op in batch]
         if self._connections is not None:
-            return await self._execute_on_connection(self._connections, batch, commands)
+            request = b"".join(
+                [
+                    op.packed if op.packed is not None and not load else wire.pack([op.command(load=load)])
+                    for op in batch
+                ]
+            )
+            return await self._execute_on_connection(self._connections, batch, request)
+        commands = [op.command(load=load) for op in batch]
         for op in batch:
             op.written = True  # redis-py sends it: from here on it may reach Redis
         try:
@@ -830,26 +892,26 @@ class Store:
             raise
 
     async def _execute_on_connection(
-        self, connections: wire.Connections, batch: Sequence[_Op], commands: list[tuple[Any, ...]]
+        self, connections: wire.Connections, batch: Sequence[_Op], request: bytes
     ) -> list[Any] | None:
         kept = connections.kept()
         if kept is not None:
             try:
-                return await self._exchange(connections, kept, batch, commands)
+                return await self._exchange(connections, kept, batch, request)
             except rex.ConnectionError:
                 # It went stale while kept (the server closed it): once more, on a pooled one.
                 for op in batch:
                     op.maybe_landed |= op.written
-        return await self._exchange(connections, await connections.take(), batch, commands)
+        return await self._exchange(connections, await connections.take(), batch, request)
 
     async def _exchange(
         self,
         connections: wire.Connections,
         connection: AbstractConnection,
         batch: Sequence[_Op],
-        commands: list[tuple[Any, ...]],
+        request: bytes,
     ) -> list[Any] | None:
-        """Write the batch on ``connection`` and read its replies.
+        """Write the batch (``request``, its commands packed) on ``connection`` and read its replies.
 
         If the caller's task stops waiting once the request is written (it is
         cancelled, or nobody waits for these replies), a door task reads them
@@ -859,16 +921,16 @@ class Store:
         try:
             for op in batch:
                 op.written = True
-            await wire.write(connection, [wire.pack(commands)])
+            await wire.write(connection, [request])
             replies: list[Any] = []
-            if batch[0].abandoned and self._in_callers_task():  # a caller's batch is its one command
+            if batch[0].abandoned and batch[0].by_caller:  # a caller's batch is its one command
                 handed_over = True
                 self._read_later(connections, connection, batch, replies)
                 return None
             try:
                 await self._read(connection, batch, replies)
             except asyncio.CancelledError:
-                if self._in_callers_task():
+                if batch[0].by_caller:
                     handed_over = True
                     self._read_later(connections, connection, batch, replies)
                 raise
@@ -1043,9 +1105,10 @@ def _log_failed_release(lock_key: str, op: _Op) -> None:
 _stores: weakref.WeakKeyDictionary[Any, Store] = weakref.WeakKeyDictionary()
 
 
-def store_for(client: AnyRedis) -> Store:
-    """The :class:`Store` of ``client`` on the running loop, created on first use."""
+def store_for(client: AnyRedis, loop: asyncio.AbstractEventLoop | None = None) -> Store:
+    """The :class:`Store` of ``client`` on the running loop (``loop``, when the caller has it at
+    hand), created on first use."""
     store = _stores.get(client)
-    if store is None or store.loop is not asyncio.get_running_loop():
+    if store is None or store.loop is not (loop or asyncio.get_running_loop()):
         store = _stores[client] = Store(client)
     return store

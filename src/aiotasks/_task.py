@@ -47,6 +47,7 @@ import datetime as dt
 import functools
 import inspect
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -83,6 +84,10 @@ logger = logging.getLogger("aiotasks.task")
 
 #: The longest pause between two retries, whatever the backoff says.
 MAX_RETRY_DELAY: Final = 60.0
+# The result dict's values a run writes every time, read once (an enum member's ``.value``
+# costs a descriptor call).
+_SUCCESS: Final = Status.SUCCESS.value
+_SKIPPED: Final = Status.SKIPPED.value
 
 T = TypeVar("T")
 
@@ -207,7 +212,7 @@ class _Lease:
         # The lock is surely valid for its TTL from when the acquire was sent (Redis may have run
         # it at once), not from its reply.
         self._valid_until = since + ttl / 1000
-        self._timer: asyncio.TimerHandle | None = loop.call_later(self._interval, self._due)
+        self._timer: asyncio.TimerHandle | _Due | None = _first_renewal(store, self._interval, self._due)
         # Until the first renewal is due the lock is certainly valid, so no deadline timer yet,
         # unless the acquire's reply took so long that the lock may run out before then.
         self._deadline: asyncio.TimerHandle | None = (
@@ -288,6 +293,53 @@ class _Lease:
             self._deadline.cancel()
         if self._renewal is not None and self._renewal is not asyncio.current_task():
             self._renewal.cancel()
+
+
+#: A run's first renewal is due ``lock_timeout / 3`` after its start, or up to this share of
+#: that earlier: the runs of one client due within the same share wait on one loop timer.
+_EARLY: Final = 1 / 16
+
+
+class _Due:
+    """A lease's first renewal, in a slot of runs due at about the same time (:func:`_first_renewal`)."""
+
+    __slots__ = ("callback", "slot")
+
+    def __init__(self, callback: Callable[[], object], slot: set[_Due]) -> None:
+        self.callback: Callable[[], object] | None = callback
+        self.slot = slot
+
+    def cancel(self) -> None:
+        # Forget the callback too, as a TimerHandle does: it is the lease's, which holds this.
+        self.slot.discard(self)
+        self.callback = None
+
+
+def _first_renewal(store: Store, delay: float, callback: Callable[[], object]) -> _Due:
+    """Call ``callback`` ``delay`` seconds from now, or up to ``delay * _EARLY`` sooner.
+
+    Nearly every run ends long before its first renewal is due, so a timer of
+    its own (pushed on the loop's heap, then cancelled) would cost the run more
+    than the rest of its lease. Runs due within the same ``delay * _EARLY``
+    share one timer instead, which fires at the start of that stretch (early is
+    safe: a renewal resets the TTL to ``lock_timeout``, never adds to it).
+    """
+    width = delay * _EARLY
+    index = math.floor((store.loop.time() + delay) / width)
+    key = (width, index)
+    slot = store.renewals.get(key)
+    if slot is None:
+        slot = store.renewals[key] = set()
+        store.loop.call_at(index * width, _renew_slot, store.renewals, key)
+    due = _Due(callback, slot)
+    slot.add(due)
+    return due
+
+
+def _renew_slot(renewals: dict[tuple[float, int], set[_Due]], key: tuple[float, int]) -> None:
+    for due in list(renewals.pop(key)):
+        if due.callback is not None:
+            due.callback()
 
 
 class Task:
@@ -375,9 +427,8 @@ class Task:
             _fail(result, str(exc), Reason.REDIS_UNAVAILABLE)
             raise TaskError(Status.FAILED.value, str(exc), result) from exc
         if not isinstance(outcome, Acquired):
-            result["status"] = Status.SKIPPED.value
-            reason = skip_reason(outcome)
-            result["reason"] = reason.value
+            result["status"] = _SKIPPED
+            result["reason"] = skip_reason(outcome).value
             logger.debug("%s %s: skipped (%s)", self.name, date, result["reason"])
             _metrics.observe_skip(self.name, result["reason"])
             return result
@@ -528,7 +579,7 @@ class Task:
             message = "lock lost before the run could be recorded: it expired or was taken"
             _fail(run.result, message, Reason.LOCK_LOST)
             return TaskError(Status.FAILED.value, message)
-        run.result["status"] = Status.SUCCESS.value
+        run.result["status"] = _SUCCESS
         return None
 
 

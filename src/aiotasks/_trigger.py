@@ -65,8 +65,6 @@ REPLY_TTL: Final = 300
 REPLY_GRACE: Final = 5.0
 #: The longest single blocking read of a requester (it then checks its deadline again).
 _READ: Final = 1.0
-#: How far back the default key's slot is looked for.
-_REACH: Final = (dt.timedelta(days=1, seconds=1), dt.timedelta(days=32), dt.timedelta(days=367))
 
 
 def _me() -> str:
@@ -147,13 +145,8 @@ def trigger_key(schedule: Schedule, key: str | dt.date | None, now: dt.datetime)
         kind (a date for a daily schedule, a slot of its own for a sub-daily one).
     """
     if key is None:
-        # Nearest first: an every="1s" schedule has 86,400 slots a day to walk through.
-        first = (schedule.interval or dt.timedelta(minutes=1)) + dt.timedelta(seconds=1)
-        for reach in (first, *_REACH):
-            slots = schedule.slots_between(now - reach, now)
-            if slots:
-                return slots[-1].key
-        return schedule.key(now)
+        last = schedule.last_slot(now)
+        return last.key if last is not None else schedule.key(now)
     found = parse_run_key(key)
     if schedule.daily:
         if is_slot_key(found):

@@ -18,6 +18,7 @@ from ._constants import Reason, Status
 from ._records import Cell, CellState, RunRecord, iso
 
 __all__ = [
+    "cell_mark",
     "cell_rows",
     "control_line",
     "controls_json",
@@ -278,6 +279,11 @@ _CELL_MARKS: Final = {
     CellState.MISSED: ("x", "33"),
     CellState.PAUSED: ("=", "35"),
 }
+
+
+def cell_mark(state: CellState | str) -> str:
+    """The one character ``status`` draws for a cell's state (``+`` completed, ``!`` failed, ...)."""
+    return _CELL_MARKS[CellState(state)][0]
 
 
 def _paint(text: str, code: str, color: bool) -> str:

@@ -12,10 +12,17 @@ with a fallback to the public path where one exists:
 
 * :func:`write` uses the connection's stream writer (``connection._writer``),
   falling back to ``send_packed_command``;
-* :func:`read` calls ``read_response(timeout=math.inf, disconnect_on_error=False)``
-  and relies on redis-py's reply parsers resuming a read that a cancellation
-  cut short (hiredis and the pure-Python parser both do): a reader that stops
-  waiting leaves the rest of the reply for whoever reads next;
+* :func:`read` feeds the connection's hiredis reader (``connection._parser``:
+  its ``_reader`` and ``_stream``) from the socket and takes the replies from
+  it, as redis-py's hiredis parser does, minus redis-py's per-reply wrapping
+  (a coroutine chain four deep, an error text formatted per call), which cost
+  a run more CPU than the rest of its reply handling; on any other parser,
+  RESP3 where the reader can't tell push frames apart, or a health-check
+  interval it falls back to ``read_response(timeout=math.inf,
+  disconnect_on_error=False)``. Both rely on the reader resuming a
+  read that a cancellation cut short (hiredis and the pure-Python parser both
+  do): a reader that stops waiting leaves the rest of the reply for whoever
+  reads next;
 * :func:`take` is ``pool.get_connection()``, whose signature changed across
   redis-py versions; :class:`Connections` checks connections out of the pool
   and back with the pool's public ``get_connection``/``release``.
@@ -41,6 +48,14 @@ from redis.asyncio.connection import AbstractConnection, SSLConnection
 
 from ._errors import RedisAuthError, RedisUnavailable
 
+try:  # redis-py's hiredis parser and the reader's "incomplete" marker (see :func:`read`)
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+    from redis._parsers.hiredis import _AsyncHiredisParser
+
+    _HiredisParser: Any = _AsyncHiredisParser
+except ImportError:  # another redis-py layout: always the public path
+    _NOT_ENOUGH_DATA, _HiredisParser = object(), None
+
 __all__ = [
     "HOLD_IDLE",
     "HOLD_MIN_POOL",
@@ -48,10 +63,12 @@ __all__ = [
     "describe",
     "noscript",
     "pack",
+    "pack_args",
     "pool_limit",
     "read",
     "retries_by_itself",
     "take",
+    "template",
     "translate",
     "write",
 ]
@@ -62,6 +79,7 @@ HOLD_MIN_POOL: Final = 16
 HOLD_IDLE: Final = 1.0
 
 _AUTH_REPLY: Final = re.compile(r"^(NOAUTH|WRONGPASS|NOPERM)\b")
+_CLOSED: Final = "Connection closed by server."
 #: Redis before 7.0 wrapped an error a command raised inside a script in an ERR, which redis-py
 #: strips: "Error running script (call to f_<sha>): @user_script:<line>: [@user_script: <line>: -]
 #: WRONGTYPE Operation against a key...". Redis 7.0 and later, and Valkey, reply with the command's
@@ -103,6 +121,37 @@ def pack(commands: Sequence[tuple[Any, ...]]) -> bytes:
 
 #: :func:`pack`'s RESP template of a command, by its number of arguments.
 _TEMPLATES: dict[int, bytes] = {}
+
+
+def template(args: Sequence[bytes | tuple[bytes, int]], tail: int = 0) -> bytes:
+    """One command's RESP as a ``%``-format, for a command sent again and again with a few
+    parts changed (a run's keys and token): made once, filled with one ``%`` per call.
+
+    :param args: each argument as its bytes, or ``(head, n)``: ``head`` followed by a hole of
+        exactly ``n`` bytes (``%b``), filled per call.
+    :param tail: how many more arguments follow, given at each call as one more ``%b``: their
+        RESP, as :func:`pack_args` makes it.
+    """
+    parts = [b"*%d\r\n" % (len(args) + tail)]
+    for arg in args:
+        if isinstance(arg, tuple):
+            head, size = arg
+            parts.append(b"$%d\r\n%b%%b\r\n" % (len(head) + size, head.replace(b"%", b"%%")))
+        else:
+            parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg.replace(b"%", b"%%")))
+    if tail:
+        parts.append(b"%b")
+    return b"".join(parts)
+
+
+def pack_args(args: Sequence[Any]) -> bytes:
+    """The RESP of ``args`` as the end of a request (no count): what fills a :func:`template`'s tail."""
+    return b"".join(
+        [
+            b"$%d\r\n%b\r\n" % (len(data), data)
+            for data in [a if type(a) is bytes else str(a).encode() for a in args]
+        ]
+    )
 
 
 async def take(pool: ConnectionPool) -> AbstractConnection:
@@ -165,11 +214,53 @@ async def read(connection: AbstractConnection, count: int, replies: list[Any]) -
 
 
 async def _read_replies(connection: AbstractConnection, count: int, replies: list[Any]) -> None:
+    parser: Any = getattr(connection, "_parser", None)
+    if (
+        parser.__class__ is _HiredisParser
+        and parser._reader is not None
+        # RESP3 only where hiredis marks push frames (3.2 and later, redis-py 6 and later).
+        and (getattr(parser, "_hiredis_PushNotificationType", None) or connection.protocol in (2, "2", None))
+        and not connection.health_check_interval
+    ):
+        await _read_hiredis(parser, count, replies)
+        return
     while len(replies) < count:
         try:
             replies.append(await connection.read_response(timeout=math.inf, disconnect_on_error=False))
         except rex.ResponseError as exc:
             replies.append(exc)
+
+
+async def _read_hiredis(parser: Any, count: int, replies: list[Any]) -> None:
+    """What ``_AsyncHiredisParser.read_response`` does, in one frame per batch.
+
+    The reader was made by redis-py (``on_connect``) with redis-py's error
+    classes: an error reply comes out of it as an exception object, a
+    ``ConnectionError`` among them (``LOADING``) is raised as redis-py raises
+    it. A RESP3 push frame (a server's maintenance notice) goes to the
+    parser's own handler, and the reply it came before is read next.
+    """
+    reader, stream = parser._reader, parser._stream
+    push = getattr(parser, "_hiredis_PushNotificationType", None)
+    while len(replies) < count:
+        if not parser._connected:
+            raise rex.ConnectionError(_CLOSED)
+        reply = reader.gets()
+        if reply is _NOT_ENOUGH_DATA:
+            try:
+                data = await stream.read(parser._read_size)
+            except OSError as exc:
+                raise rex.ConnectionError(f"Error while reading from the socket: {exc.args}") from exc
+            if not data:
+                raise rex.ConnectionError(_CLOSED)
+            reader.feed(data)
+            continue
+        if isinstance(reply, rex.ConnectionError):
+            raise reply
+        if push is not None and isinstance(reply, push):
+            await parser.handle_push_response(reply)
+            continue
+        replies.append(reply)
 
 
 # -- the door's connections ------------------------------------------------------------

@@ -186,3 +186,12 @@ async def tick(run: Run) -> None:
 
 with_recurring = [logged("a"), tick]
 empty: list[Any] = []
+
+
+@aiotasks.task()
+async def which_loop(run: Run) -> None:
+    """Notes the module of the event loop it runs on (a counter of its result dict)."""
+    run.result["loop"] = type(asyncio.get_running_loop()).__module__
+
+
+looped = [which_loop]
