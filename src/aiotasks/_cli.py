@@ -196,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="aiotasks",
         description="Run chains of once-a-day tasks safely from many processes and machines.",
         epilog="Exit codes: 0 ok, 1 a task failed or was blocked, 2 bad usage or input, "
-        "3 Redis unavailable or refusing, 130/143 interrupted. See README.md.",
+        "3 Redis unavailable or refusing, 130/143 interrupted. See docs/reference/exit-codes.md.",
     )
     parser.add_argument("--version", action="version", version=f"aiotasks {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

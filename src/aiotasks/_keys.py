@@ -285,7 +285,7 @@ def cancel_key(lock_key: str) -> str | None:
 
 
 class ScheduleKeys(NamedTuple):
-    """The control keys of one schedule (README: "Keys")."""
+    """The control keys of one schedule (docs/reference/keys.md)."""
 
     #: A string (``host:pid|ms`` of who paused it), no TTL: the schedule is paused while it exists.
     paused: str

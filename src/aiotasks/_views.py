@@ -40,7 +40,7 @@ __all__ = [
     "to_json",
 ]
 
-#: Exit codes of ``python -m aiotasks`` (documented in README.md).
+#: Exit codes of ``python -m aiotasks`` (documented in docs/reference/exit-codes.md).
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
