@@ -230,3 +230,24 @@ def test_schedule_keys_share_one_hash_tag_per_namespace() -> None:
     keys = schedule_keys("a,b", namespace="prod")
     assert keys.paused == "prod:schedule:{prod}:a,b:paused"
     assert keys.triggers == "prod:schedule:{prod}:a,b:triggers"
+
+
+def _parsed(parse: object, value: str) -> str | None:
+    try:
+        return parse(value)  # type: ignore[operator, no-any-return]
+    except InvalidDate:
+        return None
+
+
+@given(
+    st.one_of(
+        st.dates(dt.date(1, 1, 1), dt.date(9999, 12, 31)).map(lambda d: d.strftime("%Y%m%d").zfill(8)),
+        st.text("0123456789", min_size=8, max_size=8),
+        st.sampled_from(["00000101", "20240229", "20230229", "21000229", "20000229", "20261231", "20261131"]),
+        st.text("0123456789\u0661\uff11x", min_size=8, max_size=8),
+    )
+)
+def test_a_dates_fast_path_agrees_with_parse_date(value: str) -> None:
+    """parse_run_key's shortcut for eight ASCII digits accepts exactly the dates parse_date does
+    (leap days, year 0000, day 31 of a short month, non-ASCII digits)."""
+    assert _parsed(parse_run_key, value) == _parsed(parse_date, value)

@@ -47,6 +47,7 @@ too (see ``_cancel_run``)::
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
@@ -81,6 +82,12 @@ _SCHEDULE_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.,\-]+", re.ASCII)
 _DATE_RE: Final = re.compile(r"[0-9]{8}", re.ASCII)
 _SLOT_RE: Final = re.compile(r"([0-9]{8})T([0-9]{2})([0-9]{2})([0-9]{2})?", re.ASCII)
 MAX_NAME_LENGTH: Final = 200
+#: Every ``MMDD`` of a leap year (a common year lacks ``0229``).
+_MONTH_DAYS: Final = frozenset(
+    f"{month:02d}{day:02d}"
+    for month in range(1, 13)
+    for day in range(1, calendar.monthrange(2000, month)[1] + 1)
+)
 
 
 class TaskKeys(NamedTuple):
@@ -179,6 +186,12 @@ def parse_run_key(value: str | dt.date | None) -> str:
         ``YYYYMMDDTHHMM`` / ``YYYYMMDDTHHMMSS`` naming a real day and time.
     :raises InvalidDate: for anything else, naming the value.
     """
+    if value.__class__ is str and len(value) == 8 and value.isascii() and value.isdigit():
+        # A date, as parse_date checks it, without making a datetime.date: the common case.
+        assert isinstance(value, str)
+        md = value[4:]
+        if md in _MONTH_DAYS and value[:4] != "0000" and (md != "0229" or calendar.isleap(int(value[:4]))):
+            return value
     if not isinstance(value, str) or len(value) <= 8:
         return parse_date(value)
     match = _SLOT_RE.fullmatch(value)
