@@ -302,14 +302,14 @@ def _namespace_for(value: bytes | None) -> str | None:
 _ENVIRON: Final = getattr(os.environ, "_data", None) if os.supports_bytes_environ else None
 
 
-def environ(name: bytes) -> bytes | None:
-    """``os.environb.get(name)``, read at every call (tests and services change it), at the
-    cost of a dict lookup where that is possible."""
-    if isinstance(_ENVIRON, dict):
-        found = _ENVIRON.get(name)
-        return found if isinstance(found, bytes) else None
+def _environ(name: bytes) -> bytes | None:
     value = os.environ.get(name.decode())
     return None if value is None else value.encode()
+
+
+#: ``os.environb.get(name)``, read at every call (tests and services change it): where the
+#: mapping is keyed by bytes (its values are bytes too), its own ``get``, with no Python frame.
+environ: Final[Callable[[bytes], bytes | None]] = _ENVIRON.get if isinstance(_ENVIRON, dict) else _environ
 
 
 @functools.lru_cache(maxsize=16)
