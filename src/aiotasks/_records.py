@@ -77,6 +77,7 @@ from ._config import environ
 from ._constants import Reason, Status
 from ._errors import InvalidConfig
 from ._keys import TaskKeys, task_keys
+from ._scripts import ACQUIRE, FINISH
 
 if TYPE_CHECKING:  # the readers take a Store; the Store imports this module's key builders
     from ._store import Store
@@ -117,6 +118,8 @@ HOST: Final = socket.gethostname()
 #: across fork() (``os.getpid()`` is a system call per run).
 _pid = [os.getpid()]
 _pid_host = [f"{_pid[0]}|{HOST}".encode()]
+#: The length of a run's token (``_boilerplate.new_task_id``), as the request formats hold it.
+TOKEN_BYTES: Final = 8
 #: The retentions as the ACQUIRE script gets them.
 _retentions: dict[int, bytes] = {}
 
@@ -132,6 +135,8 @@ _SUCCESS: Final = Status.SUCCESS.value
 _STANDARD: Final = frozenset(
     {"task", "date", "task_id", "status", "errors", "warnings", "reason", "attempts", "fence"}
 )
+#: A first attempt's result-dict keys (no ``attempts`` entry) when the body set no counters.
+_FIRST_TRY: Final = _STANDARD - {"attempts"}
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -340,6 +345,24 @@ class Outcome:
             bool(started) and elapsed + FRESH_MARGIN_MS < retention_ms,
         )
 
+    @classmethod
+    def succeeded(cls, result: Mapping[str, Any], retention_ms: int, started: int, seconds: float) -> Outcome:
+        """``Outcome.of(result, retention_ms, status=SUCCESS, started=started, seconds=seconds)``,
+        made directly in the common case: a first attempt with no counters."""
+        if result.keys() <= _FIRST_TRY and not result.get("errors"):
+            elapsed = round(seconds * 1000)
+            return cls(
+                retention_ms,
+                _SUCCESS,
+                "",
+                1,
+                "",
+                "",
+                started + elapsed if started else 0,
+                bool(started) and elapsed + FRESH_MARGIN_MS < retention_ms,
+            )
+        return cls.of(result, retention_ms, status=Status.SUCCESS, started=started, seconds=seconds)
+
     @property
     def label(self) -> str:
         """The ``outcome`` label of ``aiotasks_runs_total``: success, or the failure's reason."""
@@ -501,6 +524,91 @@ def _format(key: tuple[Any, ...], make: Any) -> bytes | None:
     return found
 
 
+def _acquire_form(
+    sha: str,
+    keys: TaskKeys,
+    head: str,
+    success: str,
+    day: int,
+    run: int,
+    ttl_ms: int,
+    check: bool,
+    records: bool,
+) -> bytes | None:
+    """The ACQUIRE request's format for keys of this shape: holes for the date (``day`` bytes),
+    the token (``run`` bytes) and, with records, ``pid|host`` (its own hole: it changes in a
+    forked child); None for a caller's own keys (no task to pause by, no record)."""
+    found = _wire_keys(keys.lock)
+    if found is None:
+        return None
+    args: list[bytes | tuple[bytes, int]] = [
+        b"EVALSHA", sha.encode(), b"5" if records else b"3", (head.encode(), day), (success.encode(), day),
+    ]  # fmt: skip
+    if records:
+        args += [(found[0][: len(found[0]) - len(found[2])], day), found[1]]
+    args += [found[3], (b"", run), b"%d" % ttl_ms, b"1" if check else b"0"]
+    return wire.template(args, 3 if records else 0)
+
+
+def _finish_form(
+    sha: str,
+    keys: TaskKeys,
+    head: str,
+    success: str,
+    day: int,
+    run: int,
+    success_ttl: int,
+    marker: str,
+    tail: int,
+) -> bytes | None:
+    """The FINISH request's format (see :func:`_acquire_form`): ``tail`` more arguments (the
+    outcome's) follow as one hole; None for keys that can't have a record when ``tail`` asks for one."""
+    found = _wire_keys(keys.lock) if tail else None
+    if tail and found is None:
+        return None
+    args: list[bytes | tuple[bytes, int]] = [
+        b"EVALSHA", sha.encode(), b"4" if found else b"2", (head.encode(), day), (success.encode(), day),
+    ]  # fmt: skip
+    if found is not None:
+        args += [(found[0][: len(found[0]) - len(found[2])], day), found[1]]
+    args += [(b"", run), b"%d" % success_ttl, marker.encode()]
+    return wire.template(args, tail)
+
+
+def _acquire_tail(retention: int, day: bytes) -> bytes:
+    """The ARGV tail of a recorded acquire: retention, ``pid|host`` and the date."""
+    pid_host = _pid_host[0]
+    return b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+        _retention_arg(retention),
+        len(pid_host),
+        pid_host,
+        len(day),
+        day,
+    )
+
+
+def _retention_arg(retention: int) -> bytes:
+    found = _retention_args.get(retention)
+    if found is None:
+        value = _retention(retention)
+        if len(_retention_args) >= 64:
+            _retention_args.clear()
+        found = _retention_args[retention] = b"$%d\r\n%b\r\n" % (len(value), value)
+    return found
+
+
+_retention_args: dict[int, bytes] = {}
+
+
+def _outcome_tail(outcome: Outcome) -> bytes:
+    """The FINISH request's outcome arguments, packed (a success without counters, with no ``str``)."""
+    tail = outcome.args()
+    packed, fresh = tail[0], tail[1]
+    if len(tail) == 2 and isinstance(packed, bytes) and isinstance(fresh, bytes):
+        return b"$%d\r\n%b\r\n$1\r\n%b\r\n" % (len(packed), packed, fresh)
+    return wire.pack_args(tail)
+
+
 def acquire_request(
     sha: str, keys: TaskKeys, token: str, ttl_ms: int, check_success: bool, retention: int
 ) -> bytes | None:
@@ -515,29 +623,15 @@ def acquire_request(
     head, date, success = split
     day, run = date.encode(), token.encode()
     records = retention > 0
-    key = (sha, head, success, len(day), len(run), ttl_ms, check_success, retention if records else 0,
-           _pid_host[0] if records else b"")  # fmt: skip
-
-    def make() -> bytes | None:
-        found = _wire_keys(keys.lock)
-        if found is None:  # a caller's own keys: no task to pause by, no record
-            return None
-        args: list[bytes | tuple[bytes, int]] = [
-            b"EVALSHA", sha.encode(), b"5" if records else b"3",
-            (head.encode(), len(day)), (success.encode(), len(day)),
-        ]  # fmt: skip
-        if records:
-            args += [(found[0][: len(found[0]) - len(found[2])], len(day)), found[1]]
-        args += [found[3], (b"", len(run)), b"%d" % ttl_ms, b"1" if check_success else b"0"]
-        if records:
-            args += [_retention(retention), _pid_host[0], (b"", len(day))]
-        return wire.template(args)
-
-    form = _format(key, make)
+    key = (sha, head, success, len(day), len(run), ttl_ms, check_success, records)
+    form = _format(
+        key,
+        lambda: _acquire_form(sha, keys, head, success, len(day), len(run), ttl_ms, check_success, records),
+    )
     if form is None:
         return None
     if records:
-        return form % (day, day, day, run, day)
+        return form % (day, day, day, run, _acquire_tail(retention, day))
     return form % (day, day, run)
 
 
@@ -553,32 +647,98 @@ def finish_request(
     day, run = date.encode(), token.encode()
     tail = outcome.args() if outcome is not None and outcome.retention_ms > 0 else ()
     key = (sha, head, success, len(day), len(run), success_ttl, marker, len(tail))
-
-    def make() -> bytes | None:
-        found = _wire_keys(keys.lock) if tail else None
-        if tail and found is None:
-            return None
-        args: list[bytes | tuple[bytes, int]] = [
-            b"EVALSHA", sha.encode(), b"4" if found else b"2",
-            (head.encode(), len(day)), (success.encode(), len(day)),
-        ]  # fmt: skip
-        if found is not None:
-            args += [(found[0][: len(found[0]) - len(found[2])], len(day)), found[1]]
-        args += [(b"", len(run)), b"%d" % success_ttl, marker.encode()]
-        return wire.template(args, len(tail))
-
-    form = _format(key, make)
+    form = _format(
+        key,
+        lambda: _finish_form(sha, keys, head, success, len(day), len(run), success_ttl, marker, len(tail)),
+    )
     if form is None:
         return None
     if not tail:
         return form % (day, day, run)
-    packed, fresh = tail[0], tail[1]
-    if len(tail) == 2 and isinstance(packed, bytes) and isinstance(fresh, bytes):  # a success, no counters
-        return form % (day, day, day, run, b"$%d\r\n%b\r\n$1\r\n%b\r\n" % (len(packed), packed, fresh))
-    return form % (day, day, day, run, wire.pack_args(tail))
+    assert outcome is not None
+    return form % (day, day, day, run, _outcome_tail(outcome))
 
 
-# -- what is read back -----------------------------------------------------------------
+class RunForms:
+    """One task's keys and its ACQUIRE and FINISH requests for one kind of run, made once.
+
+    A kind of run is what the requests' constant parts depend on: the task,
+    its namespace, Redis Cluster or not, the length of the run key (a date or a
+    slot), whether the marker is checked, the retention. Per run only the
+    key's date and the token (and at the finish a success's end) are filled
+    in, with one ``%`` each: the same bytes :func:`acquire_request` and
+    :func:`finish_request` make, without deriving the task's keys or formats
+    again from the run's keys.
+    """
+
+    __slots__ = ("_acquire", "_day", "_finish", "_finish_plain", "_make", "_pid_host", "lock", "success")
+
+    def __init__(
+        self,
+        keys: TaskKeys,
+        date: str,
+        ttl_ms: int,
+        check: bool,
+        retention: int,
+        success_ttl: int,
+        marker: str,
+    ) -> None:
+        split = _split(keys)
+        if split is None or split[1] != date:
+            raise ValueError(f"not a task's own keys: {keys}")
+        head, _, success = split
+        day = len(date.encode())
+        #: The lock and marker keys without the run key.
+        self.lock, self.success = head, success
+        # The acquire's retention and pid|host are constants in its format (a forked child remakes it).
+        self._make = functools.partial(
+            _acquire_form, ACQUIRE.sha, keys, head, success, day, TOKEN_BYTES, ttl_ms, check
+        )
+        self._pid_host = b""
+        self._day = day
+        self._acquire = self._made(retention)
+        # A success's two outcome arguments are the format's last holes: its packed outcome
+        # (length varies) and its freshness.
+        form = _finish_form(FINISH.sha, keys, head, success, day, TOKEN_BYTES, success_ttl, marker, 2)
+        self._finish = None if form is None else form[:-2] + b"$%d\r\n%b\r\n$1\r\n%b\r\n"
+        self._finish_plain = _finish_form(
+            FINISH.sha, keys, head, success, day, TOKEN_BYTES, success_ttl, marker, 0
+        )
+
+    def _made(self, retention: int) -> bytes | None:
+        self._pid_host = pid_host = _pid_host[0]
+        form = self._make(retention > 0)
+        if form is None or retention <= 0:
+            return form
+        value = _retention(retention)
+        # The tail's first two arguments are constants: the format's holes are doubled ``%``s.
+        constant = b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(value), value, len(pid_host), pid_host)
+        return form[:-2] + constant.replace(b"%", b"%%") + b"$%d\r\n%%b\r\n" % self._day
+
+    def acquire(self, day: bytes, token: bytes, retention: int) -> bytes | None:
+        """The run's ACQUIRE request (``day`` and ``token`` encoded; ``retention`` the one this
+        kind of run was made for)."""
+        form = self._acquire
+        if form is None:
+            return None
+        if retention <= 0:
+            return form % (day, day, token)
+        if self._pid_host is not _pid_host[0]:
+            form = self._acquire = self._made(retention)
+            assert form is not None
+        return form % (day, day, day, token, day)
+
+    def finish(self, day: bytes, token: bytes, outcome: Outcome | None) -> bytes | None:
+        """The run's FINISH request; None where the door must pack it (an outcome with texts,
+        which the door first clears of the client's password, or other than a success)."""
+        if outcome is None or outcome.retention_ms <= 0:
+            return None if self._finish_plain is None else self._finish_plain % (day, day, token)
+        if self._finish is None or outcome.status != _SUCCESS or not outcome.ended:
+            return None
+        if outcome.reason or outcome.error or outcome.counters:
+            return None
+        packed = b"%d|success||%d|" % (outcome.ended, outcome.attempts)  # as Outcome.args packs it
+        return self._finish % (day, day, day, token, len(packed), packed, b"1" if outcome.fresh else b"0")
 
 
 class CellState(StrEnum):

@@ -188,7 +188,7 @@ POOL_WAIT: Final = 30.0
 POOL_POLL: Final = 0.01
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: its __init__ would cost every run an object.__setattr__ per field
 class Acquired:
     """The lock is ours.
 
@@ -347,6 +347,8 @@ class Store:
         )
         self._attempts = DOOR_ATTEMPTS if pool is not None or not wire.retries_by_itself(client) else 1
         self._connections = None if pool is None else wire.Connections(pool, lanes, spawn=self._spawn)
+        #: The door writes requests itself: a caller may hand it one already packed.
+        self.packs = self._connections is not None
         #: Senders and connections in use by the door (the caller's lone command, lanes, readers).
         self._busy = 0
         self._starting = False
@@ -361,13 +363,20 @@ class Store:
         #: The slots of the task bodies that share the client (see ``_slots``).
         self.bodies = BodySlots(capacity(client, lanes))
         #: The runs' first lock renewals, by when they are due: one loop timer per slot
-        #: (``_task._first_renewal``).
+        #: (``_task._Lease``).
         self.renewals: dict[tuple[float, int], set[Any]] = {}
 
     # -- the library's operations ------------------------------------------------
 
     async def acquire(
-        self, keys: TaskKeys, token: str, ttl_ms: int, *, check_success: bool, retention_ms: int = 0
+        self,
+        keys: TaskKeys,
+        token: str,
+        ttl_ms: int,
+        *,
+        check_success: bool,
+        retention_ms: int = 0,
+        packed: bytes | None = None,
     ) -> Acquired | Completed | Held | Paused:
         """Check the marker and the task's pause and take the lock, atomically, in one round trip.
 
@@ -380,12 +389,14 @@ class Store:
         written, the lock is given back before the error propagates; if the
         caller is cancelled after that, the door reads the reply and gives the
         lock back if it was taken. An interrupted acquire leaves nothing behind.
+
+        :param packed: the request, already packed by the caller (``_records.RunForms``); used
+            where the door writes requests itself (:attr:`packs`).
         """
-        packed = (
-            acquire_request(ACQUIRE.sha, keys, token, ttl_ms, check_success, retention_ms)
-            if self._connections is not None
-            else None
-        )
+        if self._connections is None:
+            packed = None
+        elif packed is None:
+            packed = acquire_request(ACQUIRE.sha, keys, token, ttl_ms, check_success, retention_ms)
         op = _Op(
             ACQUIRE,
             # Packed, the arguments are needed only if it is sent again as EVAL (NOSCRIPT).
@@ -413,19 +424,29 @@ class Store:
         return Held(_text(reply[1]) if reply[1] is not None else "", int(reply[2]))
 
     async def finish(
-        self, keys: TaskKeys, token: str, success_ttl: int, outcome: Outcome | None = None
+        self,
+        keys: TaskKeys,
+        token: str,
+        success_ttl: int,
+        outcome: Outcome | None = None,
+        *,
+        packed: bytes | None = None,
     ) -> bool:
         """Record success and release, in one step; False if the lock was no longer ours.
 
         ``outcome`` (a success) goes into the run's record; if the lock was
         lost the record says ``failed``, ``lock_lost`` instead.
+
+        :param packed: the request, already packed by the caller, for an outcome without texts
+            (nothing to remove a password from); see :meth:`acquire`.
         """
-        outcome = self._scrubbed(outcome)
-        packed = (
-            finish_request(FINISH.sha, keys, token, success_ttl, SUCCESS_MARKER, outcome)
-            if self._connections is not None
-            else None
-        )
+        if packed is None or self._connections is None:
+            outcome = self._scrubbed(outcome)
+            packed = (
+                finish_request(FINISH.sha, keys, token, success_ttl, SUCCESS_MARKER, outcome)
+                if self._connections is not None
+                else None
+            )
         args = functools.partial(finish_args, keys, token, success_ttl, SUCCESS_MARKER, outcome)
         # (The trailer makes its own arguments: one that reached the op would be a reference cycle,
         # left to the garbage collector once per run.)

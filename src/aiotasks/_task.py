@@ -58,12 +58,12 @@ import anyio.to_thread
 from . import _metrics
 from ._boilerplate import check_success_ttl, new_result, new_task_id, ttl_ms
 from ._cancel import shielded
-from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, Reason, Status
+from ._constants import REDIS_LOCK_TIMEOUT, REDIS_SUCCESS_TTL, SUCCESS_MARKER, Reason, Status
 from ._context import report_run, resolve
 from ._errors import InvalidConfig, RedisUnavailable, TaskError
 from ._hooks import has_hooks, observe_result, report
 from ._keys import TaskKeys, cancel_key, check_task_name, is_slot_key, parse_run_key, task_keys
-from ._records import CANCELLED_BY, Outcome, retention_ms
+from ._records import CANCELLED_BY, Outcome, RunForms, retention_ms
 from ._store import Acquired, AnyRedis, Store, skip_reason
 
 __all__ = [
@@ -82,6 +82,8 @@ __all__ = [
 
 logger = logging.getLogger("aiotasks.task")
 
+#: The kinds of run a task keeps request formats for (a few namespaces, dates and slots).
+_MAX_FORMS: Final = 64
 #: The longest pause between two retries, whatever the backoff says.
 MAX_RETRY_DELAY: Final = 60.0
 # The result dict's values a run writes every time, read once (an enum member's ``.value``
@@ -193,11 +195,31 @@ class _Lease:
 
     No task exists between renewals: a timer creates one when a renewal is
     due, so a run shorter than ``lock_timeout / 3`` costs nothing here.
+    Nearly every run ends long before its first renewal is due, so a timer of
+    its own (pushed on the loop's heap, then cancelled) would cost the run more
+    than the rest of its lease: the first renewals of the runs of one client
+    due within ``lock_timeout / 3 * _EARLY`` of each other share one loop
+    timer, which fires at the start of that stretch (early is safe: a renewal
+    resets the TTL to ``lock_timeout``, never adds to it). The lease itself is
+    that timer's entry.
 
     Each renewal also reads the run's cancel-request key (same script, same
     round trip): a request found there stops the lease and cancels the body as
     a lost lock does, with :attr:`Run.cancelled_by` set so the run tells the two apart.
     """
+
+    __slots__ = (
+        "_deadline",
+        "_on_lost",
+        "_renewal",
+        "_run",
+        "_slot",
+        "_stopped",
+        "_store",
+        "_timer",
+        "_ttl_ms",
+        "_valid_until",
+    )
 
     def __init__(
         self, store: Store, run: Run, ttl: int, on_lost: Callable[[], object], *, since: float
@@ -205,35 +227,45 @@ class _Lease:
         self._store = store
         self._run = run
         self._ttl_ms = ttl
-        self._interval = ttl / 3000
         self._on_lost = on_lost
         loop = store.loop
-        self._loop = loop
+        interval = ttl / 3000
         # The lock is surely valid for its TTL from when the acquire was sent (Redis may have run
         # it at once), not from its reply.
-        self._valid_until = since + ttl / 1000
-        self._timer: asyncio.TimerHandle | _Due | None = _first_renewal(store, self._interval, self._due)
+        self._valid_until = valid_until = since + ttl / 1000
+        now = loop.time()
+        width = interval * _EARLY
+        key = (width, math.floor((now + interval) / width))
+        slot = store.renewals.get(key)
+        if slot is None:
+            slot = store.renewals[key] = set()
+            loop.call_at(key[1] * width, _renew_slot, store.renewals, key)
+        slot.add(self)
+        #: The shared first-renewal timer's set this lease is in, until it fires or the lease stops.
+        self._slot: set[_Lease] | None = slot
+        self._timer: asyncio.TimerHandle | None = None
         # Until the first renewal is due the lock is certainly valid, so no deadline timer yet,
         # unless the acquire's reply took so long that the lock may run out before then.
         self._deadline: asyncio.TimerHandle | None = (
-            loop.call_at(self._valid_until, self._expired)
-            if loop.time() + self._interval >= self._valid_until
-            else None
+            loop.call_at(valid_until, self._expired) if now + interval >= valid_until else None
         )
         self._renewal: asyncio.Task[None] | None = None
         self._stopped = False
 
     def _due(self) -> None:
-        self._timer = None
+        self._timer = self._slot = None
+        loop = self._store.loop
         if self._deadline is None:
-            self._deadline = self._loop.call_at(self._valid_until, self._expired)
-        self._renewal = self._loop.create_task(self._renew())
+            self._deadline = loop.call_at(self._valid_until, self._expired)
+        self._renewal = loop.create_task(self._renew())
 
     def _expired(self) -> None:
         self._lose("could not renew the lock before its TTL ran out")
 
     async def _renew(self) -> None:
-        sent = self._loop.time()
+        loop = self._store.loop
+        interval = self._ttl_ms / 3000
+        sent = loop.time()
         try:
             # The cancel key is derived here, not per run: a run shorter than one interval never needs it.
             held = await self._store.renew(
@@ -242,7 +274,7 @@ class _Lease:
         except Exception as exc:  # RedisUnavailable, or anything unexpected: try again
             if not self._stopped:
                 logger.warning("%s: lock renewal failed, retrying: %s", self._run, exc)
-                self._timer = self._loop.call_later(min(1.0, self._interval), self._due)
+                self._timer = loop.call_later(min(1.0, interval), self._due)
             return
         if self._stopped:
             return
@@ -255,8 +287,8 @@ class _Lease:
             return
         if self._deadline is not None:
             self._deadline.cancel()
-        self._deadline = self._loop.call_at(self._valid_until, self._expired)
-        self._timer = self._loop.call_later(self._interval, self._due)
+        self._deadline = loop.call_at(self._valid_until, self._expired)
+        self._timer = loop.call_later(interval, self._due)
 
     @property
     def valid_until(self) -> float:
@@ -287,6 +319,9 @@ class _Lease:
 
     def stop(self) -> None:
         self._stopped = True
+        if self._slot is not None:
+            self._slot.discard(self)
+            self._slot = None
         if self._timer is not None:
             self._timer.cancel()
         if self._deadline is not None:
@@ -300,46 +335,9 @@ class _Lease:
 _EARLY: Final = 1 / 16
 
 
-class _Due:
-    """A lease's first renewal, in a slot of runs due at about the same time (:func:`_first_renewal`)."""
-
-    __slots__ = ("callback", "slot")
-
-    def __init__(self, callback: Callable[[], object], slot: set[_Due]) -> None:
-        self.callback: Callable[[], object] | None = callback
-        self.slot = slot
-
-    def cancel(self) -> None:
-        # Forget the callback too, as a TimerHandle does: it is the lease's, which holds this.
-        self.slot.discard(self)
-        self.callback = None
-
-
-def _first_renewal(store: Store, delay: float, callback: Callable[[], object]) -> _Due:
-    """Call ``callback`` ``delay`` seconds from now, or up to ``delay * _EARLY`` sooner.
-
-    Nearly every run ends long before its first renewal is due, so a timer of
-    its own (pushed on the loop's heap, then cancelled) would cost the run more
-    than the rest of its lease. Runs due within the same ``delay * _EARLY``
-    share one timer instead, which fires at the start of that stretch (early is
-    safe: a renewal resets the TTL to ``lock_timeout``, never adds to it).
-    """
-    width = delay * _EARLY
-    index = math.floor((store.loop.time() + delay) / width)
-    key = (width, index)
-    slot = store.renewals.get(key)
-    if slot is None:
-        slot = store.renewals[key] = set()
-        store.loop.call_at(index * width, _renew_slot, store.renewals, key)
-    due = _Due(callback, slot)
-    slot.add(due)
-    return due
-
-
-def _renew_slot(renewals: dict[tuple[float, int], set[_Due]], key: tuple[float, int]) -> None:
-    for due in list(renewals.pop(key)):
-        if due.callback is not None:
-            due.callback()
+def _renew_slot(renewals: dict[tuple[float, int], set[_Lease]], key: tuple[float, int]) -> None:
+    for lease in list(renewals.pop(key)):
+        lease._due()
 
 
 class Task:
@@ -391,9 +389,21 @@ class Task:
             getattr(body, "__call__", None)  # noqa: B004  (an object with an async __call__)
         )
         functools.update_wrapper(self, body)
+        #: Per kind of run (namespace, Cluster, key's length in bytes, marker checked, retention): its forms.
+        self._forms: dict[tuple[str | None, bool, int, bool, int], RunForms] = {}
 
     def __repr__(self) -> str:
         return f"<Task {self.name}{' (recurring)' if self.recurring else ''}>"
+
+    def _new_forms(self, shape: tuple[str | None, bool, int, bool, int], date: str) -> RunForms:
+        """The keys and request formats of the runs of one ``shape`` (see :meth:`__call__`)."""
+        namespace, cluster, _, check, keep = shape
+        keys = task_keys(self.name, date, namespace=namespace, cluster=cluster)
+        forms = RunForms(keys, date, self._lock_ms, check, keep, self.success_ttl, SUCCESS_MARKER)
+        if len(self._forms) >= _MAX_FORMS:
+            self._forms.clear()
+        self._forms[shape] = forms
+        return forms
 
     async def __call__(
         self, date_string: str | dt.date | None = None, *, redis: AnyRedis | None = None
@@ -413,15 +423,26 @@ class Task:
         # checked and written), so replicas that fire a slot late don't repeat it.
         once = not self.recurring or is_slot_key(date)
         store, namespace, force = resolve(redis)
-        keys = task_keys(self.name, date, namespace=namespace, cluster=store.cluster)
-        task_id = new_task_id()
-        result = new_result(self.name, date, task_id)
         keep = retention_ms(self.retention)
+        check = once and not force
+        task_id = new_task_id()
+        forms: RunForms | None = None
+        if store.packs:
+            # The keys and requests come from formats made once per kind of run.
+            day, token = date.encode(), task_id.encode()
+            shape = (namespace, store.cluster, len(day), check, keep)
+            forms = self._forms.get(shape) or self._new_forms(shape, date)
+            keys = TaskKeys(forms.lock + date, forms.success + date)
+            packed = forms.acquire(day, token, keep)
+        else:
+            keys = task_keys(self.name, date, namespace=namespace, cluster=store.cluster)
+            packed = None
+        result = new_result(self.name, date, task_id)
         report_run(self.name, keys, task_id, result)
         sent = store.loop.time()
         try:
             outcome = await store.acquire(
-                keys, task_id, self._lock_ms, check_success=once and not force, retention_ms=keep
+                keys, task_id, self._lock_ms, check_success=check, retention_ms=keep, packed=packed
             )
         except RedisUnavailable as exc:
             _fail(result, str(exc), Reason.REDIS_UNAVAILABLE)
@@ -445,10 +466,15 @@ class Task:
             error = await self._attempts(store, run, sent)
             if error is None:
                 if tracked:
-                    ending = Outcome.of(
-                        result, keep, status=Status.SUCCESS, started=began, seconds=time.monotonic() - started
-                    )
-                error = await self._finish(store, run, keys, once, ending)
+                    ending = Outcome.succeeded(result, keep, began, time.monotonic() - started)
+                error = await self._finish(
+                    store,
+                    run,
+                    keys,
+                    once,
+                    ending,
+                    None if forms is None else forms.finish(day, token, ending),
+                )
                 if error is not None and tracked:  # the lock was lost: the record says so too
                     ending = Outcome.of(result, keep)
             else:
@@ -564,14 +590,23 @@ class Task:
             await run_in_thread(self._body, run, on_cancel=run._request_stop)
 
     async def _finish(
-        self, store: Store, run: Run, keys: TaskKeys, once: bool, success: Outcome | None
+        self,
+        store: Store,
+        run: Run,
+        keys: TaskKeys,
+        once: bool,
+        success: Outcome | None,
+        packed: bytes | None,
     ) -> BaseException | None:
-        """Record success (marker and release in one step, or release only for a recurring date run)."""
+        """Record success (marker and release in one step, or release only for a recurring date run).
+
+        :param packed: the FINISH request, packed (see ``_records.RunForms``), or None.
+        """
         try:
             if not once:
                 held = await store.release(keys.lock, run.task_id, success)
             else:
-                held = await store.finish(keys, run.task_id, self.success_ttl, success)
+                held = await store.finish(keys, run.task_id, self.success_ttl, success, packed=packed)
         except RedisUnavailable as exc:
             _fail(run.result, f"could not record the run's end: {exc}", Reason.REDIS_UNAVAILABLE)
             return exc
