@@ -50,6 +50,10 @@ _PAIRS: Final = [
 ]
 
 
+#: ``Status.PENDING.value``, read once: an enum member's ``.value`` is two Python calls.
+_PENDING: Final = Status.PENDING.value
+
+
 def new_task_id() -> str:
     """Eight random characters (40 bits, base32) identifying one run; also the lock's value.
 
@@ -67,7 +71,7 @@ def new_result(task_name: str, date: str, task_id: str | None) -> dict[str, Any]
         "task": task_name,
         "date": date,
         "task_id": task_id,
-        "status": Status.PENDING.value,
+        "status": _PENDING,
         "errors": [],
         "warnings": [],
         "reason": None,

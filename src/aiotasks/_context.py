@@ -117,7 +117,11 @@ def running_loop() -> asyncio.AbstractEventLoop:
 
 def store_of(client: AnyRedis) -> Store:
     """The door to ``client`` on the running loop, after checking that it is asyncio's."""
-    return store_for(client, running_loop())
+    try:
+        loop = asyncio.get_running_loop()  # (running_loop's test, without its frame: once per run)
+    except RuntimeError:
+        loop = running_loop()  # raises the error that says why
+    return store_for(client, loop)
 
 
 _default_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Settings, AnyRedis]] = (

@@ -103,7 +103,10 @@ class BodySlots:
         if token is NO_SLOT:
             return
         _holding.reset(token)
-        self._hand_over()
+        if self._waiters:
+            self._hand_over()
+        else:
+            self._taken -= 1  # (the slot is free: _hand_over's common case)
 
     def _hand_over(self) -> None:
         """A slot came free: the first waiter gets it, else it is free."""

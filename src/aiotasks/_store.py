@@ -663,16 +663,21 @@ class Store:
         command whose outcome matters after a cancellation, on clients whose
         replies redis-py reads (a lane, being the door's, reads them anyway).
         """
-        self._open(op)
+        # (_open, _enqueue and _start_lane's test written out: this runs twice per run.)
+        self._in_flight += 1
         if direct and not self._busy and not self._queue:
             self._busy += 1
             try:
                 await self._send([op], by_caller=True)
             finally:
                 self._busy -= 1
-                self._start_lane()
+                if self._queue:
+                    self._start_lane()
         else:
-            self._enqueue(op)
+            op.state = _QUEUED
+            self._queue.append(op)
+            if self._busy < self._lanes and not self._starting:
+                self._start_lane()
         if op.abandoned:
             return None  # given to the door, which reads the outcome
         if op.state != _DONE:
@@ -697,7 +702,7 @@ class Store:
             self._close(op, None)  # never sent: nothing to learn
 
     def _open(self, op: _Op) -> None:
-        self._in_flight += 1
+        self._in_flight += 1  # (written out in _run)
 
     def _close(self, op: _Op, outcome: Any) -> None:
         """``op``'s outcome is known (or it was dropped unsent): deliver it, once."""

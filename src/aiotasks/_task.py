@@ -494,7 +494,9 @@ class Task:
                 observe_result(self.name, result, time.monotonic() - started)
             raise
         elapsed = time.monotonic() - started
-        if ending is not None:
+        if error is None and not has_hooks():  # what report() would count, without its coroutine
+            _metrics.observe_run(self.name, _SUCCESS, elapsed)
+        elif ending is not None:
             await report(run, ending, began, elapsed)
         else:
             observe_result(self.name, result, elapsed)
