@@ -561,7 +561,10 @@ class Task:
         started = time.monotonic()
         try:
             if limit is None:
-                await self._run_body(run)
+                if self._is_async:  # _run_body's, written out: a coroutine less per run
+                    await self._body(run)  # type: ignore[misc]
+                else:
+                    await self._run_body(run)
             else:
                 async with limit:
                     await self._run_body(run)
