@@ -114,6 +114,7 @@ import contextlib
 import functools
 import logging
 import random
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -336,6 +337,13 @@ class Store:
         self.cluster = isinstance(client, RedisCluster)
         self.server = wire.describe(client)
         self.loop = asyncio.get_running_loop()
+        #: ``loop.time``: asyncio's own is ``time.monotonic`` behind a Python method, which a run
+        #: would call twice; that C function is used directly then (uvloop keeps its own clock).
+        self.clock: Callable[[], float] = (
+            time.monotonic
+            if getattr(self.loop.time, "__func__", None) is asyncio.BaseEventLoop.time
+            else self.loop.time
+        )
         self._lanes = lanes
         # Plain clients are driven at connection level, which bypasses their own
         # retries; cluster and single-connection clients (and fakeredis) go

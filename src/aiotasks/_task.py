@@ -233,7 +233,7 @@ class _Lease:
         # The lock is surely valid for its TTL from when the acquire was sent (Redis may have run
         # it at once), not from its reply.
         self._valid_until = valid_until = since + ttl / 1000
-        now = loop.time()
+        now = store.clock()
         width = interval * _EARLY
         key = (width, math.floor((now + interval) / width))
         slot = store.renewals.get(key)
@@ -439,7 +439,7 @@ class Task:
             packed = None
         result = new_result(self.name, date, task_id)
         report_run(self.name, keys, task_id, result)
-        sent = store.loop.time()
+        sent = store.clock()
         try:
             outcome = await store.acquire(
                 keys, task_id, self._lock_ms, check_success=check, retention_ms=keep, packed=packed
