@@ -30,6 +30,16 @@ targets are read off the table at the end.
 ``python -m benchmarks.cpu --workers 32 --repeat 9``  one concurrency, more passes
 ``python -m benchmarks.cpu --profile 32``         also cProfile aiotasks' run path at 32 coroutines
 ``python -m benchmarks.cpu --loop uvloop``        the same on uvloop (when installed)
+
+When ``redis-benchmark`` is on the PATH, the run ends with what it measures
+for the same two scripts, pipelined (``-P 32``, 50 connections), on the same
+server: each script's requests per second, sent with the arguments aiotasks
+sends (its dates ``__rand_int__``: every acquire takes a fresh lock and
+starts a fresh record), and the runs per second the two make together (one
+of each per run). Each ``__rand_int__`` is drawn on its own, so a finish never
+finds the lock its acquire took: it takes the script's cheaper lock-lost path,
+and the rate is an upper bound on what the server could do for real runs.
+Issue 22 asks aiotasks at 1,000 coroutines for half of it.
 """
 
 from __future__ import annotations
@@ -37,19 +47,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import csv
 import io
 import json
 import pstats
 import random
+import shutil
 import statistics
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from tests.servers import RedisServer
 
 import aiotasks
+from aiotasks._keys import task_keys
+from aiotasks._records import Outcome, acquire_args, finish_args, retention_ms
 from aiotasks._scripts import ACQUIRE, FINISH, RELEASE
 from aiotasks._store import store_for
 from benchmarks.lock_contention import Tally, attempt_floor, attempt_seed, dates, decorated
@@ -206,7 +222,62 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
                 rows.append(row)
         for workers in [int(w) for w in args.profile.split(",")] if args.profile else []:
             profiles[str(workers)] = profile(args, server.url, workers)
-    return {"rows": rows, "targets": targets(rows), "profiles": profiles}
+        # Last: its millions of keys would slow the passes above.
+        pipelined = redis_benchmark(server.port, 20_000 if args.smoke else 400_000)
+    return {
+        "rows": rows,
+        "targets": targets(rows, pipelined),
+        "profiles": profiles,
+        "redis_benchmark": pipelined,
+    }
+
+
+#: The placeholder redis-benchmark replaces with a random 12-digit number (``-r``), each on its own.
+RANDOM = "__rand_int__"
+
+
+def script_requests() -> dict[str, list[str]]:
+    """The ACQUIRE and FINISH requests of a run with records, as aiotasks sends them, with
+    redis-benchmark's placeholder where the date goes."""
+    date = "20990101"
+    keys = task_keys("rbench", date, namespace=None, cluster=False)
+    retention = retention_ms()
+    outcome = Outcome(retention_ms=retention, status="success", ended=4_000_000_000_000, fresh=True)
+    found = {
+        "acquire": ["EVALSHA", ACQUIRE.sha, *acquire_args(keys, "abcdefgh", 300_000, True, retention)],
+        "finish": ["EVALSHA", FINISH.sha, *finish_args(keys, "abcdefgh", 86_400, "completed", outcome)],
+    }
+
+    def text(arg: object) -> str:
+        return (arg.decode() if isinstance(arg, bytes) else str(arg)).replace(date, RANDOM)
+
+    return {name: [text(arg) for arg in request] for name, request in found.items()}
+
+
+def redis_benchmark(port: int, requests: int) -> dict[str, Any] | None:
+    """redis-benchmark's requests/s for each of the two scripts, pipelined, and the runs/s the two
+    make together; None without redis-benchmark."""
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        return None
+    found: dict[str, Any] = {"pipeline": 32, "connections": 50, "requests": requests}
+    admin = SyncRedis(host="127.0.0.1", port=port)
+    admin.config_resetstat()
+    for name, request in script_requests().items():
+        command = [binary, "-h", "127.0.0.1", "-p", str(port), "-n", str(requests), "-c", "50", "-P", "32"]
+        done = subprocess.run(
+            [*command, "-r", "1000000000", "--csv", *request], capture_output=True, text=True, check=True
+        )
+        # --csv: a header row, then one row per test: "test","rps",...
+        rows = list(csv.reader(done.stdout.strip().splitlines()))
+        found[f"{name}_per_s"] = round(float(rows[-1][1]))
+    # redis-benchmark counts an error reply as an answer: a script that failed would look fast.
+    calls = admin.info("commandstats")["cmdstat_evalsha"]
+    admin.close()
+    if calls["calls"] != 2 * requests or calls["failed_calls"] or calls["rejected_calls"]:
+        raise RuntimeError(f"redis-benchmark's scripts did not all run: {calls}")
+    found["runs_s"] = round(1 / (1 / found["acquire_per_s"] + 1 / found["finish_per_s"]))
+    return found
 
 
 def profile(args: argparse.Namespace, url: str, workers: int) -> str:
@@ -221,8 +292,8 @@ def profile(args: argparse.Namespace, url: str, workers: int) -> str:
     return out.getvalue()
 
 
-def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Issue 22's targets, read off the rows."""
+def targets(rows: list[dict[str, Any]], pipelined: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Issue 22's targets, read off the rows (and redis-benchmark's runs/s, when it ran)."""
 
     def get(workers: int, contender: str, column: str) -> Any:
         return next(
@@ -239,6 +310,11 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "records_x_norecords_w1 (>= 0.9)": get(1, "aiotasks", "x_norecords"),
         "records_x_norecords_w32 (>= 0.9)": get(32, "aiotasks", "x_norecords"),
         "requests_per_run (2)": get(32, "aiotasks", "requests"),
+        "x_redis_benchmark_w1000 (>= 0.5)": (
+            round(get(1000, "aiotasks", "runs_s") / pipelined["runs_s"], 2)
+            if pipelined and get(1000, "aiotasks", "runs_s")
+            else None
+        ),
     }
 
 
@@ -304,6 +380,14 @@ def render(result: dict[str, Any]) -> str:
         if row.get("redis_by_command"):
             spent = ", ".join(f"{name} {usec}" for name, usec in row["redis_by_command"].items())
             text += f"\n\nRedis usec per run by command, {row['contender']} at {row['workers']}: {spent}"
+    pipelined = result.get("redis_benchmark")
+    if pipelined:
+        text += (
+            f"\n\nredis-benchmark, the two scripts pipelined (-P {pipelined['pipeline']}, "
+            f"{pipelined['connections']} connections, {pipelined['requests']} each): "
+            f"ACQUIRE {pipelined['acquire_per_s']}/s, FINISH {pipelined['finish_per_s']}/s "
+            f"(its lock-lost path), together {pipelined['runs_s']} runs/s"
+        )
     for workers, found in result["profiles"].items():
         text += f"\n\nProfile, aiotasks at {workers} coroutines:\n{found}"
     return text

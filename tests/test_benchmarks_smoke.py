@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,11 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
     requests = {row["contender"]: row["requests"] for row in cpu["rows"]}
     assert requests == {"aiotasks": 2.0, "norecords": 2.0, "seed": 4.0, "floor": 2.0}, cpu["rows"]
     assert all(row["redis_us"] > 0 for row in cpu["rows"] if row["contender"] != "floor")
+    # redis-benchmark (Debian's redis-tools, beside redis-server) sent both scripts, none failing.
+    if shutil.which("redis-benchmark"):
+        pipelined = cpu["redis_benchmark"]
+        assert pipelined["acquire_per_s"] > 0 < pipelined["finish_per_s"], pipelined
+        assert cpu["targets"]["x_redis_benchmark_w1000 (>= 0.5)"] is None  # smoke: no 1000 row
     chain = results["benchmarks"][4]["result"]
     assert {row["shape"] for row in chain["overhead"]} == {"wide", "deep", "random"}
     assert chain["makespan"]
