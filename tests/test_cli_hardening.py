@@ -453,6 +453,13 @@ def test_socket_timeout_must_be_a_positive_finite_number(value: str) -> None:
     assert_one_error_line(done, 2, "AIOTASKS_SOCKET_TIMEOUT" if value == "soon" else "socket_timeout")
 
 
+@pytest.mark.parametrize("command", ["run", "status"])
+def test_a_bad_retention_is_refused_before_anything_runs(command: str) -> None:
+    """Regression: AIOTASKS_RETENTION=abc let `run` start and fail every task with InvalidConfig."""
+    done = cli(command, f"{CHAINS}:chain", env=child_env(AIOTASKS_RETENTION="abc"))
+    assert_one_error_line(done, 2, "AIOTASKS_RETENTION", "'abc'")
+
+
 def test_an_empty_namespace_option_is_refused(redis_url: str, sync_redis: redis.Redis) -> None:
     """Regression: --namespace= was silently ignored (keys went to the default namespace)."""
     done = cli(*with_redis(redis_url, "run", f"{CHAINS}:chain", "--date", DATE, "--namespace="))

@@ -73,7 +73,7 @@ from ._errors import AioTasksError, InvalidChain, InvalidInput, RedisAuthError, 
 from ._keys import TaskKeys, date_range, parse_date, parse_run_key, schedule_keys, task_keys
 from ._metrics import exposition, serve_metrics
 from ._reading import newest_first, read_status
-from ._records import HOST, Cell, TaskSummary, read_runs
+from ._records import HOST, Cell, TaskSummary, read_runs, retention_ms
 from ._schedule import Schedule
 from ._scheduler import Scheduler
 from ._store import AnyRedis, LockState, store_for
@@ -462,6 +462,9 @@ def _import_target(target: str) -> Any:
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
+    # The library reads AIOTASKS_RETENTION when a run writes its record (so each run would fail
+    # on a bad one); the command line refuses it with the other settings, before anything is sent.
+    retention_ms()
     changes: dict[str, Any] = {}
     if args.redis_url is not None:
         changes["redis_url"] = args.redis_url
