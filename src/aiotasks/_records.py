@@ -931,19 +931,20 @@ class Cell:
         return cell
 
 
-def decode_cell(task: str, date: str, reply: Sequence[Any]) -> Cell:
-    """A grid cell from the GRID script's reply for one date.
+def decode_cell(task: str, date: str, reply: Sequence[Any], at: int = 0) -> Cell:
+    """A grid cell from the GRID script's reply for one date: its 7 entries from ``reply[at]``.
 
     The lock wins (``running``), then the marker (``completed``: markers are
     written by success only, also by hand in seed-style code), then the latest
-    run's record (a recurring task shows its last run), else ``pending``.
+    run's record (a recurring task shows its last run), else ``pending``. The
+    script leaves the marker unread where it can't change the cell (a holder, or
+    a latest run that succeeded), and the counters out unless they name who
+    triggered or cancelled the run: a cell's run has no other counters.
     """
-    exists, holder, pttl = int(reply[0]), _text(reply[1]), int(reply[2])
-    token = _text(reply[3]) if len(reply) > 3 else None
+    exists, holder, pttl, token = reply[at], _text(reply[at + 1]), int(reply[at + 2]), _text(reply[at + 3])
     run = None
     if token is not None:
-        start, outcome, counters = [*reply[4:7], None, None, None][:3]
-        run = decode_record(task, date, token, start, outcome, counters, holder)
+        run = decode_record(task, date, token, reply[at + 4], reply[at + 5], reply[at + 6], holder)
     if holder is not None:
         mine = run if run is not None and run.task_id == holder else None
         return Cell(CellState.RUNNING, holder=holder, ttl_ms=pttl, run=mine)
@@ -986,18 +987,19 @@ async def read_grid(
     store: Store, tasks: Sequence[str], dates: Sequence[str], *, namespace: str | None
 ) -> dict[str, dict[str, Cell]]:
     """Every (task, date) cell: one GRID script per task, sent together (one coalesced batch)."""
+    if not dates:
+        return {task: {} for task in tasks}
 
-    def keys_of(task: str) -> list[str]:
-        keys: list[str] = []
-        for date in dates:
-            lock, success = task_keys(task, date, namespace=namespace, cluster=store.cluster)
-            found = record_keys(lock)
-            keys += [lock, success, found.state if found else lock]
-        return keys
+    def prefixes_of(task: str) -> tuple[str, str, str]:
+        # A key prefix is a key built with an empty date: ``lock:T:``, ``success:T:``, ``run:T:``.
+        lock, success = task_keys(task, "", namespace=namespace, cluster=store.cluster)
+        found = task_record_keys(task, namespace=namespace, cluster=store.cluster)
+        return lock, success, found.records if found else lock
 
-    replies = await asyncio.gather(*(store.read_grid(keys_of(task)) for task in tasks))
+    replies = await asyncio.gather(*(store.read_grid(prefixes_of(task), dates) for task in tasks))
+    starts = range(0, 7 * len(dates), 7)
     return {
-        task: {date: decode_cell(task, date, cell) for date, cell in zip(dates, reply, strict=True)}
+        task: {date: decode_cell(task, date, reply, at) for at, date in zip(starts, dates, strict=True)}
         for task, reply in zip(tasks, replies, strict=True)
     }
 
