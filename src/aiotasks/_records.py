@@ -883,6 +883,16 @@ def _int(value: Any) -> int | None:
         return None
 
 
+def _number(text: str | None) -> int | None:
+    """:func:`_int` of a field already text (a record's parts): a grid decodes 5 per cell."""
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def decode_record(
     task: str, date: str, token: str, start: Any, outcome: Any, counters: Any, holder: Any
 ) -> RunRecord | None:
@@ -916,12 +926,12 @@ def decode_record(
         task_id=token,
         status=status,
         reason=reason or None,
-        fence=_int(fence) or 0,
+        fence=_number(fence) or 0,
         host=host,
-        pid=_int(pid) or 0,
-        started=_int(began),
-        ended=_int(ended),
-        attempts=_int(attempts),
+        pid=_number(pid) or 0,
+        started=_number(began),
+        ended=_number(ended),
+        attempts=_number(attempts),
         error=error or None,
         counters=loaded if isinstance(loaded, dict) else {},
     )
