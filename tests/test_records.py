@@ -23,8 +23,10 @@ from aiotasks._keys import TaskKeys, paused_key, task_keys
 from aiotasks._records import (
     Outcome,
     RunRecord,
+    _iso_of,
     acquire_args,
     finish_args,
+    iso,
     read_grid,
     read_runs,
     record_keys,
@@ -275,6 +277,65 @@ async def test_fence_grows_across_processes(redis_url: str, redis_client: Redis)
         await here(DATE, redis=redis_client)
     assert fences == sorted(set(fences))
     assert len(fences) == 4
+
+
+async def test_grid_cells_from_hand_written_records(redis_client: Redis) -> None:
+    """Each rule of a cell's state, on records written by hand: the GRID script skips the marker
+    only where it can't change the cell, and sends the counters only when they name who
+    triggered or cancelled the run."""
+    days = [f"202611{day:02d}" for day in range(1, 10)]
+    commands: list[tuple[str, ...]] = [
+        ("SET", f"success:hand:{days[0]}", "1"),  # a marker, no record
+        ("SET", f"success:hand:{days[1]}", "1"),  # a marker and a failed latest run
+        ("HSET", f"run:hand:{days[1]}", "a", "1|1000|7|h", "a:o", "2000|failed|error|1|boom", "l", "a"),
+        ("SET", f"success:hand:{days[2]}", "1"),  # a marker and a success whose start expired
+        ("HSET", f"run:hand:{days[2]}", "b:o", "2000|success||1|", "l", "b"),
+        ("HSET", f"run:hand:{days[3]}", "c:o", "2000|success||1|", "l", "c"),  # the same, no marker
+        ("SET", f"success:hand:{days[4]}", "1"),  # a marker and the lock held: running
+        ("SET", f"lock:hand:{days[4]}", "d"),
+        ("HSET", f"run:hand:{days[4]}", "d", "1|1000|7|h", "l", "d"),
+        ("HSET", f"run:hand:{days[5]}", "e", "1|1000|7|h", "e:o", "2000|success||1|", "l", "e"),
+        ("HSET", f"run:hand:{days[5]}", "e:c", '{"triggered_by": "ops:1", "rows": 3}'),
+        ("HSET", f"run:hand:{days[6]}", "f", "1|1000|7|h", "f:o", "2000|success||1|", "l", "f"),
+        ("HSET", f"run:hand:{days[6]}", "f:c", '{"rows": 3}'),
+        ("HSET", f"run:hand:{days[7]}", "g", "1|1000|7|h", "g:o", "2000|failed|cancelled|1|x", "l", "g"),
+        ("HSET", f"run:hand:{days[7]}", "g:c", '{"cancelled_by": "ops:2"}'),
+    ]
+    for kind, key, *values in commands:
+        if kind == "SET":
+            await redis_client.set(key, values[0])
+        else:
+            await redis_client.hset(key, mapping=dict(zip(values[::2], values[1::2], strict=True)))
+    cells = (await read_grid(store_for(redis_client), ["hand"], days, namespace=None))["hand"]
+    assert [cells[day].state.value for day in days] == [
+        "completed",
+        "completed",
+        "completed",
+        "pending",
+        "running",
+        "completed",
+        "completed",
+        "failed",
+        "pending",
+    ]
+    assert [cells[day].run is None for day in days[:4]] == [True, True, True, True]
+    running, untold = cells[days[4]].run, cells[days[6]].run
+    assert running is not None
+    assert running.status == "running"
+    assert cells[days[5]].to_json()["triggered_by"] == "ops:1"
+    assert untold is not None
+    assert untold.counters == {}  # not sent: a cell shows none
+    assert cells[days[7]].to_json()["cancelled_by"] == "ops:2"
+    assert await read_grid(store_for(redis_client), ["hand"], [], namespace=None) == {"hand": {}}
+
+
+def test_iso_is_datetime_s_text() -> None:
+    """The fast formatter's text is ``datetime``'s, across days, the epoch and its range's ends."""
+    day = 86_400_000
+    for ms in (0, 1, -1, 999, day - 1, day, -day, -day - 1, 1_735_700_000_123, 2**32 * 1000 - 1):
+        assert iso(ms) == _iso_of(ms), ms
+    assert iso(2**32 * 1000 + 5) == _iso_of(2**32 * 1000 + 5)
+    assert iso(None) is None
 
 
 async def test_a_killed_worker_shows_abandoned(redis_url: str, redis_client: Redis) -> None:

@@ -193,6 +193,7 @@ async def test_an_error_holding_html_is_shown_as_text_on_every_page(redis_client
         assert "<b>bold" not in text, path
     assert ESCAPED in pages[f"/runs?task=report&key={D1}"]
     assert html.escape("<script>alert(") in pages["/history"]
+    assert html.escape("<script>alert(") in pages[f"/grid?from={D1}&to={D1}"]  # the cell's tooltip
 
 
 async def test_read_only_offers_no_control_and_refuses_every_post(redis_client: Redis) -> None:

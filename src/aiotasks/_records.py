@@ -758,11 +758,43 @@ class CellState(StrEnum):
 
 
 def iso(ms: int | None) -> str | None:
-    """Milliseconds since the epoch as ISO 8601 UTC (``2026-11-25T02:00:01.250Z``)."""
+    """Milliseconds since the epoch as ISO 8601 UTC (``2026-11-25T02:00:01.250Z``).
+
+    A grid's JSON formats two per cell (9,000 for 50 tasks x 90 dates), so the date part is
+    built once per day (``_days``) and the time of day from tables: 0.25 µs rather than 1.3 µs.
+    The text is :func:`_iso_of`'s; outside 1834-2106 (``_FAST``) that one itself is used, since
+    its float division rounds some milliseconds down from about 2242 on.
+    """
     if ms is None:
         return None
+    if not -_FAST < ms < _FAST:
+        return _iso_of(ms)
+    day, rest = divmod(ms, _DAY_MS)
+    head = _days.get(day)
+    if head is None:
+        if len(_days) >= _MAX_DAYS:
+            _days.clear()
+        head = _days[day] = _iso_of(day * _DAY_MS)[:11]  # 'YYYY-MM-DDT'
+    seconds, milli = divmod(rest, 1000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return f"{head}{_TWO[hour]}:{_TWO[minute]}:{_TWO[second]}.{_MILLI[milli]}"
+
+
+def _iso_of(ms: int) -> str:
+    """:func:`iso` by ``datetime`` (the reference: the same text)."""
     moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_DAY_MS: Final = 86_400_000
+#: :func:`iso`'s fast range, in ms either side of the epoch (2**32 s: 1834 to 2106).
+_FAST: Final = 2**32 * 1000
+#: 'YYYY-MM-DDT' per day since the epoch (:func:`iso`); cleared when full.
+_days: dict[int, str] = {}
+_MAX_DAYS: Final = 4096
+_TWO: Final = tuple(f"{i:02d}" for i in range(60))
+_MILLI: Final = tuple(f"{i:03d}Z" for i in range(1000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -851,6 +883,16 @@ def _int(value: Any) -> int | None:
         return None
 
 
+def _number(text: str | None) -> int | None:
+    """:func:`_int` of a field already text (a record's parts): a grid decodes 5 per cell."""
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def decode_record(
     task: str, date: str, token: str, start: Any, outcome: Any, counters: Any, holder: Any
 ) -> RunRecord | None:
@@ -884,12 +926,12 @@ def decode_record(
         task_id=token,
         status=status,
         reason=reason or None,
-        fence=_int(fence) or 0,
+        fence=_number(fence) or 0,
         host=host,
-        pid=_int(pid) or 0,
-        started=_int(began),
-        ended=_int(ended),
-        attempts=_int(attempts),
+        pid=_number(pid) or 0,
+        started=_number(began),
+        ended=_number(ended),
+        attempts=_number(attempts),
         error=error or None,
         counters=loaded if isinstance(loaded, dict) else {},
     )
@@ -931,19 +973,20 @@ class Cell:
         return cell
 
 
-def decode_cell(task: str, date: str, reply: Sequence[Any]) -> Cell:
-    """A grid cell from the GRID script's reply for one date.
+def decode_cell(task: str, date: str, reply: Sequence[Any], at: int = 0) -> Cell:
+    """A grid cell from the GRID script's reply for one date: its 7 entries from ``reply[at]``.
 
     The lock wins (``running``), then the marker (``completed``: markers are
     written by success only, also by hand in seed-style code), then the latest
-    run's record (a recurring task shows its last run), else ``pending``.
+    run's record (a recurring task shows its last run), else ``pending``. The
+    script leaves the marker unread where it can't change the cell (a holder, or
+    a latest run that succeeded), and the counters out unless they name who
+    triggered or cancelled the run: a cell's run has no other counters.
     """
-    exists, holder, pttl = int(reply[0]), _text(reply[1]), int(reply[2])
-    token = _text(reply[3]) if len(reply) > 3 else None
+    exists, holder, pttl, token = reply[at], _text(reply[at + 1]), int(reply[at + 2]), _text(reply[at + 3])
     run = None
     if token is not None:
-        start, outcome, counters = [*reply[4:7], None, None, None][:3]
-        run = decode_record(task, date, token, start, outcome, counters, holder)
+        run = decode_record(task, date, token, reply[at + 4], reply[at + 5], reply[at + 6], holder)
     if holder is not None:
         mine = run if run is not None and run.task_id == holder else None
         return Cell(CellState.RUNNING, holder=holder, ttl_ms=pttl, run=mine)
@@ -986,18 +1029,19 @@ async def read_grid(
     store: Store, tasks: Sequence[str], dates: Sequence[str], *, namespace: str | None
 ) -> dict[str, dict[str, Cell]]:
     """Every (task, date) cell: one GRID script per task, sent together (one coalesced batch)."""
+    if not dates:
+        return {task: {} for task in tasks}
 
-    def keys_of(task: str) -> list[str]:
-        keys: list[str] = []
-        for date in dates:
-            lock, success = task_keys(task, date, namespace=namespace, cluster=store.cluster)
-            found = record_keys(lock)
-            keys += [lock, success, found.state if found else lock]
-        return keys
+    def prefixes_of(task: str) -> tuple[str, str, str]:
+        # A key prefix is a key built with an empty date: ``lock:T:``, ``success:T:``, ``run:T:``.
+        lock, success = task_keys(task, "", namespace=namespace, cluster=store.cluster)
+        found = task_record_keys(task, namespace=namespace, cluster=store.cluster)
+        return lock, success, found.records if found else lock
 
-    replies = await asyncio.gather(*(store.read_grid(keys_of(task)) for task in tasks))
+    replies = await asyncio.gather(*(store.read_grid(prefixes_of(task), dates) for task in tasks))
+    starts = range(0, 7 * len(dates), 7)
     return {
-        task: {date: decode_cell(task, date, cell) for date, cell in zip(dates, reply, strict=True)}
+        task: {date: decode_cell(task, date, reply, at) for at, date in zip(starts, dates, strict=True)}
         for task, reply in zip(tasks, replies, strict=True)
     }
 

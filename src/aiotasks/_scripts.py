@@ -422,23 +422,43 @@ return {redis.call('exists', KEYS[2]), redis.call('get', KEYS[1]), redis.call('p
 GRID: Final = Script(
     "grid",
     """
--- KEYS - for each date of one task, three keys: its lock, its success marker,
---        its runs hash (whose 'l' names the latest run's token)
--- return for each date {marker exists, lock holder, lock TTL ms, latest token,
---        that run's start, outcome and counters fields}
--- Read-only. One task per call (on a cluster its keys share one slot).
-local cells = {}
-for i = 1, #KEYS, 3 do
-    local holder = redis.call('get', KEYS[i])
-    local cell = {redis.call('exists', KEYS[i + 1]), holder, holder and redis.call('pttl', KEYS[i]) or -2}
-    local last = redis.call('hget', KEYS[i + 2], 'l')
+-- KEYS[1] - the first date's lock (routes the call to the task's slot on a cluster)
+-- ARGV[1], ARGV[2], ARGV[3] - the task's locks', markers' and runs hashes' key
+--           prefixes: a date's lock is ARGV[1] .. date (see _records)
+-- ARGV[4..] - the dates
+-- return per date, flat, 7 entries: marker exists, lock holder, lock TTL ms,
+--        latest token (the runs hash's 'l'), that run's start, outcome and
+--        counters fields (false where there is none)
+-- Read-only. One task per call (on a cluster its keys share one slot). The
+-- reader needs less than everything, so less is read and sent: the marker
+-- only when it can change the cell (no holder, and the latest run did not
+-- succeed: a success is shown completed with or without it), the counters
+-- only when they hold who triggered or cancelled the run.
+local locks, markers, records = ARGV[1], ARGV[2], ARGV[3]
+local out, n = {}, 0
+for i = 4, #ARGV do
+    local date = ARGV[i]
+    local holder = redis.call('get', locks .. date)
+    local pttl = holder and redis.call('pttl', locks .. date) or -2
+    local last = redis.call('hget', records .. date, 'l')
+    local start, outcome, counters = false, false, false
     if last then
-        local run = redis.call('hmget', KEYS[i + 2], last, last .. ':o', last .. ':c')
-        cell[4], cell[5], cell[6], cell[7] = last, run[1], run[2], run[3]
+        local run = redis.call('hmget', records .. date, last, last .. ':o', last .. ':c')
+        start, outcome, counters = run[1], run[2], run[3]
+        if counters and not (string.find(counters, 'triggered_by', 1, true)
+                or string.find(counters, 'cancelled_by', 1, true)) then
+            counters = false
+        end
     end
-    cells[#cells + 1] = cell
+    local exists = 0
+    if not holder and not (start and outcome and string.match(outcome, '^[^|]*|([^|]*)') == 'success') then
+        exists = redis.call('exists', markers .. date)
+    end
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = exists, holder, pttl, last
+    out[n + 5], out[n + 6], out[n + 7] = start, outcome, counters
+    n = n + 7
 end
-return cells
+return out
 """,
 )
 

@@ -528,9 +528,10 @@ class Store:
         exists, holder, pttl = await self._call(STATUS, 2, keys.lock, keys.success)
         return LockState(bool(exists), None if holder is None else _text(holder), int(pttl))
 
-    async def read_grid(self, keys: Sequence[str]) -> list[Any]:
-        """The GRID script's reply for one task's dates (lock, marker, state keys per date)."""
-        return list(await self._call(GRID, len(keys), *keys))
+    async def read_grid(self, prefixes: tuple[str, str, str], dates: Sequence[str]) -> list[Any]:
+        """The GRID script's flat reply for one task's ``dates`` (7 entries per date), given its
+        locks', markers' and runs hashes' key prefixes; ``dates`` must not be empty."""
+        return list(await self._call(GRID, 1, prefixes[0] + dates[0], *prefixes, *dates))
 
     async def read_runs(self, history: str, count: int, records: str, locks: str) -> list[Any]:
         """The RUNS script's reply: one task's last success and failure, and newest ``count`` runs."""
