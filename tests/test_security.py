@@ -18,6 +18,8 @@ from redis.asyncio import Redis
 import aiotasks
 from aiotasks import RedisAuthError, RedisUnavailable, Run, Settings, TaskError, task_boilerplate
 from aiotasks._config import redact_url
+from aiotasks._records import read_grid
+from aiotasks._store import store_for
 from tests.servers import TLS_REQUIRED_VARIABLE, RedisServer, TlsFiles, free_port, tls_missing
 from tests.support import eventually, lock_and_marker_keys
 
@@ -155,6 +157,33 @@ async def test_acl_user_without_script_rights_gets_an_auth_error(secured: RedisS
         await client.aclose()
     assert isinstance(caught.value.__cause__, RedisAuthError)
     assert "no permissions to run the 'evalsha' command" in str(caught.value.__cause__)
+
+
+async def test_a_read_script_refused_a_key_pattern_is_an_auth_error(secured: RedisServer) -> None:
+    """Regression: the grid's script builds each date's keys from prefixes; for a user without
+    ~run:* the server refused one inside the script, and read_grid raised redis-py's ResponseError
+    (the CLI said "Redis error"). Now RedisAuthError saying the ACL user was denied, as for a
+    declared key, on every server (the refusal's text differs: 6.2 wraps it)."""
+    with redis.Redis.from_url(secured.url) as admin:
+        admin.execute_command(
+            "ACL",
+            "SETUSER",
+            "no_runs",
+            "on",
+            f">{SECRET}",
+            "resetkeys",
+            "~lock:*",
+            "~success:*",
+            *ACL_RULES[5:],
+        )
+    client = Redis.from_url(url_for(secured, f"no_runs:{SECRET}"))
+    try:
+        with pytest.raises(RedisAuthError, match="denied our ACL user a permission") as caught:
+            await read_grid(store_for(client), ["grid_task"], [DATE], namespace=None)
+    finally:
+        await client.aclose()
+    assert isinstance(caught.value.__cause__, redis.exceptions.ResponseError)
+    assert SECRET not in str(caught.value)
 
 
 @pytest.fixture

@@ -67,17 +67,34 @@ async def test_wrapped_readonly_is_a_read_only_replica(client: Redis) -> None:
 
 
 async def test_wrapped_errors_of_other_codes_keep_their_class(client: Redis) -> None:
-    """A wrapped OOM becomes redis-py's OutOfMemoryError; a wrapped text with no error code (an ACL
-    refusal inside a script, ERR on every server) and any other error stay as they were."""
+    """A wrapped OOM becomes redis-py's OutOfMemoryError; any other error stays as it was."""
     oom = translate(rex.ResponseError(WRAPPED_OOM), client)
     assert type(oom) is rex.OutOfMemoryError
     assert str(oom).startswith("OOM command not allowed")
-    for unchanged in (rex.ResponseError(WRAPPED_ACL), rex.ResponseError("WRONGTYPE Operation against a key")):
-        assert translate(unchanged, client) is unchanged
+    unchanged = rex.ResponseError("WRONGTYPE Operation against a key")
+    assert translate(unchanged, client) is unchanged
     # Redis 7's form of a NOPERM is already the ACL error it is.
     assert isinstance(
         translate(rex.NoPermissionError("No permissions to access a key"), client), RedisAuthError
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        WRAPPED_ACL,  # Redis 6.2
+        WRAPPED_ACL.rpartition("1: ")[2],  # Redis 7.0
+        "ACL failure in script: No permissions to access a key script: on @user_script:20.",  # 8, Valkey
+    ],
+)
+async def test_an_acl_refusal_inside_a_script_is_an_acl_error(client: Redis, text: str) -> None:
+    """Regression: a read script touching a key outside the user's patterns (GRID and RUNS build
+    some keys from prefixes) raised redis-py's ResponseError from the library, and the CLI said
+    "Redis error". Wrapped (Redis 6.2) or bare (7.0+, Valkey): RedisAuthError naming the refusal."""
+    translated = translate(rex.ResponseError(text), client)
+    assert isinstance(translated, RedisAuthError)
+    assert "denied our ACL user a permission: " in str(translated)
+    assert text.rpartition("1: ")[2].split(" script: on ")[0] in str(translated)
 
 
 def test_server_binary_is_selectable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

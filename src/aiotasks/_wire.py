@@ -79,6 +79,14 @@ HOLD_MIN_POOL: Final = 16
 HOLD_IDLE: Final = 1.0
 
 _AUTH_REPLY: Final = re.compile(r"^(NOAUTH|WRONGPASS|NOPERM)\b")
+#: A script's command that the ACL user may not run, or whose key it may not touch: no error code
+#: (an ERR, which redis-py strips). Redis 6.2 wraps "The user executing the script can't ...",
+#: 7.0 says it bare, Redis 8 and Valkey say "ACL failure in script: No permissions to ...". The
+#: read scripts (GRID, RUNS) build some keys from prefixes: a missing key pattern shows up here.
+_SCRIPT_ACL: Final = re.compile(
+    r"^(?:Error running script \(call to f_[0-9a-f]+\): @user_script:\d+: (?:@user_script: \d+: )?)?"
+    r"(?:The user executing the script can't|ACL failure in script: )"
+)
 _CLOSED: Final = "Connection closed by server."
 #: Redis before 7.0 wrapped an error a command raised inside a script in an ERR, which redis-py
 #: strips: "Error running script (call to f_<sha>): @user_script:<line>: [@user_script: <line>: -]
@@ -397,7 +405,7 @@ def _translate(exc: BaseException, client: Any) -> BaseException:
     for secret in secrets_of(client):
         message = message.replace(secret, "***")
     server = describe(client)
-    if isinstance(exc, rex.NoPermissionError) or message.startswith("NOPERM"):
+    if isinstance(exc, rex.NoPermissionError) or message.startswith("NOPERM") or _SCRIPT_ACL.match(message):
         # The credentials were accepted; the ACL user lacks a permission, which Redis names.
         return RedisAuthError(f"Redis at {server} denied our ACL user a permission: {message}", server)
     if isinstance(exc, rex.AuthenticationError) or (
