@@ -35,6 +35,7 @@ from aiotasks._records import (
 )
 from aiotasks._scheduler import Scheduler
 from aiotasks._store import Acquired, store_for
+from aiotasks._views import history_text
 from tests.servers import RedisServer
 from tests.support import eventually
 from tests.test_cli import ROOT, child_env
@@ -638,3 +639,31 @@ def test_the_environment_is_read_as_os_environ_says_at_every_call(
         _config.env_namespace()
     monkeypatch.setenv("AIOTASKS_RETENTION", "2h")
     assert retention_ms() == 2 * 3_600_000
+
+
+def test_history_text_aligns_its_columns() -> None:
+    """Regression: `history` printed each task name and outcome at its own width, so the columns
+    after them wandered. Each column is as wide as its widest entry; a run with no start says '-'."""
+    runs = [
+        RunRecord("report", "20261125", "t1", "success", host="vm", pid=7, started=1_764_000_000_000,
+                  ended=1_764_000_000_250, attempts=1),
+        RunRecord("task_contributions_analysis", "20261125T0200", "t2", "failed", reason="redis_unavailable",
+                  host="worker-2", pid=12345, started=1_764_000_000_000, ended=1_764_000_001_000, attempts=3,
+                  error="boom\nsecond line"),
+        RunRecord("extract", "20261124", "t3", "abandoned", host="vm", pid=8),
+    ]  # fmt: skip
+    lines = history_text(runs).splitlines()
+    for field in ("report", "task_contributions_analysis", "extract"):  # the task column
+        assert len({line.index(" " + field) for line in lines if " " + field in line}) == 1
+    starts = {line_of(lines, "success"), line_of(lines, "failed"), line_of(lines, "abandoned")}
+    assert len(starts) == 1, lines
+    hosts = {lines[0].index("vm:7"), lines[1].index("worker-2:12345"), lines[2].index("vm:8")}
+    assert len(hosts) == 1, lines
+    assert lines[0].index("2025-") == lines[1].index("2025-")
+    assert lines[2].endswith("-")
+    assert lines[1].endswith("x3  boom")
+    assert all(line == line.rstrip() for line in lines)
+
+
+def line_of(lines: list[str], word: str) -> int:
+    return next(line.index(word) for line in lines if word in line)

@@ -375,21 +375,28 @@ def grid_text(dates: list[str], grid: Mapping[str, Mapping[str, Cell]], *, color
 
 
 def history_text(runs: list[RunRecord]) -> str:
-    """Runs newest first: date, task, outcome/reason, host:pid, start, duration, attempts, first error."""
+    """Runs newest first: date, task, outcome/reason, host:pid, start, duration, attempts, first error.
+
+    Each column is as wide as its widest entry on the page: task names, run keys (a date or a
+    slot), outcomes and hosts differ in length.
+    """
     if not runs:
         return "no runs recorded"
-    lines = []
+    rows = []
     for run in runs:
         outcome = run.status + (f"/{run.reason}" if run.reason else "")
         duration = f"{run.duration:9.3f}s" if run.duration is not None else " " * 10
         error = f"  {run.error.splitlines()[0][:120]}" if run.error else ""
         attempts = f"x{run.attempts}" if run.attempts else "  "
         by = f"  triggered by {run.triggered_by}" if run.triggered_by else ""
-        lines.append(
-            f"{run.date}  {run.task}  {outcome:<20} {run.host}:{run.pid}  {iso(run.started)}"
-            f"  {duration} {attempts}{error}{by}"
-        )
-    return "\n".join(lines)
+        rest = f"{iso(run.started) or '-':<24}  {duration} {attempts}{error}{by}"
+        rows.append((run.date, run.task, outcome, f"{run.host}:{run.pid}", rest))
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    return "\n".join(
+        "  ".join(field.ljust(width) for field, width in zip(row[:4], widths, strict=True))
+        + f"  {row[4]}".rstrip()
+        for row in rows
+    )
 
 
 def paused_by(value: str) -> str:
