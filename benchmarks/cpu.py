@@ -261,19 +261,30 @@ def redis_benchmark(port: int, requests: int) -> dict[str, Any] | None:
     if binary is None:
         return None
     found: dict[str, Any] = {"pipeline": 32, "connections": 50, "requests": requests}
-    admin = SyncRedis(host="127.0.0.1", port=port)
-    admin.config_resetstat()
-    for name, request in script_requests().items():
-        command = [binary, "-h", "127.0.0.1", "-p", str(port), "-n", str(requests), "-c", "50", "-P", "32"]
-        done = subprocess.run(
-            [*command, "-r", "1000000000", "--csv", *request], capture_output=True, text=True, check=True
-        )
-        # --csv: a header row, then one row per test: "test","rps",...
-        rows = list(csv.reader(done.stdout.strip().splitlines()))
-        found[f"{name}_per_s"] = round(float(rows[-1][1]))
-    # redis-benchmark counts an error reply as an answer: a script that failed would look fast.
-    calls = admin.info("commandstats")["cmdstat_evalsha"]
-    admin.close()
+    with SyncRedis(host="127.0.0.1", port=port) as admin:
+        admin.config_resetstat()
+        for name, request in script_requests().items():
+            command = [
+                binary,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-n",
+                str(requests),
+                "-c",
+                "50",
+                "-P",
+                "32",
+            ]
+            done = subprocess.run(
+                [*command, "-r", "1000000000", "--csv", *request], capture_output=True, text=True, check=True
+            )
+            # --csv: a header row, then one row per test: "test","rps",...
+            rows = list(csv.reader(done.stdout.strip().splitlines()))
+            found[f"{name}_per_s"] = round(float(rows[-1][1]))
+        # redis-benchmark counts an error reply as an answer: a script that failed would look fast.
+        calls = admin.info("commandstats")["cmdstat_evalsha"]
     if calls["calls"] != 2 * requests or calls["failed_calls"] or calls["rejected_calls"]:
         raise RuntimeError(f"redis-benchmark's scripts did not all run: {calls}")
     found["runs_s"] = round(1 / (1 / found["acquire_per_s"] + 1 / found["finish_per_s"]))

@@ -79,23 +79,25 @@ HOLD_MIN_POOL: Final = 16
 HOLD_IDLE: Final = 1.0
 
 _AUTH_REPLY: Final = re.compile(r"^(NOAUTH|WRONGPASS|NOPERM)\b")
-#: A script's command that the ACL user may not run, or whose key it may not touch: no error code
-#: (an ERR, which redis-py strips). Redis 6.2 wraps "The user executing the script can't ...",
-#: 7.0 says it bare, Redis 8 and Valkey say "ACL failure in script: No permissions to ...". The
-#: read scripts (GRID, RUNS) build some keys from prefixes: a missing key pattern shows up here.
-_SCRIPT_ACL: Final = re.compile(
-    r"^(?:Error running script \(call to f_[0-9a-f]+\): @user_script:\d+: (?:@user_script: \d+: )?)?"
-    r"(?:The user executing the script can't|ACL failure in script: )"
-)
 _CLOSED: Final = "Connection closed by server."
 #: Redis before 7.0 wrapped an error a command raised inside a script in an ERR, which redis-py
 #: strips: "Error running script (call to f_<sha>): @user_script:<line>: [@user_script: <line>: -]
 #: WRONGTYPE Operation against a key...". Redis 7.0 and later, and Valkey, reply with the command's
 #: own error: "WRONGTYPE Operation against a key... script: <sha>, on @user_script:<line>.".
+_SCRIPT_WRAPPER: Final = (
+    r"Error running script \(call to f_[0-9a-f]+\): @user_script:\d+: (?:@user_script: \d+: )?"
+)
 _WRAPPED_SCRIPT_ERROR: Final = re.compile(
-    r"^Error running script \(call to f_[0-9a-f]+\): @user_script:\d+: (?:@user_script: \d+: )?-?"
-    r"(?P<code>[A-Z]+) (?P<text>.*)$",
+    rf"^{_SCRIPT_WRAPPER}-?(?P<code>[A-Z]+) (?P<text>.*)$",
     re.DOTALL,
+)
+#: A script's command that the ACL user may not run, or whose key it may not touch: no error code
+#: (an ERR, which redis-py strips), so not unwrapped above. Redis 6.2 wraps "The user executing
+#: the script can't ...", 7.0 says it bare, Redis 8 and Valkey say "ACL failure in script: No
+#: permissions to ...". The read scripts (GRID, RUNS) build some keys from prefixes: a missing
+#: key pattern shows up here.
+_SCRIPT_ACL: Final = re.compile(
+    rf"^(?:{_SCRIPT_WRAPPER})?(?:The user executing the script can't|ACL failure in script: )"
 )
 #: The redis-py error a reply of that code would have been, where it is not a plain ResponseError.
 _ERROR_CLASSES: Final[dict[str, type[rex.ResponseError]]] = {
