@@ -25,6 +25,7 @@ from aiotasks import InvalidConfig, InvalidDate, InvalidTaskName, Run, TaskError
 from aiotasks._context import store_of
 from aiotasks._metrics import exposition
 from aiotasks._records import HOST, read_runs
+from tests.servers import server_version
 from tests.support import eventually
 
 DATE = "20261125"
@@ -252,10 +253,12 @@ async def test_a_request_never_outlives_its_lock(redis_client: Redis) -> None:
     await redis_client.set("lock:dead:" + DATE, "gone", px=500)
     assert await aiotasks.cancel("dead", DATE, redis=redis_client)
     first = await redis_client.get("cancel:dead:" + DATE)
-    async with redis_client.pipeline(transaction=True) as both:  # read at one instant
-        both.pttl("cancel:dead:" + DATE)
+    # The lock's TTL first: a millisecond may begin between the two reads (the server's
+    # clock is read per command), which only shortens the request's TTL read second.
+    async with redis_client.pipeline(transaction=True) as both:
         both.pttl("lock:dead:" + DATE)
-        request_ttl, lock_ttl = await both.execute()
+        both.pttl("cancel:dead:" + DATE)
+        lock_ttl, request_ttl = await both.execute()
     assert 0 < request_ttl <= lock_ttl
     assert await aiotasks.cancel("dead", DATE, redis=redis_client)
     assert await redis_client.get("cancel:dead:" + DATE) == first
@@ -267,6 +270,20 @@ async def test_a_request_never_outlives_its_lock(redis_client: Redis) -> None:
         return await redis_client.exists("lock:dead:" + DATE, "cancel:dead:" + DATE) == 0
 
     await eventually(gone, "the request expired with the lock")
+
+
+@pytest.mark.skipif(server_version().number < (7,), reason="PEXPIRETIME came with Redis 7.0")
+async def test_a_request_expires_no_later_than_its_lock(redis_client: Redis) -> None:
+    """Compared by their absolute expiry (PEXPIRETIME), over many requests: the request's TTL is
+    the lock's less a millisecond, which a millisecond begun inside the script cannot overtake
+    (regression: on Redis 7.0 the request at times expired a millisecond after its lock)."""
+    for attempt in range(300):
+        date = f"2026{1 + attempt // 28:02d}{1 + attempt % 28:02d}"
+        await redis_client.set("lock:many:" + date, "holder", px=60_000)
+        assert await aiotasks.cancel("many", date, redis=redis_client)
+        request_at = await redis_client.pexpiretime("cancel:many:" + date)
+        lock_at = await redis_client.pexpiretime("lock:many:" + date)
+        assert 0 < request_at <= lock_at, (attempt, request_at, lock_at)
 
 
 async def test_a_request_for_an_earlier_run_does_not_cancel_the_next_holder(redis_client: Redis) -> None:

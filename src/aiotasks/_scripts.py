@@ -382,7 +382,13 @@ if token == holder then
 end
 local time = redis.call('time')
 local now = time[1] .. string.sub('00000' .. time[2], -6, -4)
-redis.call('set', KEYS[2], ARGV[1] .. '|' .. now .. '|' .. holder, 'PX', pttl > 0 and pttl or ARGV[2])
+-- A millisecond less than the lock's TTL: before 7.2 the server reads its clock
+-- again for SET's PX, and a millisecond may have begun since PTTL read it.
+local px = ARGV[2]
+if pttl > 0 then
+    px = math.max(pttl - 1, 1)
+end
+redis.call('set', KEYS[2], ARGV[1] .. '|' .. now .. '|' .. holder, 'PX', px)
 return {1, holder, pttl}
 """,
 )
