@@ -286,6 +286,16 @@ async def test_a_request_expires_no_later_than_its_lock(redis_client: Redis) -> 
         assert 0 < request_at <= lock_at, (attempt, request_at, lock_at)
 
 
+async def test_a_lock_set_without_a_ttl_gives_its_request_the_default_lock_timeout(
+    redis_client: Redis,
+) -> None:
+    """A lock with no TTL (set by hand) has no TTL to copy: the request lives the default lock
+    timeout, 300 s, rather than forever."""
+    await redis_client.set("lock:forever:" + DATE, "by-hand")
+    assert await aiotasks.cancel("forever", DATE, redis=redis_client)
+    assert 299_000 < await redis_client.pttl("cancel:forever:" + DATE) <= 300_000
+
+
 async def test_a_request_for_an_earlier_run_does_not_cancel_the_next_holder(redis_client: Redis) -> None:
     """The request names the holder's token: a run that takes the date after that holder ended
     ignores it (regression: a key alone would cancel whoever renews next)."""
