@@ -261,25 +261,12 @@ def redis_benchmark(port: int, requests: int) -> dict[str, Any] | None:
     if binary is None:
         return None
     found: dict[str, Any] = {"pipeline": 32, "connections": 50, "requests": requests}
+    command = [binary, "-h", "127.0.0.1", "-p", str(port), "-n", str(requests), "-r", "1000000000", "--csv"]
+    command += ["-c", str(found["connections"]), "-P", str(found["pipeline"])]
     with SyncRedis(host="127.0.0.1", port=port) as admin:
         admin.config_resetstat()
         for name, request in script_requests().items():
-            command = [
-                binary,
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-n",
-                str(requests),
-                "-c",
-                "50",
-                "-P",
-                "32",
-            ]
-            done = subprocess.run(
-                [*command, "-r", "1000000000", "--csv", *request], capture_output=True, text=True, check=True
-            )
+            done = subprocess.run([*command, *request], capture_output=True, text=True, check=True)
             # --csv: a header row, then one row per test: "test","rps",...
             rows = list(csv.reader(done.stdout.strip().splitlines()))
             found[f"{name}_per_s"] = round(float(rows[-1][1]))

@@ -367,7 +367,7 @@ CANCEL: Final = Script(
 -- return {0} no lock: nothing runs, nothing written;
 --        {1, holder's token, lock's TTL in ms} the request is written, as
 --          'host:pid|ms|token' (ms: the server's clock), with the lock's TTL
---          left: it never outlives the lock it was written for;
+--          left less a millisecond: it never outlives the lock it was written for;
 --        {2, holder's token, lock's TTL in ms, 'host:pid|ms' of the earlier
 --          requester} a request for this holder is pending: nothing written
 -- Touches one task's keys: one hash slot on Redis Cluster.
